@@ -1,0 +1,3 @@
+"""prfaas: Prefill-as-a-Service on Kubernetes (planner, operator, router, simulator)."""
+
+__version__ = "0.1.0"
