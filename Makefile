@@ -9,7 +9,7 @@ OUT := .local
 
 -include hack/k8s.mk
 
-.PHONY: help venv lint unit test demo bench bench-planner clean
+.PHONY: help venv lint unit test demo bench bench-planner crds clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ test: lint ## the whole suite: lint, unit and integration tests
 demo: venv ## plan the paper's case study: Table 6 and Figure 5
 	@mkdir -p $(OUT)
 	$(VENV)/bin/prfaas plan --plot $(OUT)/figure5.png
+
+crds: venv ## regenerate crds/ from the pydantic models in prfaas.api
+	$(VENV)/bin/prfaas crds --out crds
 
 bench: bench-planner ## all benchmarks
 

@@ -163,3 +163,9 @@ def test_histogram_workload_plans_like_the_lognormal(
     r = plan(sc)
     assert r.prfaas.throughput_rps == pytest.approx(3.24, rel=0.05)
     assert 16_000 <= r.prfaas.threshold_tokens <= 23_000
+
+
+def test_fixed_threshold_is_kept(scenario_with: Callable[..., Scenario]) -> None:
+    r = plan(scenario_with(("planner", "fixedThresholdTokens"), 30_000))
+    assert r.prfaas.threshold_tokens == 30_000
+    assert r.prfaas.throughput_rps < plan(case_study()).prfaas.throughput_rps

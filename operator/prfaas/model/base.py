@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -17,3 +19,11 @@ class Spec(BaseModel):
         extra="forbid",
         frozen=True,
     )
+
+
+def cel(*rules: tuple[str, str]) -> ConfigDict:
+    """CEL rules the API server enforces (``x-kubernetes-validations``); pydantic mirrors them."""
+    extra: dict[str, Any] = {
+        "x-kubernetes-validations": [{"rule": rule, "message": msg} for rule, msg in rules]
+    }
+    return ConfigDict(json_schema_extra=extra)

@@ -123,7 +123,11 @@ def _context(scenario: Scenario) -> _Context:
     except CurveError as exc:
         raise PlanError(f"model.kvCache: {exc}") from None
     step = scenario.planner.threshold_step_tokens
-    thresholds = np.arange(0.0, math.ceil(top / step) * step + step, step)
+    fixed = scenario.planner.fixed_threshold_tokens
+    if fixed is not None:
+        thresholds = np.array([float(fixed)])
+    else:
+        thresholds = np.arange(0.0, math.ceil(top / step) * step + step, step)
     service = scenario.planner.service_time
     stats = split_stats(grid, thresholds, pool_curve, local_curve, kv_curve, service)
     decode = scenario.pd_cluster.instance.decode

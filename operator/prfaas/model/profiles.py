@@ -10,7 +10,7 @@ from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
-from prfaas.model.base import Spec
+from prfaas.model.base import Spec, cel
 from prfaas.model.curves import Curve, Interpolation, make_curve
 
 Tokens = Annotated[int, Field(gt=0, le=16_777_216)]
@@ -33,6 +33,20 @@ def _check_table(tokens: list[int], values: list[float], what: str) -> None:
         raise ValueError(f"{what} table: values must not decrease with length, got {values}")
 
 
+def _table_rules(value: str) -> list[tuple[str, str]]:
+    return [
+        (
+            "!has(self.table) || (self.table.map(p, p.tokens).isSorted() && "
+            "self.table.all(p, self.table.exists_one(q, q.tokens == p.tokens)))",
+            "table: tokens must be strictly increasing",
+        ),
+        (
+            f"!has(self.table) || self.table.map(p, p.{value}).isSorted()",
+            "table: values must not decrease with length",
+        ),
+    ]
+
+
 class KVCacheProfile(Spec):
     """KVCache bytes a prefill of ``l`` uncached tokens produces.
 
@@ -40,7 +54,16 @@ class KVCacheProfile(Spec):
     (fixed linear-attention/SWA state plus growing full-attention KV).
     """
 
-    table: list[KVPoint] | None = Field(default=None, min_length=2)
+    model_config = cel(
+        *_table_rules("mib"),
+        (
+            "has(self.table) != (has(self.fixedMiB) || has(self.perTokenKiB))",
+            "give either 'table' or 'fixedMiB' and 'perTokenKiB'",
+        ),
+        ("has(self.fixedMiB) == has(self.perTokenKiB)", "'fixedMiB' and 'perTokenKiB' go together"),
+    )
+
+    table: list[KVPoint] | None = Field(default=None, min_length=2, max_length=64)
     fixed_mib: Annotated[float, Field(ge=0)] | None = Field(default=None, alias="fixedMiB")
     per_token_kib: Annotated[float, Field(ge=0)] | None = Field(default=None, alias="perTokenKiB")
     interpolation: Interpolation = "linear"
@@ -80,7 +103,9 @@ class KVCacheProfile(Spec):
 class PrefillProfile(Spec):
     """Prefill latency of one instance by uncached length (interpolations: ``curves``)."""
 
-    table: list[LatencyPoint] = Field(min_length=2)
+    model_config = cel(*_table_rules("seconds"))
+
+    table: list[LatencyPoint] = Field(min_length=2, max_length=64)
     interpolation: Interpolation = "quadratic"
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Self
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from prfaas.model.base import Spec
+from prfaas.model.base import Spec, cel
 from prfaas.model.profiles import InstanceProfile, KVCacheProfile, LinkProfile
 from prfaas.model.throughput import ServiceTime
 from prfaas.model.workload import Workload
@@ -26,6 +26,8 @@ class ModelProfile(Spec):
 
 
 class Range(Spec):
+    model_config = cel(("self.min <= self.max", "min must not exceed max"))
+
     min: Count
     max: Count
 
@@ -72,6 +74,7 @@ class PlannerSettings(Spec):
     cost_budget_per_hour: Annotated[float, Field(gt=0)] | None = None
     homogeneous_instances: Annotated[int, Field(ge=2, le=100_000)] | None = None
     max_transfer_seconds: Annotated[float, Field(gt=0)] = 60.0
+    fixed_threshold_tokens: Annotated[int, Field(ge=0, le=16_777_216)] | None = None
 
 
 class Scenario(Spec):

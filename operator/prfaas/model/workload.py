@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Self
 import numpy as np
 from pydantic import Field, model_validator
 
-from prfaas.model.base import Spec
+from prfaas.model.base import Spec, cel
 from prfaas.model.curves import FloatArray
 from prfaas.model.profiles import Tokens
 
@@ -48,6 +48,8 @@ def _grid(lo: int, hi: int) -> FloatArray:
 class LogNormalLengths(Spec):
     """ln L ~ Normal(mu, sigma), truncated to [min, max] tokens (the paper's workload)."""
 
+    model_config = cel(("self.min < self.max", "min must be below max"))
+
     mu: Annotated[float, Field(gt=0, le=20)]
     sigma: Annotated[float, Field(gt=0, le=10)]
     min: Tokens = 1
@@ -72,7 +74,7 @@ class LogNormalLengths(Spec):
 class HistogramBucket(Spec):
     """A Prometheus histogram bucket: ``count`` observations ≤ ``le`` (cumulative)."""
 
-    le: float | Literal["+Inf"]
+    le: Annotated[int, Field(gt=0)] | Literal["+Inf"]
     count: Annotated[float, Field(ge=0)]
 
 
@@ -83,9 +85,11 @@ class HistogramLengths(Spec):
     bucket ends at ``max``.
     """
 
+    model_config = cel(("self.min < self.max", "min must be below max"))
+
     min: Tokens = 1
     max: Tokens
-    buckets: list[HistogramBucket] = Field(min_length=1)
+    buckets: list[HistogramBucket] = Field(min_length=1, max_length=256)
 
     @model_validator(mode="after")
     def _buckets(self) -> Self:
@@ -131,6 +135,10 @@ class HistogramLengths(Spec):
 
 class LengthDistribution(Spec):
     """Exactly one of ``lognormal`` or ``histogram``."""
+
+    model_config = cel(
+        ("has(self.lognormal) != has(self.histogram)", "give exactly one of lognormal or histogram")
+    )
 
     lognormal: LogNormalLengths | None = None
     histogram: HistogramLengths | None = None

@@ -1,0 +1,251 @@
+"""``PDCluster``: a local prefill/decode-disaggregated cluster (e.g. H20) and its PrfaaS policy."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, model_validator
+
+from prfaas.api.common import (
+    Conditions,
+    Endpoints,
+    Name,
+    Placement,
+    ReplicaBounds,
+    ScaleTargetRef,
+)
+from prfaas.model.base import Spec, cel
+from prfaas.model.profiles import InstanceProfile, LinkProfile
+from prfaas.model.scenario import ModelProfile
+from prfaas.model.throughput import ServiceTime
+from prfaas.model.workload import Workload
+
+Seconds = Annotated[int, Field(ge=1, le=86_400)]
+Endpoint = Annotated[str, Field(max_length=2048)]
+
+
+class Stage(Spec):
+    """One role of the PD cluster (prefill or decode): its scale target, bounds and endpoints."""
+
+    scale_target_ref: ScaleTargetRef
+    replicas: ReplicaBounds
+    endpoints: Endpoints = Endpoints()
+
+
+class PoolLink(Spec):
+    """A PrefillPool (same namespace) this cluster may offload to, and the link to it."""
+
+    name: Name
+    link: LinkProfile
+
+
+class PrometheusQueries(Spec):
+    """PromQL; ``$window`` is replaced by ``window``. Defaults match the router's metric names."""
+
+    arrival_rate: str = Field(
+        default="sum(rate(prfaas_router_requests_total[$window]))", max_length=4096
+    )
+    uncached_length_buckets: str = Field(
+        default="sum by (le) (increase(prfaas_router_uncached_tokens_bucket[$window]))",
+        max_length=4096,
+    )
+    output_tokens_mean: str = Field(
+        default=(
+            "sum(rate(prfaas_router_output_tokens_sum[$window])) / "
+            "sum(rate(prfaas_router_output_tokens_count[$window]))"
+        ),
+        max_length=4096,
+    )
+    egress_gbps: str = Field(
+        default="sum by (pool) (rate(prfaas_router_link_bytes_total[$window])) * 8 / 1e9",
+        max_length=4096,
+    )
+    queue_depth: str = Field(default="sum by (role) (vllm:num_requests_waiting)", max_length=4096)
+
+
+class PrometheusSource(Spec):
+    url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://\S+$")
+    window: str = Field(default="5m", pattern=r"^[0-9]+(s|m|h)$", max_length=16)
+    queries: PrometheusQueries = PrometheusQueries()
+    min_requests: Annotated[float, Field(ge=0)] = 50  # fewer samples in the window → stale
+    max_length_tokens: Annotated[int, Field(gt=0, le=16_777_216)] = 131_072  # +Inf bucket ends here
+
+
+class WorkloadSource(Spec):
+    """Exactly one: measured from Prometheus, or declared."""
+
+    model_config = cel(
+        (
+            "has(self.prometheus) != has(self.declared)",
+            "workload: give exactly one of prometheus or declared",
+        )
+    )
+
+    prometheus: PrometheusSource | None = None
+    declared: Workload | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.prometheus is None) == (self.declared is None):
+            raise ValueError("workload: give exactly one of prometheus or declared")
+        return self
+
+
+class ThresholdPolicy(Spec):
+    model_config = cel(
+        (
+            "self.mode != 'Fixed' || has(self.tokens)",
+            "threshold.tokens is required when threshold.mode is Fixed",
+        )
+    )
+
+    mode: Literal["Auto", "Fixed"] = "Auto"
+    tokens: Annotated[int, Field(ge=0, le=16_777_216)] | None = None
+    step_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+
+    @model_validator(mode="after")
+    def _fixed_needs_tokens(self) -> Self:
+        if self.mode == "Fixed" and self.tokens is None:
+            raise ValueError("threshold.tokens is required when threshold.mode is Fixed")
+        return self
+
+
+class Policy(Spec):
+    """How the slow loop acts: ``Observe`` only reports, ``Enforce`` also scales."""
+
+    mode: Literal["Observe", "Enforce"] = "Observe"
+    interval_seconds: Seconds = 60
+    cooldown_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
+    max_step: Annotated[int, Field(ge=1, le=1_000)] = 1  # instances per change and group
+    threshold: ThresholdPolicy = ThresholdPolicy()
+    service_time: ServiceTime = "subset_mean"
+    plan_pool_size: bool = False  # also search the PrefillPool's size within its bounds
+
+
+class SLO(Spec):
+    ttft_seconds: Annotated[float, Field(gt=0, le=3600)] | None = None
+    tpot_seconds: Annotated[float, Field(gt=0, le=60)] | None = None
+
+
+class PDClusterSpec(Spec):
+    model_config = cel(
+        (
+            "self.prefill.replicas.min + self.decode.replicas.min <= self.instances",
+            "prefill.replicas.min + decode.replicas.min must not exceed instances",
+        ),
+        (
+            "self.prefill.replicas.max >= 1 && self.decode.replicas.max >= 1",
+            "prefill and decode each need replicas.max >= 1",
+        ),
+        (
+            "!has(self.workload.declared) || self.policy.threshold.mode != 'Fixed' || "
+            "(has(self.workload.declared.inputLength.lognormal) ? "
+            "self.policy.threshold.tokens <= self.workload.declared.inputLength.lognormal.max : "
+            "self.policy.threshold.tokens <= self.workload.declared.inputLength.histogram.max)",
+            "policy.threshold.tokens must lie within the workload's length range",
+        ),
+        ("has(self.instance.decode)", "instance.decode is required for a PD cluster"),
+    )
+
+    datacenter: str = Field(min_length=1, max_length=63)
+    model: ModelProfile
+    instance: InstanceProfile
+    instances: Annotated[int, Field(ge=2, le=10_000)]  # N_p + N_d, fixed in the short term
+    prefill: Stage
+    decode: Stage
+    placement: Placement = Placement()
+    prefill_pools: list[PoolLink] = Field(
+        default_factory=list,
+        max_length=8,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    workload: WorkloadSource
+    policy: Policy = Policy()
+    slo: SLO | None = None
+
+    @model_validator(mode="after")
+    def _mirror_cel(self) -> Self:  # the same rules as x-kubernetes-validations above
+        if self.prefill.replicas.min + self.decode.replicas.min > self.instances:
+            raise ValueError("prefill.replicas.min + decode.replicas.min must not exceed instances")
+        if self.prefill.replicas.max < 1 or self.decode.replicas.max < 1:
+            raise ValueError("prefill and decode each need replicas.max >= 1")
+        if self.instance.decode is None:
+            raise ValueError("instance.decode is required for a PD cluster")
+        fixed = self.policy.threshold
+        declared = self.workload.declared
+        if (
+            fixed.mode == "Fixed"
+            and declared
+            and fixed.tokens is not None
+            and fixed.tokens > declared.input_length.max_tokens
+        ):
+            raise ValueError("policy.threshold.tokens must lie within the workload's length range")
+        return self
+
+
+class StagesStatus(Spec):
+    prfaas: float | None = None
+    pd_prefill: float | None = None
+    pd_decode: float | None = None
+
+
+class PlanStatus(Spec):
+    """The slow loop's current plan (the paper's Table 6 row for this cluster)."""
+
+    threshold_tokens: int | None = None
+    offload_fraction: float
+    n_prfaas: int = Field(ge=0)
+    n_prefill: int = Field(ge=0)
+    n_decode: int = Field(ge=0)
+    throughput_rps: float = Field(ge=0)
+    stages: StagesStatus
+    egress_gbps: float = Field(ge=0)
+    binding: str = Field(max_length=63)
+    homogeneous_rps: float | None = None
+    computed_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class PoolRoute(Spec):
+    name: Name
+    endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
+    link_budget_gbps: float = Field(ge=0)
+
+
+class RoutingPolicyStatus(Spec):
+    """What the router enforces per request; ``version`` increases on every change."""
+
+    version: int = Field(ge=0)
+    threshold_tokens: int | None = None
+    prefill_pools: list[PoolRoute] = Field(default_factory=list, max_length=8)
+    prefill_endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
+    decode_endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
+
+
+class SignalsStatus(Spec):
+    """The inputs of the last plan, as observed."""
+
+    source: Literal["Prometheus", "Declared"]
+    arrival_rate_rps: float | None = None
+    mean_uncached_tokens: float | None = None
+    output_tokens: float | None = None
+    egress_gbps: float | None = None
+    observed_at: str = Field(json_schema_extra={"format": "date-time"})
+
+
+class PDClusterStatus(Spec):
+    observed_generation: int | None = Field(default=None, ge=0)
+    phase: Literal["Pending", "Planned", "Applied", "Holding", "Degraded"] | None = None
+    plan: PlanStatus | None = None
+    routing_policy: RoutingPolicyStatus | None = None
+    signals: SignalsStatus | None = None
+    last_applied_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    conditions: Conditions
+
+
+class PDCluster(Spec):
+    """A local PD cluster that offloads long prefills to PrefillPools under the PrfaaS policy."""
+
+    api_version: Literal["prfaas.io/v1alpha1"] = "prfaas.io/v1alpha1"
+    kind: Literal["PDCluster"] = "PDCluster"
+    spec: PDClusterSpec
+    status: PDClusterStatus | None = None
