@@ -41,9 +41,9 @@ def _walk(node: Any, path: str) -> list[str]:
             problems.append(f"{path}: has {bad}")
     if "type" not in node and not node.get("x-kubernetes-int-or-string"):
         problems.append(f"{path}: no type")
-    if node.get("type") == "string" and "enum" not in node and "maxLength" not in node:
-        if node.get("format") != "date-time":
-            problems.append(f"{path}: unbounded string")
+    bounded = "enum" in node or "maxLength" in node or node.get("format") == "date-time"
+    if node.get("type") == "string" and not bounded:
+        problems.append(f"{path}: unbounded string")
     if node.get("type") == "array" and "maxItems" not in node:
         problems.append(f"{path}: unbounded list")
     for name, child in node.get("properties", {}).items():
