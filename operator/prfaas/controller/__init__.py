@@ -1,0 +1,1 @@
+"""The slow loop: kopf handlers (thin), Prometheus signals, /scale actuators, status writer."""
