@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from prfaas import __version__
-from prfaas.commands import crds, plan
+from prfaas.commands import crds, operator, plan
 from prfaas.commands.errors import CommandError
 
 EXIT_USAGE = 2
@@ -15,6 +15,7 @@ EXIT_USAGE = 2
 COMMANDS = [
     plan,
     crds,
+    operator,
 ]
 
 

@@ -78,7 +78,6 @@ class Condition(Spec):
 Conditions = Annotated[
     list[Condition],
     Field(
-        default_factory=list,
         max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     ),

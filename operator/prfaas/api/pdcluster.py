@@ -232,6 +232,22 @@ class SignalsStatus(Spec):
     observed_at: str = Field(json_schema_extra={"format": "date-time"})
 
 
+class ReplicasStatus(Spec):
+    """Replicas of each scalable group, as observed at the last reconcile."""
+
+    prefill_pool: int | None = Field(default=None, ge=0)
+    prefill: int | None = Field(default=None, ge=0)
+    decode: int | None = Field(default=None, ge=0)
+
+
+class ScaledAtStatus(Spec):
+    """When the operator last scaled each group (the cooldown survives restarts)."""
+
+    prefill_pool: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    prefill: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+    decode: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
+
+
 class PDClusterStatus(Spec):
     observed_generation: int | None = Field(default=None, ge=0)
     phase: Literal["Pending", "Planned", "Applied", "Holding", "Degraded"] | None = None
@@ -239,7 +255,9 @@ class PDClusterStatus(Spec):
     routing_policy: RoutingPolicyStatus | None = None
     signals: SignalsStatus | None = None
     last_applied_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
-    conditions: Conditions
+    replicas: ReplicasStatus | None = None
+    scaled_at: ScaledAtStatus | None = None
+    conditions: Conditions = Field(default_factory=list)
 
 
 class PDCluster(Spec):

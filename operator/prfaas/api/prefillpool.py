@@ -52,7 +52,7 @@ class PrefillPoolStatus(Spec):
     replicas: int | None = Field(default=None, ge=0)  # what the scale target reports
     desired_replicas: int | None = Field(default=None, ge=0)  # what the operator planned
     phase: Literal["Pending", "Ready", "Degraded"] | None = None
-    conditions: Conditions
+    conditions: Conditions = Field(default_factory=list)
 
 
 class PrefillPool(Spec):

@@ -1,0 +1,179 @@
+"""kopf handlers: thin. Parse, call the reconciler in a thread, write status and events.
+
+One daemon per PDCluster runs the slow loop every ``policy.intervalSeconds`` and at once when
+the spec changes (its ``metadata.generation`` moves). State lives in ``status`` only, so a
+restarted operator picks up where it stopped (cooldowns included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from prfaas.controller import metrics
+from prfaas.controller.kube import GROUP, VERSION, Cluster, Members, UnreachableError, local_api
+from prfaas.controller.reconcile import Outcome, Reconciler, routing_configmap
+from prfaas.controller.signals import prometheus_query_factory
+
+log = logging.getLogger("prfaas.operator")
+FINALIZER = "prfaas.io/finalizer"
+
+
+class Runtime:
+    """Process-wide state, set up by ``configure`` (kept off kopf's memo for typing)."""
+
+    reconciler: Reconciler | None = None
+    dry_run = False
+    local: Cluster | None = None
+
+
+def policy_configmap_name(name: str) -> str:
+    return f"{name}-routing-policy"
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="prfaas.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="prfaas.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # events are posted explicitly, one per change
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+    local = Cluster(await asyncio.to_thread(local_api))
+    Runtime.local = local
+    Runtime.reconciler = Reconciler(
+        Members(local), prometheus_query_factory(), lambda: datetime.now(UTC), Runtime.dry_run
+    )
+
+
+def _interval(spec: Any) -> float:
+    try:
+        return float(spec.get("policy", {}).get("intervalSeconds", 60))
+    except (TypeError, ValueError):
+        return 60.0
+
+
+@kopf.daemon(GROUP, VERSION, "pdclusters", cancellation_timeout=10.0)
+async def pdcluster_loop(
+    *, name: str, namespace: str | None, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    assert namespace is not None  # PDCluster is namespaced
+    labels = {"namespace": namespace, "pdcluster": name}
+    while not stopped:
+        generation = body.meta.get("generation")
+        started = time.perf_counter()
+        try:
+            await _one_pass(name, namespace, body, labels)
+        except Exception:  # keep the loop alive; the next pass retries
+            metrics.ERRORS.labels(**labels).inc()
+            log.exception("reconcile of %s/%s failed", namespace, name)
+        metrics.RECONCILE_SECONDS.labels(**labels).observe(time.perf_counter() - started)
+        deadline = time.monotonic() + _interval(body.spec)
+        while not stopped and time.monotonic() < deadline:
+            if body.meta.get("generation") != generation:
+                break  # the spec changed: plan again now
+            await stopped.wait(1.0)
+
+
+async def _one_pass(name: str, namespace: str, body: kopf.Body, labels: dict[str, str]) -> None:
+    reconciler, local = Runtime.reconciler, Runtime.local
+    assert reconciler is not None and local is not None
+    outcome: Outcome = await asyncio.to_thread(
+        reconciler.reconcile,
+        name,
+        namespace,
+        body.meta.get("generation"),
+        dict(body.spec),
+        dict(body.status) if body.status else None,
+    )
+    await asyncio.to_thread(local.patch_status, "pdclusters", namespace, name, outcome.status)
+    if outcome.pool_status and outcome.pool_name:
+        pool_status = {k: v for k, v in outcome.pool_status.items() if v is not None}
+        try:
+            await asyncio.to_thread(
+                local.patch_status, "prefillpools", namespace, outcome.pool_name, pool_status
+            )
+        except Exception as exc:  # the pool may be gone; its own status is best-effort
+            log.warning("PrefillPool %s status not written: %s", outcome.pool_name, exc)
+    for etype, reason, message in outcome.events:
+        kopf.event(body, type=etype, reason=reason, message=message)
+    await _publish_member_policy(name, namespace, body, outcome)
+    _record(outcome, labels)
+
+
+async def _publish_member_policy(
+    name: str, namespace: str, body: kopf.Body, outcome: Outcome
+) -> None:
+    """Routers in a member cluster cannot read this CR: give them the policy as a ConfigMap."""
+    reconciler = Runtime.reconciler
+    placement = body.spec.get("placement") or {}
+    policy = outcome.status.get("routingPolicy")
+    if reconciler is None or not placement.get("kubeconfigSecretRef") or not policy:
+        return
+    if Runtime.dry_run:
+        return
+    from prfaas.api.common import Placement
+
+    try:
+        member = await asyncio.to_thread(
+            reconciler.members.for_placement, Placement.model_validate(placement), namespace
+        )
+        await asyncio.to_thread(
+            member.apply_configmap,
+            namespace,
+            policy_configmap_name(name),
+            routing_configmap(policy),
+        )
+    except (UnreachableError, Exception) as exc:
+        log.warning("routing policy ConfigMap for %s/%s not written: %s", namespace, name, exc)
+
+
+def _record(outcome: Outcome, labels: dict[str, str]) -> None:
+    status = outcome.status
+    metrics.RECONCILES.labels(**labels, phase=status.get("phase", "")).inc()
+    stale = any(
+        c["type"] == "SignalsStale" and c["status"] == "True" for c in status.get("conditions", [])
+    )
+    metrics.SIGNALS_STALE.labels(**labels).set(1 if stale else 0)
+    plan = status.get("plan")
+    if plan:
+        metrics.PLAN_THRESHOLD.labels(**labels).set(plan.get("thresholdTokens") or 0)
+        metrics.PLAN_THROUGHPUT.labels(**labels).set(plan["throughputRps"])
+        metrics.PLAN_EGRESS.labels(**labels).set(plan["egressGbps"])
+        for group, key in (
+            ("prefillPool", "nPrfaas"),
+            ("prefill", "nPrefill"),
+            ("decode", "nDecode"),
+        ):
+            metrics.PLAN_INSTANCES.labels(**labels, group=group).set(plan[key])
+    policy = status.get("routingPolicy")
+    if policy:
+        metrics.POLICY_VERSION.labels(**labels).set(policy["version"])
+    for change in outcome.applied:
+        direction = "up" if change.next > change.current else "down"
+        metrics.SCALE_ACTIONS.labels(**labels, group=change.group, direction=direction).inc()
+
+
+@kopf.on.delete(
+    GROUP, VERSION, "pdclusters", retries=3, backoff=5.0, errors=kopf.ErrorsMode.IGNORED
+)
+async def pdcluster_deleted(*, name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> None:
+    """Delete what the operator created in a member cluster (the policy ConfigMap), only that."""
+    reconciler = Runtime.reconciler
+    assert namespace is not None
+    placement = spec.get("placement") or {}
+    if reconciler is None or not placement.get("kubeconfigSecretRef"):
+        return
+    from prfaas.api.common import Placement
+
+    member = await asyncio.to_thread(
+        reconciler.members.for_placement, Placement.model_validate(placement), namespace
+    )
+    await asyncio.to_thread(member.delete_configmap, namespace, policy_configmap_name(name))

@@ -1,0 +1,210 @@
+"""Kubernetes access for the slow loop: the ``/scale`` of any target, CR status, member clusters.
+
+Uses the official client (sync; callers run it in a thread). Kind → plural comes from API
+discovery, cached per process, so any kind with a ``/scale`` subresource works.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from prfaas.api.common import Placement, ScaleTargetRef
+
+TIMEOUT = (3.0, 10.0)  # connect, read: a member cluster that does not answer is unreachable
+GROUP, VERSION = "prfaas.io", "v1alpha1"
+
+
+class UnreachableError(Exception):
+    """A cluster did not answer (network, TLS, credentials): act as if it is not there."""
+
+
+class TargetError(Exception):
+    """The cluster answered, but the target is wrong (missing, no /scale, forbidden)."""
+
+
+def _split(api_version: str) -> tuple[str, str]:
+    group, _, version = api_version.rpartition("/")
+    return group, version
+
+
+@dataclass
+class Cluster:
+    """One API server, with a per-process discovery cache."""
+
+    api: client.ApiClient
+    name: str = "local"
+
+    def __post_init__(self) -> None:
+        self._plurals: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, _request_timeout=TIMEOUT, **kwargs)
+        except ApiException as exc:
+            if exc.status in (401, 502, 503, 504) or exc.status == 0:
+                raise UnreachableError(f"{self.name}: HTTP {exc.status} {exc.reason}") from None
+            raise
+        except Exception as exc:  # urllib3 / socket / TLS errors
+            raise UnreachableError(f"{self.name}: {type(exc).__name__}: {exc}") from None
+
+    def plural(self, api_version: str, kind: str) -> str:
+        key = (api_version, kind)
+        with self._lock:
+            if key in self._plurals:
+                return self._plurals[key]
+        group, version = _split(api_version)
+        if not group:
+            raise TargetError(f"{kind}: core-group kinds are not scale targets here")
+        try:
+            found = self._call(client.CustomObjectsApi(self.api).get_api_resources, group, version)
+        except ApiException as exc:
+            raise TargetError(f"{api_version}: discovery failed: HTTP {exc.status}") from None
+        for res in found.resources or []:
+            if res.kind == kind and "/" not in res.name:
+                with self._lock:
+                    self._plurals[key] = res.name
+                return str(res.name)
+        raise TargetError(f"{api_version} has no kind {kind}")
+
+    def get_replicas(self, ref: ScaleTargetRef, namespace: str) -> int:
+        group, version = _split(ref.api_version)
+        plural = self.plural(ref.api_version, ref.kind)
+        api = client.CustomObjectsApi(self.api)
+        try:
+            scale = self._call(
+                api.get_namespaced_custom_object_scale,
+                group,
+                version,
+                ref.namespace or namespace,
+                plural,
+                ref.name,
+            )
+        except ApiException as exc:
+            raise TargetError(f"{ref.kind}/{ref.name}: HTTP {exc.status} {exc.reason}") from None
+        return int((scale.get("spec") or {}).get("replicas") or 0)
+
+    def set_replicas(self, ref: ScaleTargetRef, namespace: str, replicas: int) -> None:
+        group, version = _split(ref.api_version)
+        plural = self.plural(ref.api_version, ref.kind)
+        api = client.CustomObjectsApi(self.api)
+        try:
+            self._call(
+                api.patch_namespaced_custom_object_scale,
+                group,
+                version,
+                ref.namespace or namespace,
+                plural,
+                ref.name,
+                {"spec": {"replicas": replicas}},
+            )
+        except ApiException as exc:
+            raise TargetError(f"{ref.kind}/{ref.name}: HTTP {exc.status} {exc.reason}") from None
+
+    def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        api = client.CustomObjectsApi(self.api)
+        try:
+            obj: dict[str, Any] = self._call(
+                api.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        api = client.CustomObjectsApi(self.api)
+        self._call(
+            api.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            name,
+            {"status": status},
+        )
+
+    def apply_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        core = client.CoreV1Api(self.api)
+        body = {
+            "metadata": {
+                "name": name,
+                "labels": {"app.kubernetes.io/managed-by": "prfaas-operator"},
+            },
+            "data": data,
+        }
+        try:
+            self._call(core.patch_namespaced_config_map, name, namespace, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            self._call(core.create_namespaced_config_map, namespace, body)
+
+    def delete_configmap(self, namespace: str, name: str) -> None:
+        try:
+            self._call(client.CoreV1Api(self.api).delete_namespaced_config_map, name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def local_api() -> client.ApiClient:
+    """In-cluster credentials, else the kubeconfig (``KUBECONFIG``)."""
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+class Members:
+    """Clients for member clusters, from kubeconfig Secrets in the CR's namespace.
+
+    Cached by (namespace, secret, resourceVersion): a rotated Secret gets a new client.
+    """
+
+    def __init__(self, local: Cluster) -> None:
+        self.local = local
+        self._cache: dict[tuple[str, str, str], Cluster] = {}
+        self._lock = threading.Lock()
+
+    def for_placement(self, placement: Placement, namespace: str) -> Cluster:
+        ref = placement.kubeconfig_secret_ref
+        if ref is None:
+            return self.local
+        core = client.CoreV1Api(self.local.api)
+        try:
+            secret = self.local._call(core.read_namespaced_secret, ref.name, namespace)
+        except ApiException as exc:
+            raise UnreachableError(
+                f"kubeconfig Secret {namespace}/{ref.name}: HTTP {exc.status} {exc.reason}"
+            ) from None
+        key = (namespace, ref.name, str(secret.metadata.resource_version))
+        with self._lock:
+            if key in self._cache:
+                return self._cache[key]
+        raw = (secret.data or {}).get(ref.key)
+        if raw is None:
+            raise UnreachableError(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
+        try:
+            kubeconfig = yaml.safe_load(base64.b64decode(raw))
+            api = config.new_client_from_config_dict(kubeconfig)  # type: ignore[no-untyped-call]
+        except Exception as exc:  # never log the secret itself
+            raise UnreachableError(
+                f"Secret {namespace}/{ref.name}[{ref.key}] is not a usable kubeconfig "
+                f"({type(exc).__name__})"
+            ) from None
+        api.configuration.retries = 1
+        member = Cluster(api, name=f"member {ref.name}")
+        with self._lock:
+            self._cache = {k: v for k, v in self._cache.items() if k[:2] != key[:2]}
+            self._cache[key] = member
+        return member
