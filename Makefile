@@ -9,7 +9,7 @@ OUT := .local
 
 -include hack/k8s.mk
 
-.PHONY: help venv lint unit test demo bench bench-planner crds clean
+.PHONY: help venv deps lint unit test demo bench bench-planner crds clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv with the package and dev tools
 
+deps: ## system packages the integration tests use (Debian's prometheus)
+	@command -v prometheus >/dev/null || { \
+	  echo "==> installing Debian's prometheus package"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 	$(VENV)/bin/ruff check operator tests bench
 	$(VENV)/bin/ruff format --check operator tests bench
@@ -32,7 +38,7 @@ lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 unit: venv ## unit tests only (fast, no processes)
 	$(PY) -m pytest tests/unit -q
 
-test: lint ## the whole suite: lint, unit and integration tests
+test: lint deps ## the whole suite: lint, unit and integration tests
 	$(PY) -m pytest tests -q
 
 demo: venv ## plan the paper's case study: Table 6 and Figure 5

@@ -19,6 +19,33 @@ from prfaas.model.curves import FloatArray
 from prfaas.model.profiles import Tokens
 
 MAX_GRID_POINTS = 1 << 18
+# Bucket edges (tokens) of the router's uncached-length histogram, which the operator plans
+# from: finer where thresholds usually fall (8K-48K) than a plain power-of-two ladder.
+LENGTH_BUCKETS = (
+    128,
+    256,
+    512,
+    1024,
+    2048,
+    4096,
+    6144,
+    8192,
+    10240,
+    12288,
+    14336,
+    16384,
+    18432,
+    20480,
+    22528,
+    24576,
+    28672,
+    32768,
+    40960,
+    49152,
+    65536,
+    98304,
+    131072,
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,154 @@
+"""A real Prometheus (the distribution's package) for tests and the demo, on loopback only.
+
+with LocalPrometheus(targets={"router": ["127.0.0.1:9400"]}) as prom:
+    prom.url  # http://127.0.0.1:<port>
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+
+class PrometheusError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_binary() -> str:
+    found = shutil.which("prometheus")
+    if not found:
+        raise PrometheusError(
+            "prometheus is not installed: `apt-get install prometheus` (Debian), or `make deps`"
+        )
+    return found
+
+
+class LocalPrometheus:
+    """Scrapes ``targets`` (job → host:port list) every ``scrape_interval``; stops on exit."""
+
+    def __init__(
+        self,
+        targets: dict[str, list[str]],
+        scrape_interval: str = "1s",
+        port: int | None = None,
+        labels: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        for hosts in targets.values():
+            for host in hosts:
+                if not host.startswith(("127.", "localhost:")):
+                    raise PrometheusError(f"refusing a non-loopback target: {host}")
+        self.targets = targets
+        self.labels = labels or {}
+        self.scrape_interval = scrape_interval
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._dir: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _config(self) -> dict[str, object]:
+        return {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": "1s"},
+            "scrape_configs": [
+                {
+                    "job_name": job,
+                    "scrape_interval": self.scrape_interval,
+                    "static_configs": [{"targets": hosts, "labels": self.labels.get(job, {})}],
+                }
+                for job, hosts in self.targets.items()
+            ],
+        }
+
+    def start(self, timeout: float = 30.0) -> LocalPrometheus:
+        binary = find_binary()
+        self._dir = Path(tempfile.mkdtemp(prefix="prfaas-prometheus-"))
+        config = self._dir / "prometheus.yml"
+        config.write_text(yaml.safe_dump(self._config()), encoding="utf-8")
+        log = (self._dir / "prometheus.log").open("wb")
+        self._proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self._dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=1h",
+                "--web.enable-lifecycle",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise PrometheusError(f"prometheus exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise PrometheusError(f"prometheus not ready after {timeout:.0f} s: {self.log_tail()}")
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            result: list[dict[str, object]] = json.load(resp)["data"]["result"]
+        return result
+
+    def wait_scraped(self, timeout: float = 30.0, scrapes: int = 2) -> None:
+        """Block until every target was scraped ``scrapes`` times (series exist at zero)."""
+        expected = sum(len(hosts) for hosts in self.targets.values())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            up = self.query(f"count_over_time(up[1m]) >= {scrapes}")
+            if len(up) >= expected:
+                return
+            time.sleep(0.2)
+        raise PrometheusError(f"targets not scraped within {timeout:.0f} s")
+
+    def log_tail(self, lines: int = 15) -> str:
+        if self._dir is None or not (self._dir / "prometheus.log").exists():
+            return ""
+        text = (self._dir / "prometheus.log").read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> LocalPrometheus:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

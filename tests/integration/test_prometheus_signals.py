@@ -1,0 +1,133 @@
+"""Signals through a real Prometheus scraping an exporter that the test drives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from prfaas.api.pdcluster import PrometheusSource, WorkloadSource
+from prfaas.controller.signals import SignalsUnavailableError, gather, prometheus_query_factory
+from prfaas.devprometheus import LocalPrometheus, free_port
+from prfaas.model.planner import plan
+from prfaas.model.scenario import case_study
+from prfaas.model.workload import LENGTH_BUCKETS
+
+pytestmark = pytest.mark.integration
+
+
+class RouterLikeExporter:
+    """The metric names the router exposes (and the operator's default queries read)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("prfaas_router_requests", "requests", registry=self.registry)
+        self.uncached = Histogram(
+            "prfaas_router_uncached_tokens",
+            "uncached prompt tokens",
+            buckets=[float(b) for b in LENGTH_BUCKETS],
+            registry=self.registry,
+        )
+        self.output = Histogram(
+            "prfaas_router_output_tokens",
+            "output tokens",
+            buckets=[256, 1024, 4096],
+            registry=self.registry,
+        )
+        self.link = Counter(
+            "prfaas_router_link_bytes", "KV bytes sent", ["pool"], registry=self.registry
+        )
+        self.link.labels(pool="h200-pool")  # labelled series exist from the start
+        self.port = free_port()
+        self.server, self.thread = start_http_server(
+            self.port, addr="127.0.0.1", registry=self.registry
+        )
+
+    def drive(self, lengths: np.ndarray, output: int = 1024) -> None:
+        for length in lengths:
+            self.requests.inc()
+            self.uncached.observe(float(length))
+            self.output.observe(output)
+            self.link.labels(pool="h200-pool").inc(length * 17_000)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def exporter() -> Iterator[RouterLikeExporter]:
+    exp = RouterLikeExporter()
+    yield exp
+    exp.close()
+
+
+@pytest.fixture
+def prometheus(exporter: RouterLikeExporter) -> Iterator[LocalPrometheus]:
+    with LocalPrometheus({"router": [f"127.0.0.1:{exporter.port}"]}) as prom:
+        prom.wait_scraped()  # series exist at zero before traffic, so increase() sees all of it
+        yield prom
+
+
+def case_study_lengths(n: int, seed: int = 1) -> np.ndarray:
+    grid = case_study().workload.input_length.grid()
+    return np.random.default_rng(seed).choice(grid.lengths, size=n, p=grid.weights)
+
+
+def wait_scrapes(seconds: float = 2.5) -> None:
+    time.sleep(seconds)
+
+
+def source(prom: LocalPrometheus, window: str = "20s") -> WorkloadSource:
+    return WorkloadSource(prometheus=PrometheusSource(url=prom.url, window=window))
+
+
+def test_measured_workload_plans_like_the_declared_one(
+    exporter: RouterLikeExporter, prometheus: LocalPrometheus
+) -> None:
+    exporter.drive(case_study_lengths(4000))
+    wait_scrapes()
+    signals = gather(source(prometheus), prometheus_query_factory())
+    assert signals.source == "Prometheus"
+    assert 3000 <= (signals.samples or 0) <= 8000  # increase() extrapolates to the window
+    assert signals.workload.output_tokens == pytest.approx(1024)
+    assert signals.arrival_rate_rps and signals.arrival_rate_rps > 0
+    assert signals.egress_gbps.get("h200-pool", 0) > 0
+    measured = case_study().model_copy(update={"workload": signals.workload})
+    best = plan(measured).prfaas
+    assert (best.n_prefill, best.n_decode) == (3, 5)
+    assert 16_000 <= (best.threshold_tokens or 0) <= 23_000
+    assert best.throughput_rps == pytest.approx(3.24, rel=0.06)
+
+
+def test_changed_traffic_moves_the_plan(
+    exporter: RouterLikeExporter, prometheus: LocalPrometheus
+) -> None:
+    rng = np.random.default_rng(7)
+    exporter.drive(rng.integers(1_000, 6_000, size=3000))  # short prompts only
+    wait_scrapes()
+    signals = gather(source(prometheus), prometheus_query_factory())
+    short = plan(case_study().model_copy(update={"workload": signals.workload})).prfaas
+    declared = plan(case_study()).prfaas
+    assert short.threshold_tokens != declared.threshold_tokens
+    assert short.n_decode > declared.n_decode  # short prompts: prefill is cheap, decode binds
+
+
+def test_no_traffic_is_too_few_samples(prometheus: LocalPrometheus) -> None:
+    wait_scrapes()
+    with pytest.raises(SignalsUnavailableError) as err:
+        gather(source(prometheus), prometheus_query_factory())
+    assert err.value.reason in {"NoData", "TooFewSamples"}
+
+
+def test_stopped_prometheus_is_unreachable(
+    exporter: RouterLikeExporter, prometheus: LocalPrometheus
+) -> None:
+    url = prometheus.url
+    prometheus.stop()
+    src = WorkloadSource(prometheus=PrometheusSource(url=url))
+    with pytest.raises(SignalsUnavailableError) as err:
+        gather(src, prometheus_query_factory(timeout_s=2))
+    assert err.value.reason == "PrometheusUnreachable"
