@@ -46,7 +46,7 @@ demo: venv ## plan the paper's case study: Table 6 and Figure 5
 	$(VENV)/bin/prfaas plan --plot $(OUT)/figure5.png
 
 crds: venv ## regenerate crds/ from the pydantic models in prfaas.api
-	$(VENV)/bin/prfaas crds --out crds
+	$(VENV)/bin/prfaas crds --out crds --reference docs/crd-reference.md
 
 bench: bench-planner ## all benchmarks
 

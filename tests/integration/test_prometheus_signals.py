@@ -7,54 +7,15 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from router_exporter import RouterLikeExporter, case_study_lengths
 
 from prfaas.api.pdcluster import PrometheusSource, WorkloadSource
 from prfaas.controller.signals import SignalsUnavailableError, gather, prometheus_query_factory
-from prfaas.devprometheus import LocalPrometheus, free_port
+from prfaas.devprometheus import LocalPrometheus
 from prfaas.model.planner import plan
 from prfaas.model.scenario import case_study
-from prfaas.model.workload import LENGTH_BUCKETS
 
 pytestmark = pytest.mark.integration
-
-
-class RouterLikeExporter:
-    """The metric names the router exposes (and the operator's default queries read)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("prfaas_router_requests", "requests", registry=self.registry)
-        self.uncached = Histogram(
-            "prfaas_router_uncached_tokens",
-            "uncached prompt tokens",
-            buckets=[float(b) for b in LENGTH_BUCKETS],
-            registry=self.registry,
-        )
-        self.output = Histogram(
-            "prfaas_router_output_tokens",
-            "output tokens",
-            buckets=[256, 1024, 4096],
-            registry=self.registry,
-        )
-        self.link = Counter(
-            "prfaas_router_link_bytes", "KV bytes sent", ["pool"], registry=self.registry
-        )
-        self.link.labels(pool="h200-pool")  # labelled series exist from the start
-        self.port = free_port()
-        self.server, self.thread = start_http_server(
-            self.port, addr="127.0.0.1", registry=self.registry
-        )
-
-    def drive(self, lengths: np.ndarray, output: int = 1024) -> None:
-        for length in lengths:
-            self.requests.inc()
-            self.uncached.observe(float(length))
-            self.output.observe(output)
-            self.link.labels(pool="h200-pool").inc(length * 17_000)
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture
@@ -69,11 +30,6 @@ def prometheus(exporter: RouterLikeExporter) -> Iterator[LocalPrometheus]:
     with LocalPrometheus({"router": [f"127.0.0.1:{exporter.port}"]}) as prom:
         prom.wait_scraped()  # series exist at zero before traffic, so increase() sees all of it
         yield prom
-
-
-def case_study_lengths(n: int, seed: int = 1) -> np.ndarray:
-    grid = case_study().workload.input_length.grid()
-    return np.random.default_rng(seed).choice(grid.lengths, size=n, p=grid.weights)
 
 
 def wait_scrapes(seconds: float = 2.5) -> None:

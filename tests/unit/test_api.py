@@ -31,6 +31,13 @@ def test_committed_crds_match_the_models(info: Any) -> None:
     assert committed == render(info), "crds/ drifted from prfaas.api: run `make crds`"
 
 
+def test_committed_reference_matches_the_models() -> None:
+    from prfaas.api.reference import markdown
+
+    committed = (ROOT / "docs" / "crd-reference.md").read_text(encoding="utf-8")
+    assert committed == markdown(), "docs/crd-reference.md drifted: run `make crds`"
+
+
 def _walk(node: Any, path: str) -> list[str]:
     """Paths of schema nodes that are not structural."""
     problems = []

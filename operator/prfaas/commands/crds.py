@@ -23,11 +23,19 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--check", action="store_true", help="with --out: fail (exit 1) if DIR is out of date"
     )
+    p.add_argument("--reference", metavar="FILE.md", help="also write the Markdown field reference")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from prfaas.api.crdgen import CRDS, filename, render
+    from prfaas.api.reference import markdown
+
+    if args.reference:
+        try:
+            Path(args.reference).write_text(markdown(), encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.reference}: {exc}") from None
 
     if not args.out:
         if args.check:
