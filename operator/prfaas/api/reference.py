@@ -75,5 +75,5 @@ def markdown(infos: tuple[CRDInfo, ...] = CRDS) -> str:
             lines += ["| field | type | default | limits | description |", "|---|---|---|---|---|"]
             out: list[str] = []
             _rows(openapi_schema(model), part, part == "spec", out)
-            lines += out + [""]
+            lines += [*out, ""]
     return "\n".join(lines)
