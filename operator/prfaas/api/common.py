@@ -23,7 +23,8 @@ class ScaleTargetRef(Spec):
     api_version: str = Field(default="apps/v1", min_length=1, max_length=253)
     kind: str = Field(min_length=1, max_length=63)
     name: Name
-    namespace: Name | None = None  # default: the custom resource's namespace
+    namespace: Name | None = None
+    """Default: the custom resource's namespace."""
 
 
 class SecretKeyRef(Spec):

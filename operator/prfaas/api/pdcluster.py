@@ -66,9 +66,13 @@ class PrometheusQueries(Spec):
 class PrometheusSource(Spec):
     url: str = Field(min_length=8, max_length=2048, pattern=r"^https?://\S+$")
     window: str = Field(default="5m", pattern=r"^[0-9]+(s|m|h)$", max_length=16)
+    """Range of the rate()/increase() queries: the traffic the plan is made for."""
     queries: PrometheusQueries = PrometheusQueries()
-    min_requests: Annotated[float, Field(ge=0)] = 50  # fewer samples in the window → stale
-    max_length_tokens: Annotated[int, Field(gt=0, le=16_777_216)] = 131_072  # +Inf bucket ends here
+    """Prometheus server that scrapes the routers (and engines)."""
+    min_requests: Annotated[float, Field(ge=0)] = 50
+    """Fewer requests than this in the window: signals are stale, the last plan holds."""
+    max_length_tokens: Annotated[int, Field(gt=0, le=16_777_216)] = 131_072
+    """Where the histogram's +Inf bucket ends (the longest prompt served)."""
 
 
 class WorkloadSource(Spec):
@@ -100,8 +104,11 @@ class ThresholdPolicy(Spec):
     )
 
     mode: Literal["Auto", "Fixed"] = "Auto"
+    """Auto: solve t from the model every pass. Fixed: use ``tokens``."""
     tokens: Annotated[int, Field(ge=0, le=16_777_216)] | None = None
+    """Offload prefills whose uncached length exceeds this (Fixed mode)."""
     step_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    """Grid step of the threshold search."""
 
     @model_validator(mode="after")
     def _fixed_needs_tokens(self) -> Self:
@@ -114,12 +121,18 @@ class Policy(Spec):
     """How the slow loop acts: ``Observe`` only reports, ``Enforce`` also scales."""
 
     mode: Literal["Observe", "Enforce"] = "Observe"
+    """Observe: plan and publish the routing policy, never scale. Enforce: also scale."""
     interval_seconds: Seconds = 60
+    """Seconds between slow-loop passes (a spec change triggers one at once)."""
     cooldown_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
-    max_step: Annotated[int, Field(ge=1, le=1_000)] = 1  # instances per change and group
+    """A group scaled less than this long ago is not scaled again."""
+    max_step: Annotated[int, Field(ge=1, le=1_000)] = 1
+    """Most instances added to or removed from one group per change."""
     threshold: ThresholdPolicy = ThresholdPolicy()
     service_time: ServiceTime = "subset_mean"
-    plan_pool_size: bool = False  # also search the PrefillPool's size within its bounds
+    """Service-time convention of the model: mean over the subset, or at its mean length."""
+    plan_pool_size: bool = False
+    """Also search the PrefillPool's size within its replica bounds (else keep its size)."""
 
 
 class SLO(Spec):
@@ -148,18 +161,25 @@ class PDClusterSpec(Spec):
     )
 
     datacenter: str = Field(min_length=1, max_length=63)
+    """Where this cluster runs (informational)."""
     model: ModelProfile
+    """The served model and its KVCache size by length."""
     instance: InstanceProfile
-    instances: Annotated[int, Field(ge=2, le=10_000)]  # N_p + N_d, fixed in the short term
+    """One local instance: prefill latency by length, and decode (BS_max, T_decode)."""
+    instances: Annotated[int, Field(ge=2, le=10_000)]
+    """N_p + N_d: the machines of this cluster, split between prefill and decode."""
     prefill: Stage
     decode: Stage
     placement: Placement = Placement()
+    """Where the prefill and decode targets live (this cluster, or a member cluster)."""
     prefill_pools: list[PoolLink] = Field(
         default_factory=list,
         max_length=8,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    """PrefillPools (same namespace) this cluster may offload to; v1alpha1 uses the first."""
     workload: WorkloadSource
+    """What to plan for: measured from Prometheus, or declared."""
     policy: Policy = Policy()
     slo: SLO | None = None
 

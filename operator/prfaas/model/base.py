@@ -18,6 +18,7 @@ class Spec(BaseModel):
         serialize_by_alias=True,
         extra="forbid",
         frozen=True,
+        use_attribute_docstrings=True,  # field docstrings become CRD descriptions
     )
 
 

@@ -140,7 +140,9 @@ class InstanceProfile(Spec):
     """One serving instance (a model replica) of an accelerator type."""
 
     accelerator: str = Field(min_length=1, max_length=63)
+    """Accelerator type, e.g. H200 (informational)."""
     gpus: Annotated[int, Field(gt=0, le=1024)] = 8
+    """GPUs per instance (the paper's instances are 8 GPUs)."""
     prefill: PrefillProfile
     decode: DecodeProfile | None = None
     price_per_gpu_hour: Annotated[float, Field(ge=0)] | None = None
@@ -153,8 +155,11 @@ class LinkProfile(Spec):
     """Inter-datacenter link from a PrefillPool to a PD cluster."""
 
     capacity_gbps: Annotated[float, Field(gt=0, le=1_000_000)]
+    """Link capacity, Gbps (10⁹ bit/s)."""
     usable_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Share of the capacity KVCache may use: B_out = capacityGbps × usableFraction."""
     rtt_ms: Annotated[float, Field(ge=0, le=10_000)] = 0.0
+    """Round-trip time, for latency (the throughput model ignores it)."""
 
     @property
     def budget_gbps(self) -> float:
