@@ -34,6 +34,7 @@ lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/hadolint Dockerfile
 
 unit: venv ## unit tests only (fast, no processes)
 	$(PY) -m pytest tests/unit -q
