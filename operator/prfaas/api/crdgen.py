@@ -83,6 +83,15 @@ CRDS = (
 )
 
 
+def _without_nulls(value: Any) -> Any:
+    """Defaults are validated against the schema: an absent field, not ``null``."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [_structural(n, defs) for n in node]
@@ -107,7 +116,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     for key, value in node.items():
         if key in _DROP:
             continue
-        if key == "default" and value is None:
+        if key == "default":
+            if value is not None:
+                out[key] = _without_nulls(value)
             continue
         if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
             out["minimum" if key == "exclusiveMinimum" else "maximum"] = value

@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from prfaas.controller import metrics
+from prfaas.controller.conditions import set_condition
 from prfaas.controller.kube import GROUP, VERSION, Cluster, Members, UnreachableError, local_api
 from prfaas.controller.reconcile import Outcome, Reconciler, routing_configmap
 from prfaas.controller.signals import prometheus_query_factory
@@ -71,15 +72,38 @@ async def pdcluster_loop(
         started = time.perf_counter()
         try:
             await _one_pass(name, namespace, body, labels)
-        except Exception:  # keep the loop alive; the next pass retries
+        except Exception as exc:  # keep the loop alive; the next pass retries
             metrics.ERRORS.labels(**labels).inc()
             log.exception("reconcile of %s/%s failed", namespace, name)
+            await _report_error(name, namespace, body, exc)
         metrics.RECONCILE_SECONDS.labels(**labels).observe(time.perf_counter() - started)
         deadline = time.monotonic() + _interval(body.spec)
         while not stopped and time.monotonic() < deadline:
             if body.meta.get("generation") != generation:
                 break  # the spec changed: plan again now
             await stopped.wait(1.0)
+
+
+async def _report_error(name: str, namespace: str, body: kopf.Body, exc: Exception) -> None:
+    """Say so in the Ready condition; everything else in status (the last plan) is kept."""
+    local = Runtime.local
+    if local is None:
+        return
+    status: dict[str, Any] = dict(body.status or {})
+    conditions = set_condition(
+        list(status.get("conditions") or []),
+        "Ready",
+        "False",
+        "ReconcileError",
+        f"{type(exc).__name__}: {exc}"[:1000],
+        body.meta.get("generation"),
+    )
+    try:
+        await asyncio.to_thread(
+            local.patch_status, "pdclusters", namespace, name, {"conditions": conditions}
+        )
+    except Exception as err:  # the API server itself may be the problem
+        log.warning("could not report the error on %s/%s: %s", namespace, name, err)
 
 
 async def _one_pass(name: str, namespace: str, body: kopf.Body, labels: dict[str, str]) -> None:

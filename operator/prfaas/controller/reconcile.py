@@ -232,7 +232,7 @@ class Reconciler:
 
         enforce = spec.policy.mode == "Enforce" and not self.dry_run
         applied: list[Change] = []
-        scaled = scaled_at.model_dump()
+        scaled = scaled_at.model_dump(by_alias=False)
         after = dict(current)
         for change in changes:
             if not change.acts:

@@ -148,9 +148,13 @@ def gather(source: WorkloadSource, query_factory: Callable[[str], Query]) -> Sig
 def prometheus_query_factory(timeout_s: float = 5.0) -> Callable[[str], Query]:
     """``url → query`` with prometheus-api-client (imported lazily: not needed for declared)."""
     from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
 
     def factory(url: str) -> Query:
-        client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout_s)
+        # no retries here: the next slow-loop pass is the retry, and stale must show fast
+        client = PrometheusConnect(
+            url=url, disable_ssl=True, timeout=timeout_s, retry=Retry(total=0)
+        )
 
         def query(promql: str) -> list[dict[str, Any]]:
             result: list[dict[str, Any]] = client.custom_query(promql)

@@ -1,0 +1,491 @@
+"""The operator on a real kube-apiserver, running as its ServiceAccount under RBAC.
+
+One control plane (plus a second one as a member cluster in the multi-cluster test); the
+operator runs as a child process with the identity the manifests grant, so a missing or
+excessive permission shows up here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kube_helpers import (
+    ROOT,
+    OperatorProcess,
+    condition,
+    deployment,
+    get_json,
+    kubectl,
+    replicas,
+    wait_for,
+)
+from router_exporter import RouterLikeExporter, case_study_lengths
+
+from prfaas.devprometheus import LocalPrometheus
+
+pytestmark = pytest.mark.integration
+SA = "system:serviceaccount:prfaas-system:prfaas-operator"
+SA_GROUPS = [
+    "system:serviceaccounts",
+    "system:serviceaccounts:prfaas-system",
+    "system:authenticated",
+]
+NS = "prfaas-demo"
+
+
+def sample(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "manifests/samples" / name).read_text())
+    return doc
+
+
+def fast(doc: dict[str, Any], **policy: Any) -> dict[str, Any]:
+    """A sample with a test-speed loop: plan every 2 s, no cooldown unless asked."""
+    out = copy.deepcopy(doc)
+    out["spec"]["policy"].update({"intervalSeconds": 2, "cooldownSeconds": 0, **policy})
+    return out
+
+
+def apply(kubeconfig: Path, *docs: dict[str, Any], server_side: bool = True) -> str:
+    args = ["apply", "-f", "-"] + (
+        ["--server-side", "--field-manager=tests"] if server_side else []
+    )
+    return kubectl(kubeconfig, *args, stdin=yaml.safe_dump_all(docs)).stdout
+
+
+@pytest.fixture(scope="module")
+def second_control_plane(control_plane_factory: Any) -> Any:
+    """Another API server: a member cluster in another datacenter."""
+    return control_plane_factory()
+
+
+@pytest.fixture(scope="module")
+def admin(control_plane: Any) -> Path:
+    kc = Path(control_plane.kubeconfig)
+    kubectl(kc, "apply", "--server-side", "-f", str(ROOT / "crds"))
+    kubectl(
+        kc,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/pdclusters.prfaas.io",
+        "crd/prefillpools.prfaas.io",
+    )
+    kubectl(kc, "apply", "-f", str(ROOT / "manifests/operator"))
+    apply(kc, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+    return kc
+
+
+@pytest.fixture(scope="module")
+def operator_kubeconfig(control_plane: Any, admin: Path) -> Path:
+    """A real bound token of the operator's ServiceAccount (TokenRequest API)."""
+    return Path(control_plane.kubeconfig_for_serviceaccount("prfaas-system", "prfaas-operator"))
+
+
+@pytest.fixture(scope="module")
+def operator(
+    operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("op") / "operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def fresh_namespace(admin: Path, ns: str, pool: int = 4, prefill: int = 5, decode: int = 3) -> None:
+    apply(
+        admin,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        deployment("h200-prefill", ns, pool),
+        deployment("h20-prefill", ns, prefill),
+        deployment("h20-decode", ns, decode),
+    )
+
+
+def in_ns(doc: dict[str, Any], ns: str) -> dict[str, Any]:
+    out = copy.deepcopy(doc)
+    out["metadata"]["namespace"] = ns
+    return out
+
+
+def pdcluster(admin: Path, ns: str, name: str = "h20-pd") -> dict[str, Any]:
+    return get_json(admin, "pdcluster", name, "-n", ns)
+
+
+# -- applying the samples, and what the API server refuses ---------------------------------------
+
+
+def test_samples_apply_server_side_and_idempotently(admin: Path) -> None:
+    out = kubectl(
+        admin,
+        "apply",
+        "--server-side",
+        "--field-manager=tests",
+        "-k",
+        str(ROOT / "manifests/samples"),
+    ).stdout
+    assert "pdcluster.prfaas.io/h20-pd serverside-applied" in out
+    before = pdcluster(admin, NS)["metadata"]["generation"]
+    kubectl(
+        admin,
+        "apply",
+        "--server-side",
+        "--field-manager=tests",
+        "-k",
+        str(ROOT / "manifests/samples"),
+    )
+    assert pdcluster(admin, NS)["metadata"]["generation"] == before
+    # defaults were applied by the API server from the CRD schema
+    got = pdcluster(admin, NS)["spec"]
+    assert got["policy"]["threshold"]["stepTokens"] == 100
+    assert got["instance"]["prefill"]["interpolation"] == "pchip"
+    table = get_json(admin, "pdclusters", "-n", NS)
+    assert table["items"][0]["kind"] == "PDCluster"
+    columns = kubectl(admin, "get", "pdc", "-n", NS).stdout.splitlines()[0]
+    for column in ("THRESHOLD", "NP", "ND", "THROUGHPUT", "PHASE"):
+        assert column in columns
+
+
+def _mutate(path: str, value: Any) -> dict[str, Any]:
+    doc = in_ns(sample("pdcluster-h20.yaml"), NS)
+    doc["metadata"]["name"] = "invalid"
+    target = doc["spec"]
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    if value is DELETE:
+        del target[keys[-1]]
+    else:
+        target[keys[-1]] = value
+    return doc
+
+
+DELETE = object()
+INVALID = [
+    ("policy.mode", "Apply", "spec.policy.mode"),
+    ("instances", 1, "spec.instances"),
+    ("prefill.replicas", {"min": 5, "max": 2}, "min must not exceed max"),
+    ("decode.replicas", {"min": 8, "max": 8}, "must not exceed instances"),
+    ("prefill.scaleTargetRef.name", "", "spec.prefill.scaleTargetRef.name"),
+    ("policy.threshold", {"mode": "Fixed"}, "threshold.tokens is required"),
+    ("policy.threshold", {"mode": "Fixed", "tokens": 500000}, "within the workload"),
+    ("workload", {}, "exactly one of prometheus or declared"),
+    ("instance.decode", DELETE, "instance.decode is required"),
+    (
+        "instance.prefill.table",
+        [{"tokens": 8192, "seconds": 1.0}, {"tokens": 1024, "seconds": 2.0}],
+        "strictly increasing",
+    ),
+    (
+        "model.kvCache.table",
+        [{"tokens": 1024, "mib": 300}, {"tokens": 8192, "mib": 100}],
+        "must not decrease",
+    ),
+    ("prefillPools.0.link.capacityGbps", 0, "capacityGbps"),
+    ("workload.declared.inputLength.lognormal.min", 200000, "min must be below max"),
+    ("prefill.endpoints.urls", ["ftp://x"], "spec.prefill.endpoints.urls"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "needle"), INVALID, ids=[i[0] for i in INVALID])
+def test_invalid_pdclusters_are_rejected_naming_the_field(
+    admin: Path, path: str, value: Any, needle: str
+) -> None:
+    proc = kubectl(
+        admin,
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(_mutate(path, value)),
+        check=False,
+    )
+    assert proc.returncode != 0, f"{path}={value!r} was accepted"
+    assert needle in proc.stderr, proc.stderr
+
+
+# -- the slow loop -------------------------------------------------------------------------------
+
+
+def test_operator_converges_the_case_study(admin: Path, operator: OperatorProcess) -> None:
+    ns = "case-study"
+    fresh_namespace(admin, ns)
+    apply(
+        admin,
+        in_ns(sample("prefillpool-h200.yaml"), ns),
+        in_ns(fast(sample("pdcluster-h20.yaml")), ns),
+    )
+
+    def applied() -> bool:
+        obj = pdcluster(admin, ns)
+        c = condition(obj, "PlanApplied")
+        return bool(c and c["status"] == "True")
+
+    wait_for("PlanApplied", applied, timeout=90)
+    obj = pdcluster(admin, ns)
+    plan = obj["status"]["plan"]
+    assert (plan["nPrfaas"], plan["nPrefill"], plan["nDecode"]) == (4, 3, 5)
+    assert plan["thresholdTokens"] == 19400
+    assert plan["throughputRps"] == pytest.approx(3.24, rel=0.03)
+    assert obj["status"]["routingPolicy"]["thresholdTokens"] == 19400
+    assert obj["status"]["routingPolicy"]["prefillPools"][0]["endpoints"]
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
+    assert replicas(admin, ns, "h200-prefill") == 4
+    pool = get_json(admin, "prefillpool", "h200-pool", "-n", ns)
+    assert pool["status"]["desiredReplicas"] == 4
+    events = get_json(admin, "events", "-n", ns)["items"]
+    reasons = {e["reason"] for e in events}
+    assert {"Scaled", "Planned", "RoutingPolicy"} <= reasons
+    assert "prfaas_plan_threshold_tokens" in operator.metrics()
+
+
+def test_observe_mode_changes_nothing(admin: Path, operator: OperatorProcess) -> None:
+    ns = "observe"
+    fresh_namespace(admin, ns)
+    apply(
+        admin,
+        in_ns(sample("prefillpool-h200.yaml"), ns),
+        in_ns(fast(sample("pdcluster-h20.yaml"), mode="Observe"), ns),
+    )
+    wait_for("a plan", lambda: (pdcluster(admin, ns).get("status") or {}).get("plan"), timeout=60)
+    obj = pdcluster(admin, ns)
+    assert condition(obj, "PlanApplied")["reason"] == "Observe"  # type: ignore[index]
+    assert obj["status"]["plan"]["nPrefill"] == 3
+    assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (5, 3)
+
+
+def test_bounds_and_max_step_are_respected(admin: Path, operator: OperatorProcess) -> None:
+    ns = "bounded"
+    fresh_namespace(admin, ns, prefill=7, decode=1)
+    doc = fast(sample("pdcluster-h20.yaml"), maxStep=1, cooldownSeconds=3600)
+    doc["spec"]["decode"]["replicas"] = {"min": 1, "max": 4}
+    apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), in_ns(doc, ns))
+    wait_for("one step", lambda: replicas(admin, ns, "h20-decode") == 2, timeout=60)
+
+    def cooling() -> bool:
+        c = condition(pdcluster(admin, ns), "PlanApplied")
+        return bool(c and c["status"] == "False" and "cooldown" in c["message"])
+
+    wait_for("the next pass to hold for the cooldown", cooling, timeout=30)
+    obj = pdcluster(admin, ns)
+    assert obj["status"]["plan"]["nDecode"] <= 4  # planned within bounds
+    assert replicas(admin, ns, "h20-prefill") == 6  # one step of 1, then the cooldown holds
+    assert replicas(admin, ns, "h20-decode") == 2
+
+
+def test_restart_loses_nothing(admin: Path, operator: OperatorProcess) -> None:
+    ns = "case-study"
+    before = pdcluster(admin, ns)["status"]
+    operator.stop()
+    operator.start()
+    wait_for(
+        "a pass after restart",
+        lambda: (
+            pdcluster(admin, ns)["status"]["signals"]["observedAt"]
+            != before["signals"]["observedAt"]
+        ),
+        timeout=60,
+    )
+    after = pdcluster(admin, ns)["status"]
+    assert after["routingPolicy"]["version"] == before["routingPolicy"]["version"]
+    assert after["scaledAt"] == before["scaledAt"]
+    assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
+
+
+def test_spec_change_replans_at_once(admin: Path, operator: OperatorProcess) -> None:
+    ns = "case-study"
+    kubectl(
+        admin,
+        "patch",
+        "pdcluster",
+        "h20-pd",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps(
+            {
+                "spec": {
+                    "policy": {
+                        "intervalSeconds": 3600,
+                        "threshold": {"mode": "Fixed", "tokens": 30000},
+                    }
+                }
+            }
+        ),
+    )
+    wait_for(
+        "fixed threshold",
+        lambda: pdcluster(admin, ns)["status"]["plan"]["thresholdTokens"] == 30000,
+        timeout=30,
+    )
+    assert pdcluster(admin, ns)["status"]["routingPolicy"]["thresholdTokens"] == 30000
+
+
+def test_operator_rbac_is_least_privilege(admin: Path) -> None:
+    listing = kubectl(
+        admin, "auth", "can-i", "--list", f"--as={SA}", *[f"--as-group={g}" for g in SA_GROUPS]
+    ).stdout
+    for line in listing.splitlines()[1:]:
+        resource = line.split()[0]
+        assert resource != "*.*" and not resource.startswith("*"), line
+    assert (
+        kubectl(
+            admin, "auth", "can-i", "get", "secrets", "-A", f"--as={SA}", check=False
+        ).stdout.strip()
+        == "no"
+    )
+    assert (
+        kubectl(
+            admin,
+            "auth",
+            "can-i",
+            "update",
+            "pdclusters.prfaas.io",
+            "-n",
+            NS,
+            f"--as={SA}",
+            check=False,
+        ).stdout.strip()
+        == "no"
+    )
+
+
+# -- signals from a real Prometheus, and what happens when it goes away --------------------------
+
+
+def test_prometheus_signals_then_stale_holds_the_plan(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    ns = "measured"
+    fresh_namespace(admin, ns)
+    exporter = RouterLikeExporter()
+    prom = LocalPrometheus({"router": [f"127.0.0.1:{exporter.port}"]}).start()
+    try:
+        prom.wait_scraped()
+        exporter.drive(case_study_lengths(3000))
+        doc = fast(sample("pdcluster-h20.yaml"))
+        # 3000 requests over a 30 min window: ~1.7 req/s, below what the cluster serves, so
+        # the capacity floors (traffic at the current threshold) allow the role conversion
+        doc["spec"]["workload"] = {
+            "prometheus": {"url": prom.url, "window": "30m", "minRequests": 500}
+        }
+        apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), in_ns(doc, ns))
+
+        def planned_from_prometheus() -> bool:
+            status = pdcluster(admin, ns).get("status") or {}
+            return (status.get("signals") or {}).get("source") == "Prometheus"
+
+        wait_for("a plan from Prometheus", planned_from_prometheus, timeout=60)
+        wait_for("convergence", lambda: replicas(admin, ns, "h20-decode") == 5, timeout=60)
+        before = pdcluster(admin, ns)["status"]
+        assert 16_000 <= before["plan"]["thresholdTokens"] <= 23_000
+    finally:
+        prom.stop()
+        exporter.close()
+
+    def stale() -> bool:
+        c = condition(pdcluster(admin, ns), "SignalsStale")
+        return bool(c and c["status"] == "True")
+
+    wait_for("SignalsStale", stale, timeout=60)
+    obj = pdcluster(admin, ns)
+    assert condition(obj, "SignalsStale")["reason"] == "PrometheusUnreachable"  # type: ignore[index]
+    assert obj["status"]["phase"] == "Holding"
+    assert obj["status"]["plan"] == before["plan"]  # the last good plan is kept
+    assert obj["status"]["routingPolicy"] == before["routingPolicy"]
+    assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
+
+
+# -- a PrefillPool in another datacenter (a second API server) -----------------------------------
+
+
+def test_member_cluster_pool_and_unreachable_member(
+    admin: Path, operator: OperatorProcess, second_control_plane: Any
+) -> None:
+    ns = "multi"
+    member = Path(second_control_plane.kubeconfig)
+    apply(
+        member,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        deployment("h200-prefill", ns, 2),
+    )
+    apply(
+        admin,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        deployment("h20-prefill", ns, 5),
+        deployment("h20-decode", ns, 3),
+    )
+    kubectl(
+        admin,
+        "create",
+        "secret",
+        "generic",
+        "dc-east",
+        "-n",
+        ns,
+        f"--from-file=kubeconfig={member}",
+    )
+    # the operator may read exactly this Secret, in this namespace
+    apply(
+        admin,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "prfaas-operator-secrets", "namespace": ns},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "verbs": ["get"],
+                    "resourceNames": ["dc-east"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "prfaas-operator-secrets", "namespace": ns},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "prfaas-operator-secrets",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "prfaas-operator", "namespace": "prfaas-system"}
+            ],
+        },
+    )
+    pool = in_ns(sample("prefillpool-h200.yaml"), ns)
+    pool["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
+    pool["spec"]["replicas"] = {"min": 1, "max": 4}
+    pd = in_ns(fast(sample("pdcluster-h20.yaml")), ns)
+    pd["spec"]["policy"]["planPoolSize"] = True
+    apply(admin, pool, pd)
+
+    wait_for(
+        "the member pool scaled to 4", lambda: replicas(member, ns, "h200-prefill") == 4, timeout=90
+    )
+    wait_for("local split", lambda: replicas(admin, ns, "h20-decode") == 5, timeout=60)
+    obj = pdcluster(admin, ns)
+    assert obj["status"]["replicas"]["prefillPool"] == 4
+    assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
+
+    second_control_plane.stop()
+
+    def degraded() -> bool:
+        c = condition(pdcluster(admin, ns), "Degraded")
+        return bool(c and c["status"] == "True")
+
+    wait_for("Degraded", degraded, timeout=90)
+    obj = pdcluster(admin, ns)
+    assert "prefillPool" in condition(obj, "Degraded")["message"]  # type: ignore[index]
+    # nothing shrinks while a member is unreachable
+    assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
