@@ -9,10 +9,10 @@ OUT := .local
 
 -include hack/k8s.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner crds clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile crds clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@echo "==> setting up $(VENV) (first time: ~1-2 min)"
@@ -39,20 +39,30 @@ lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 unit: venv ## unit tests only (fast, no processes)
 	$(PY) -m pytest tests/unit -q
 
-test: lint deps ## the whole suite: lint, unit and integration tests
+test: lint deps k8s-bin ## the whole suite: lint, unit and integration tests
 	$(PY) -m pytest tests -q
 
-demo: venv ## plan the paper's case study: Table 6 and Figure 5
+demo: venv ## the paper's case study: plan (Table 6, Figure 5), then simulate TTFT vs the baselines
 	@mkdir -p $(OUT)
 	$(VENV)/bin/prfaas plan --plot $(OUT)/figure5.png
+	$(VENV)/bin/prfaas simulate --plot $(OUT)/simulation.png
 
 crds: venv ## regenerate crds/ from the pydantic models in prfaas.api
 	$(VENV)/bin/prfaas crds --out crds --reference docs/crd-reference.md
 
-bench: bench-planner ## all benchmarks
+bench: bench-planner bench-sim bench-routing bench-reconcile ## all benchmarks
 
 bench-planner: venv ## planner speed on the full case-study grid
 	$(PY) bench/planner_grid.py
+
+bench-sim: venv ## simulator speed: 100,000 case-study requests
+	$(PY) bench/sim_speed.py
+
+bench-routing: venv ## per-request routing decision time (4K and 128K prompts)
+	$(PY) bench/routing_decide.py
+
+bench-reconcile: venv k8s-bin ## slow-loop cost: 200 PDClusters on a real API server
+	$(PY) bench/reconcile_scale.py --count 200
 
 clean: ## remove the venv and local state (not the cached Kubernetes binaries)
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache
