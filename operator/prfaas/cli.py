@@ -7,13 +7,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from prfaas import __version__
-from prfaas.commands import crds, operator, plan
+from prfaas.commands import crds, operator, plan, simulate
 from prfaas.commands.errors import CommandError
 
 EXIT_USAGE = 2
 # each module adds its own subcommand; keep one per line
 COMMANDS = [
     plan,
+    simulate,
     crds,
     operator,
 ]

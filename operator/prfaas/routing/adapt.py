@@ -1,0 +1,71 @@
+"""The short-timescale loop (paper §3.4.3): between slow-loop updates, per PrefillPool,
+
+- switch bandwidth scarce/abundant with hysteresis (``ModeThresholds``);
+- move the effective threshold ``t_eff = t × factor`` (``AdaptationConfig``): up when the link or
+  the pool queue surges, down when only the local side is swamped and the link has headroom,
+  back towards ``t`` when the signals clear.
+
+The router calls ``observe`` on its telemetry cadence (not per request); the simulator calls it
+on a timer with the same signals. ``observe`` is rate-limited to ``interval_s`` per change.
+"""
+
+from __future__ import annotations
+
+from prfaas.routing.config import RoutingConfig
+from prfaas.routing.state import LiveState, Mode, PoolState
+
+
+class Adapter:
+    def __init__(self, config: RoutingConfig) -> None:
+        self.config = config
+
+    def observe(self, now: float, live: LiveState) -> None:
+        """Update every pool's mode and threshold factor from the live signals at ``now``."""
+        if not self.config.adaptive:
+            return
+        local_queue = live.local.queue_per_instance()
+        for ps in live.pools:
+            self._mode(ps)
+            if self.config.adapt.enabled:
+                self._factor(now, ps, local_queue)
+
+    def _mode(self, ps: PoolState) -> None:
+        m = self.config.mode
+        u, q = ps.link.utilisation(), ps.target.queue_per_instance()
+        if ps.mode == Mode.ABUNDANT and (u >= m.scarce_utilisation or q >= m.scarce_queue):
+            ps.mode = Mode.SCARCE
+        elif ps.mode == Mode.SCARCE and u <= m.abundant_utilisation and q <= m.abundant_queue:
+            ps.mode = Mode.ABUNDANT
+
+    def _factor(self, now: float, ps: PoolState, local_queue: float) -> None:
+        a = self.config.adapt
+        if now - ps.last_change < a.interval_s:
+            return
+        u, b, q = ps.link.utilisation(), ps.link.backlog_seconds(), ps.target.queue_per_instance()
+        local_busy = local_queue >= a.raise_queue
+        local_idle = local_queue <= a.relax_queue
+        link_hot = u >= a.raise_utilisation or b >= a.raise_backlog_s
+        # a queue only counts against the other side when that side has room: when both are
+        # swamped (a burst beyond total capacity) shifting work to the slower hardware cannot
+        # help, and the slow loop's balance stands
+        pool_surge = q >= a.raise_queue and local_queue + a.queue_margin <= q and local_idle
+        local_surge = local_busy and q <= a.relax_queue and not link_hot
+        cleared = u <= a.relax_utilisation and b < a.raise_backlog_s and q <= a.relax_queue
+        old = ps.factor
+        if (link_hot and not local_busy) or pool_surge:
+            ps.factor = min(ps.factor * a.step_up, a.max_factor)
+        elif local_surge:
+            ps.factor = max(ps.factor / a.step_up, a.min_factor)
+        elif (cleared and local_idle) or (local_busy and (link_hot or q >= a.raise_queue)):
+            # back towards the plan: signals cleared, or every side is busy
+            if ps.factor > 1.0:
+                ps.factor = max(1.0, ps.factor / a.step_down)
+            elif ps.factor < 1.0:
+                ps.factor = min(1.0, ps.factor * a.step_down)
+        if ps.factor != old:
+            ps.last_change = now
+
+    def reset(self, live: LiveState) -> None:
+        """A new slow-loop policy supersedes the short-term correction."""
+        for ps in live.pools:
+            ps.factor = 1.0

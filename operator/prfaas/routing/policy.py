@@ -1,0 +1,88 @@
+"""The slow loop's routing policy, as the operator publishes it in ``status.routingPolicy``.
+
+Plain frozen dataclasses rather than the CRD's pydantic models: the router swaps a policy in on
+every status change and reads it on every request, and this package must not depend on ``api``.
+``RoutingPolicy.from_status`` reads the published JSON (camelCase, as in the status/ConfigMap).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class PolicyError(ValueError):
+    """A published policy that cannot be used; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolRoute:
+    """A PrefillPool the cluster may offload to, and the egress budget of the link to it."""
+
+    name: str
+    endpoints: tuple[str, ...] = ()
+    link_budget_gbps: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingPolicy:
+    """Offload iff uncached length > ``threshold_tokens``; ``None`` means never offload."""
+
+    version: int = 0
+    threshold_tokens: int | None = None
+    pools: tuple[PoolRoute, ...] = ()
+    prefill_endpoints: tuple[str, ...] = ()
+    decode_endpoints: tuple[str, ...] = ()
+
+    @property
+    def offloads(self) -> bool:
+        return self.threshold_tokens is not None and bool(self.pools)
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any]) -> RoutingPolicy:
+        """Parse ``status.routingPolicy`` (or the ``policy.json`` of the member ConfigMap)."""
+        version = _int(status.get("version", 0), "version")
+        raw_t = status.get("thresholdTokens")
+        threshold = None if raw_t is None else _int(raw_t, "thresholdTokens")
+        pools = []
+        raw_pools = status.get("prefillPools", [])
+        if not isinstance(raw_pools, Sequence) or isinstance(raw_pools, str):
+            raise PolicyError("prefillPools: expected a list")
+        for i, raw in enumerate(raw_pools):
+            where = f"prefillPools[{i}]"
+            if not isinstance(raw, Mapping):
+                raise PolicyError(f"{where}: expected an object")
+            name = raw.get("name")
+            if not isinstance(name, str) or not name:
+                raise PolicyError(f"{where}.name: expected a non-empty string")
+            budget = raw.get("linkBudgetGbps", 0.0)
+            if isinstance(budget, bool) or not isinstance(budget, int | float):
+                raise PolicyError(f"{where}.linkBudgetGbps: expected a number")
+            if not math.isfinite(budget) or budget < 0:
+                raise PolicyError(f"{where}.linkBudgetGbps: must be finite and >= 0")
+            pools.append(
+                PoolRoute(name, _strings(raw.get("endpoints", []), f"{where}.endpoints"), budget)
+            )
+        return cls(
+            version=version,
+            threshold_tokens=threshold,
+            pools=tuple(pools),
+            prefill_endpoints=_strings(status.get("prefillEndpoints", []), "prefillEndpoints"),
+            decode_endpoints=_strings(status.get("decodeEndpoints", []), "decodeEndpoints"),
+        )
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PolicyError(f"{where}: expected an integer >= 0, got {value!r}")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise PolicyError(f"{where}: expected a list of strings")
+    if not all(isinstance(v, str) for v in value):
+        raise PolicyError(f"{where}: expected a list of strings")
+    return tuple(value)

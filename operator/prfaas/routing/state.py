@@ -1,0 +1,132 @@
+"""Live state the router keeps current and ``decide`` reads: plain mutable objects with slots.
+
+The router (or the simulator) mutates these in place as requests are dispatched and complete,
+and as telemetry arrives; nothing here allocates per request.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+
+BITS_PER_BYTE = 8
+GBIT = 1e9
+
+
+class Mode(enum.IntEnum):
+    """Paper §3.4.3: which prefix caches count when deciding where to prefill."""
+
+    SCARCE = 0  # judge each cluster's cache on its own; no cross-cluster cache transfers
+    ABUNDANT = 1  # use the best cache anywhere and move it across if needed
+
+
+class InstanceState:
+    """One prefill instance: its load (outstanding uncached tokens) and health."""
+
+    __slots__ = ("healthy", "load", "name")
+
+    def __init__(self, name: str, load: float = 0.0, healthy: bool = True) -> None:
+        self.name = name
+        self.load = load
+        self.healthy = healthy
+
+
+class TargetState:
+    """A prefill target: the local PD-P instances, or one PrefillPool's instances."""
+
+    __slots__ = ("healthy", "instances", "name", "waiting")
+
+    def __init__(self, name: str, instances: Sequence[InstanceState], healthy: bool = True) -> None:
+        self.name = name
+        self.instances = list(instances)
+        self.healthy = healthy
+        self.waiting = 0  # requests queued, not yet computing (vllm:num_requests_waiting)
+
+    @classmethod
+    def of(cls, name: str, count: int) -> TargetState:
+        return cls(name, [InstanceState(f"{name}-{k}") for k in range(count)])
+
+    def healthy_instances(self) -> int:
+        return sum(1 for i in self.instances if i.healthy) if self.healthy else 0
+
+    def queue_per_instance(self) -> float:
+        n = self.healthy_instances()
+        return self.waiting / n if n else math.inf
+
+
+class LinkState:
+    """The inter-datacenter link from a PrefillPool to this PD cluster, as the router meters it."""
+
+    __slots__ = (
+        "budget_gbps",
+        "bytes_in_flight",
+        "capacity_gbps",
+        "egress_gbps",
+        "healthy",
+        "name",
+    )
+
+    def __init__(self, name: str, budget_gbps: float, capacity_gbps: float | None = None) -> None:
+        self.name = name
+        self.budget_gbps = budget_gbps  # from the policy: what the planner may use
+        self.capacity_gbps = budget_gbps if capacity_gbps is None else capacity_gbps  # measured
+        self.egress_gbps = 0.0  # recent egress (EWMA of metered bytes)
+        self.bytes_in_flight = 0.0  # KV bytes sent to the link and not yet delivered
+        self.healthy = True
+
+    def usable_gbps(self) -> float:
+        if not self.healthy:
+            return 0.0
+        return max(0.0, min(self.budget_gbps, self.capacity_gbps))
+
+    def utilisation(self) -> float:
+        usable = self.usable_gbps()
+        return self.egress_gbps / usable if usable > 0 else math.inf
+
+    def backlog_seconds(self) -> float:
+        """Time to drain what is in flight at the usable rate."""
+        usable = self.usable_gbps()
+        if self.bytes_in_flight <= 0:
+            return 0.0
+        return self.bytes_in_flight * BITS_PER_BYTE / GBIT / usable if usable > 0 else math.inf
+
+
+class PoolState:
+    """One PrefillPool as the fast loop sees it: target, link, mode and threshold factor."""
+
+    __slots__ = ("factor", "last_change", "link", "mode", "target")
+
+    def __init__(self, target: TargetState, link: LinkState, mode: Mode = Mode.ABUNDANT) -> None:
+        self.target = target
+        self.link = link
+        self.mode = mode
+        self.factor = 1.0  # t_eff = t × factor (short-timescale adaptation)
+        self.last_change = -math.inf
+
+    def usable(self) -> bool:
+        """Fail open: an unhealthy pool or link is never a prefill target."""
+        return (
+            self.target.healthy
+            and self.link.usable_gbps() > 0
+            and any(i.healthy for i in self.target.instances)
+        )
+
+    def threshold(self, t: int) -> int:
+        return int(t * self.factor) if self.factor != 1.0 else t
+
+
+class LiveState:
+    """All live inputs of ``decide``; ``pools`` is aligned with ``RoutingPolicy.pools``."""
+
+    __slots__ = ("local", "pools")
+
+    def __init__(self, local: TargetState, pools: Sequence[PoolState] = ()) -> None:
+        self.local = local
+        self.pools = list(pools)
+
+    def pool(self, name: str) -> PoolState | None:
+        for p in self.pools:
+            if p.target.name == name:
+                return p
+        return None
