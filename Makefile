@@ -9,7 +9,7 @@ OUT := .local
 
 -include hack/k8s.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile crds clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile crds e2e-kind clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -63,6 +63,18 @@ bench-routing: venv ## per-request routing decision time (4K and 128K prompts)
 
 bench-reconcile: venv k8s-bin ## slow-loop cost: 200 PDClusters on a real API server
 	$(PY) bench/reconcile_scale.py --count 200
+
+KIND_VERSION ?= v0.33.0
+KIND := $(OUT)/bin/kind
+e2e-kind: venv deps k8s-bin ## the operator integration suite on two kind clusters (needs Docker)
+	@docker info >/dev/null 2>&1 || { echo "e2e-kind needs a running Docker engine"; exit 1; }
+	@[ -x $(KIND) ] || GOBIN=$(CURDIR)/$(OUT)/bin go install sigs.k8s.io/kind@$(KIND_VERSION)
+	@for c in a b; do $(KIND) get clusters | grep -qx prfaas-$$c || \
+	  $(KIND) create cluster --name prfaas-$$c --kubeconfig $(OUT)/kind-$$c.kubeconfig; done
+	PRFAAS_E2E_KUBECONFIGS=$(OUT)/kind-a.kubeconfig:$(OUT)/kind-b.kubeconfig \
+	PRFAAS_E2E_STOP_1="docker stop prfaas-b-control-plane" \
+	  $(PY) -m pytest tests/integration/test_operator.py -q; rc=$$?; \
+	  for c in a b; do $(KIND) delete cluster --name prfaas-$$c; done; exit $$rc
 
 clean: ## remove the venv and local state (not the cached Kubernetes binaries)
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

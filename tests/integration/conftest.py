@@ -9,8 +9,10 @@ skip, so a suite cannot pass without exercising the API server.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any, cast
 
 import pytest
+from existing_cluster import ENV, ExistingCluster, configured
 
 from prfaas.devcluster import BinariesMissingError, ControlPlane, DevClusterError
 
@@ -22,8 +24,16 @@ def control_plane_factory(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ControlPlaneFactory]:
     planes: list[ControlPlane] = []
+    existing = configured()
 
     def make() -> ControlPlane:
+        if existing:  # `make e2e-kind`: clusters that already exist, in order
+            index = len(planes)
+            if index >= len(existing):
+                pytest.fail(f"{ENV} names {len(existing)} cluster(s); the test needs more")
+            found: Any = ExistingCluster(existing[index], index)
+            planes.append(found)
+            return cast(ControlPlane, found)
         # State (logs included) under pytest's basetemp, so a failed run can be inspected.
         plane = ControlPlane(state_dir=tmp_path_factory.mktemp("control-plane"))
         failure = ""
@@ -39,6 +49,8 @@ def control_plane_factory(
         return plane
 
     yield make
+    if existing:
+        return  # not ours to stop
     for plane in planes:
         plane.stop()
 
