@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -407,22 +408,51 @@ def test_prometheus_signals_then_stale_holds_the_plan(
 # -- a PrefillPool in another datacenter (a second API server) -----------------------------------
 
 
-def test_member_cluster_pool_and_unreachable_member(
+def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
     admin: Path, operator: OperatorProcess, second_control_plane: Any
 ) -> None:
-    ns = "multi"
+    ns = "remote-pd"
     member = Path(second_control_plane.kubeconfig)
     apply(
         member,
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        deployment("h200-prefill", ns, 2),
+        deployment("h20-prefill", ns, 5),
+        deployment("h20-decode", ns, 3),
     )
     apply(
         admin,
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        deployment("h20-prefill", ns, 5),
-        deployment("h20-decode", ns, 3),
+        deployment("h200-prefill", ns, 4),
     )
+    _member_secret(admin, member, ns)
+    pd = in_ns(fast(sample("pdcluster-h20.yaml")), ns)
+    pd["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
+    apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), pd)
+
+    wait_for("the member split", lambda: replicas(member, ns, "h20-decode") == 5, timeout=90)
+
+    def policy_in_member() -> dict[str, Any] | None:
+        cm = kubectl(
+            member, "get", "configmap", "h20-pd-routing-policy", "-n", ns, "-o", "json", check=False
+        )
+        if cm.returncode != 0:
+            return None
+        return dict(json.loads(json.loads(cm.stdout)["data"]["policy.json"]))
+
+    policy = wait_for("the routing-policy ConfigMap in the member", policy_in_member, timeout=60)
+    assert policy["thresholdTokens"] == 19400
+    assert policy["version"] >= 1
+
+    kubectl(admin, "delete", "pdcluster", "h20-pd", "-n", ns, "--wait=true", "--timeout=60s")
+    wait_for("the ConfigMap gone", lambda: policy_in_member() is None, timeout=30)
+    # a deleted CR stops all actions: a manual change is left alone
+    kubectl(member, "scale", "deployment", "h20-decode", "-n", ns, "--replicas=2")
+    time.sleep(6)  # three of its former intervals
+    assert replicas(member, ns, "h20-decode") == 2
+
+
+def _member_secret(admin: Path, member: Path, ns: str) -> None:
+    """The member kubeconfig as a Secret, readable by the operator by name only."""
     kubectl(
         admin,
         "create",
@@ -433,7 +463,6 @@ def test_member_cluster_pool_and_unreachable_member(
         ns,
         f"--from-file=kubeconfig={member}",
     )
-    # the operator may read exactly this Secret, in this namespace
     apply(
         admin,
         {
@@ -463,6 +492,25 @@ def test_member_cluster_pool_and_unreachable_member(
             ],
         },
     )
+
+
+def test_member_cluster_pool_and_unreachable_member(
+    admin: Path, operator: OperatorProcess, second_control_plane: Any
+) -> None:
+    ns = "multi"
+    member = Path(second_control_plane.kubeconfig)
+    apply(
+        member,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        deployment("h200-prefill", ns, 2),
+    )
+    apply(
+        admin,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        deployment("h20-prefill", ns, 5),
+        deployment("h20-decode", ns, 3),
+    )
+    _member_secret(admin, member, ns)
     pool = in_ns(sample("prefillpool-h200.yaml"), ns)
     pool["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
     pool["spec"]["replicas"] = {"min": 1, "max": 4}
