@@ -26,27 +26,10 @@ import yaml
 from prfaas.controller.kube import Cluster, Members
 from prfaas.controller.reconcile import Reconciler
 from prfaas.controller.signals import prometheus_query_factory
-from prfaas.devcluster import ControlPlane
+from prfaas.devcluster import ControlPlane, scale_target
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
-
-
-def deployment(name: str, replicas: int) -> dict[str, object]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "e", "image": "x"}]},
-            },
-        },
-    }
 
 
 def objects(count: int) -> list[dict[str, object]]:
@@ -55,9 +38,9 @@ def objects(count: int) -> list[dict[str, object]]:
     pool["metadata"]["namespace"] = NS
     docs: list[dict[str, object]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
-        deployment("h200-prefill", 4),
-        deployment("h20-prefill", 5),
-        deployment("h20-decode", 3),
+        scale_target("h200-prefill", NS, 4),
+        scale_target("h20-prefill", NS, 5),
+        scale_target("h20-decode", NS, 3),
         pool,
     ]
     for i in range(count):

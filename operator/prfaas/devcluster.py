@@ -843,3 +843,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def scale_target(name: str, namespace: str, replicas: int) -> dict[str, object]:
+    """A Deployment to serve as a ``/scale`` target on this control plane.
+
+    No controller-manager runs here, so its pods never exist: only ``spec.replicas`` matters.
+    """
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "engine", "image": "prfaas-engine:test"}]},
+            },
+        },
+    }

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from prfaas.devcluster import scale_target
 from prfaas.devprometheus import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,21 +72,7 @@ def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
 
 
 def deployment(name: str, namespace: str, replicas: int) -> dict[str, Any]:
-    """A Deployment as a scale target (no controller-manager runs: pods never exist)."""
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "engine", "image": "prfaas-engine:test"}]},
-            },
-        },
-    }
+    return dict(scale_target(name, namespace, replicas))
 
 
 class OperatorProcess:

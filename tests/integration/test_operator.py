@@ -534,6 +534,9 @@ def test_member_cluster_pool_and_unreachable_member(
 
     wait_for("Degraded", degraded, timeout=90)
     obj = pdcluster(admin, ns)
-    assert "prefillPool" in condition(obj, "Degraded")["message"]  # type: ignore[index]
+    degraded_condition = condition(obj, "Degraded")
+    assert degraded_condition is not None
+    assert degraded_condition["reason"] == "Unreachable"
+    assert "prefillPool" in degraded_condition["message"]
     # nothing shrinks while a member is unreachable
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)

@@ -133,7 +133,7 @@ class Reconciler:
             return Outcome(finish("Degraded"), [("Warning", "InvalidSpec", f"spec.{where}")])
 
         events: list[tuple[str, str, str]] = []
-        degraded: list[str] = []
+        degraded: list[tuple[str, str]] = []  # (condition reason, message)
 
         # the PrefillPool (first link; one pool per PD cluster in v1alpha1)
         pool_spec: PrefillPoolSpec | None = None
@@ -141,12 +141,14 @@ class Reconciler:
         if link is not None:
             raw_pool = self.members.local.get_custom("prefillpools", namespace, link.name)
             if raw_pool is None:
-                degraded.append(f"PrefillPool {link.name} not found")
+                degraded.append(("PrefillPoolNotFound", f"PrefillPool {link.name} not found"))
             else:
                 try:
                     pool_spec = PrefillPoolSpec.model_validate(raw_pool.get("spec") or {})
                 except ValidationError:
-                    degraded.append(f"PrefillPool {link.name} has an invalid spec")
+                    degraded.append(
+                        ("PrefillPoolInvalid", f"PrefillPool {link.name} has an invalid spec")
+                    )
 
         targets = [
             self._target(PREFILL, spec.placement, spec.prefill.scale_target_ref, namespace),
@@ -159,7 +161,8 @@ class Reconciler:
         by_group = {t.group: t for t in targets}
         for t in targets:
             if t.error:
-                degraded.append(f"{t.group}: {t.error}")
+                reason = "Unreachable" if t.cluster is None else "TargetInvalid"
+                degraded.append((reason, f"{t.group}: {t.error}"))
 
         # signals; stale → hold the last good plan, change nothing
         try:
@@ -182,7 +185,7 @@ class Reconciler:
         try:
             target_plan, scenario = self._plan(name, spec, link, pool_spec, pool_now, signals)
         except PlanError as exc:
-            degraded.append(f"plan failed: {exc}")
+            degraded.append(("PlanFailed", f"plan failed: {exc}"))
             cond("Ready", "False", "PlanFailed", str(exc))
             cond("PlanApplied", "False", "Holding", "no plan")
             self._degraded(cond, degraded)
@@ -244,7 +247,7 @@ class Reconciler:
             try:
                 t.cluster.set_replicas(t.ref, t.namespace, change.next)
             except (UnreachableError, TargetError) as exc:
-                degraded.append(f"{change.group}: scaling failed: {exc}")
+                degraded.append(("ScaleFailed", f"{change.group}: scaling failed: {exc}"))
                 continue
             applied.append(change)
             after[change.group] = change.next
@@ -324,16 +327,9 @@ class Reconciler:
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod
-    def _degraded(cond: Callable[..., None], degraded: list[str]) -> None:
-        if degraded:
-            cond(
-                "Degraded",
-                "True",
-                "Unreachable"
-                if any("Unreachable" in d or "HTTP" in d or "Error" in d for d in degraded)
-                else "Problem",
-                "; ".join(degraded),
-            )
+    def _degraded(cond: Callable[..., None], degraded: list[tuple[str, str]]) -> None:
+        if degraded:  # the first problem names the reason; the message lists them all
+            cond("Degraded", "True", degraded[0][0], "; ".join(m for _, m in degraded))
         else:
             cond("Degraded", "False", "AllReachable", "")
 
