@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from kube_helpers import (
@@ -386,8 +387,20 @@ def test_prometheus_signals_then_stale_holds_the_plan(
 
         wait_for("a plan from Prometheus", planned_from_prometheus, timeout=60)
         wait_for("convergence", lambda: replicas(admin, ns, "h20-decode") == 5, timeout=60)
+        first = pdcluster(admin, ns)["status"]["plan"]
+        assert 16_000 <= first["thresholdTokens"] <= 23_000
+
+        # the traffic changes: a flood of short prompts moves the plan
+        exporter.drive(np.random.default_rng(3).integers(1_000, 6_000, size=20_000))
+
+        def replanned() -> bool:
+            plan = pdcluster(admin, ns)["status"]["plan"]
+            return bool(plan["thresholdTokens"] != first["thresholdTokens"])
+
+        wait_for("a new plan for the new traffic", replanned, timeout=60)
         before = pdcluster(admin, ns)["status"]
-        assert 16_000 <= before["plan"]["thresholdTokens"] <= 23_000
+        assert before["routingPolicy"]["version"] > 1
+        held = (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode"))
     finally:
         prom.stop()
         exporter.close()
@@ -402,7 +415,7 @@ def test_prometheus_signals_then_stale_holds_the_plan(
     assert obj["status"]["phase"] == "Holding"
     assert obj["status"]["plan"] == before["plan"]  # the last good plan is kept
     assert obj["status"]["routingPolicy"] == before["routingPolicy"]
-    assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
+    assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == held
 
 
 # -- a PrefillPool in another datacenter (a second API server) -----------------------------------
