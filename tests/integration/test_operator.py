@@ -102,11 +102,15 @@ def operator(
 def fresh_namespace(admin: Path, ns: str, pool: int = 4, prefill: int = 5, decode: int = 3) -> None:
     apply(
         admin,
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        namespace(ns),
         deployment("h200-prefill", ns, pool),
         deployment("h20-prefill", ns, prefill),
         deployment("h20-decode", ns, decode),
     )
+
+
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
 
 def in_ns(doc: dict[str, Any], ns: str) -> dict[str, Any]:
@@ -428,13 +432,13 @@ def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
     member = Path(second_control_plane.kubeconfig)
     apply(
         member,
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        namespace(ns),
         deployment("h20-prefill", ns, 5),
         deployment("h20-decode", ns, 3),
     )
     apply(
         admin,
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        namespace(ns),
         deployment("h200-prefill", ns, 4),
     )
     _member_secret(admin, member, ns)
@@ -514,12 +518,12 @@ def test_member_cluster_pool_and_unreachable_member(
     member = Path(second_control_plane.kubeconfig)
     apply(
         member,
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        namespace(ns),
         deployment("h200-prefill", ns, 2),
     )
     apply(
         admin,
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        namespace(ns),
         deployment("h20-prefill", ns, 5),
         deployment("h20-decode", ns, 3),
     )
