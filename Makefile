@@ -39,7 +39,7 @@ lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 unit: venv ## unit tests only (fast, no processes)
 	$(PY) -m pytest tests/unit -q
 
-test: lint deps k8s-bin ## the whole suite: lint, unit and integration tests
+test: lint deps k8s-bin peers ## the whole suite: lint, unit and integration tests
 	$(PY) -m pytest tests -q
 
 demo: venv ## the paper's case study: plan (Table 6, Figure 5), then simulate TTFT vs the baselines
