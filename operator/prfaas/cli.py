@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from prfaas import __version__
-from prfaas.commands import crds, engine, link, operator, plan, simulate
+from prfaas.commands import crds, engine, link, operator, plan, router, simulate
 from prfaas.commands.errors import CommandError
 
 EXIT_USAGE = 2
@@ -17,6 +17,7 @@ COMMANDS = [
     simulate,
     crds,
     operator,
+    router,
     engine,
     link,
 ]

@@ -61,7 +61,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import disable_created_metrics
 
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: dashboards and peers never read them
+    # no *_created series: dashboards and peers never read them
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     from prfaas.engine.server import EngineConfig
     from prfaas.engine.server import run as run_engine
     from prfaas.engine.timing import ProfileError, timing_for

@@ -49,7 +49,8 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import disable_created_metrics
 
-    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: dashboards and peers never read them
+    # no *_created series: dashboards and peers never read them
+    disable_created_metrics()  # type: ignore[no-untyped-call]
     from aiohttp import web
 
     from prfaas.engine.link import Link, Shaper, bytes_per_gbit

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -37,6 +36,7 @@ from prfaas.engine.timing import Timing
 from prfaas.routing.prefix import PrefixIndex
 from prfaas.routing.tokens import PromptTokens
 from prfaas.serving import openai
+from prfaas.serving.http import read_json
 from prfaas.serving.openai import SSE, Kind, Prompt, RequestError
 from prfaas.serving.tokenizer import Counter
 
@@ -211,7 +211,7 @@ class Engine:
     async def _serve(self, request: web.Request, kind: Kind) -> web.StreamResponse:
         arrived = time.monotonic()
         try:
-            body = await _json(request)
+            body = await read_json(request)
             prompt = openai.parse(kind, body)
         except RequestError as exc:
             return web.json_response(exc.body(), status=exc.status)
@@ -333,17 +333,6 @@ class Engine:
     async def _flush(self, _: web.Request) -> web.Response:
         self.cache.clear()
         return web.json_response({"flushed": True})
-
-
-async def _json(request: web.Request) -> Any:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestError(413, "request body too large", "body_too_large") from None
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestError(400, "request body is not valid JSON", "invalid_json") from None
 
 
 def _vllm_source(kvp: Mapping[str, Any]) -> tuple[str, int, str]:

@@ -34,7 +34,12 @@ class Adapter:
         u, q = ps.link.utilisation(), ps.target.queue_per_instance()
         if ps.mode == Mode.ABUNDANT and (u >= m.scarce_utilisation or q >= m.scarce_queue):
             ps.mode = Mode.SCARCE
-        elif ps.mode == Mode.SCARCE and u <= m.abundant_utilisation and q <= m.abundant_queue:
+        elif (
+            ps.mode == Mode.SCARCE
+            and m.cache_transfers
+            and u <= m.abundant_utilisation
+            and q <= m.abundant_queue
+        ):
             ps.mode = Mode.ABUNDANT
 
     def _factor(self, now: float, ps: PoolState, local_queue: float) -> None:

@@ -30,8 +30,13 @@ class ModeThresholds:
     scarce_queue: float = 2.0
     abundant_queue: float = 0.5
     initial_abundant: bool = True
+    # False: always scarce. For data planes that cannot move a cached prefix between
+    # clusters (the HTTP router's P/D hand-off ships prefill→decode KV only).
+    cache_transfers: bool = True
 
     def __post_init__(self) -> None:
+        if not self.cache_transfers and self.initial_abundant:
+            object.__setattr__(self, "initial_abundant", False)
         if not 0 <= self.abundant_utilisation <= self.scarce_utilisation:
             raise ValueError("need 0 <= abundant_utilisation <= scarce_utilisation")
         if not 0 <= self.abundant_queue <= self.scarce_queue:

@@ -1,0 +1,60 @@
+"""The router's ``/metrics`` (stable ``prfaas_router_`` prefix). The operator's default
+Prometheus queries read ``requests_total``, ``uncached_tokens_bucket``, ``output_tokens`` and
+``link_bytes_total``; dashboards read the rest."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from prfaas.model.workload import LENGTH_BUCKETS
+
+_LENGTHS = [float(b) for b in LENGTH_BUCKETS]
+_DECIDE = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.02)
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("prfaas_router_requests", "routed requests by prefill target "
+                                "and reason", ["target", "reason"], registry=r)  # fmt: skip
+        self.decisions = Counter("prfaas_router_decisions", "decision-only API answers",
+                                 ["target", "reason"], registry=r)  # fmt: skip
+        self.uncached = Histogram("prfaas_router_uncached_tokens", "uncached prompt tokens of "
+                                  "routed requests (what the operator plans from)",
+                                  buckets=_LENGTHS, registry=r)  # fmt: skip
+        self.output = Histogram("prfaas_router_output_tokens", "requested output tokens",
+                                buckets=(16, 64, 256, 1024, 4096, 16384), registry=r)  # fmt: skip
+        self.link_bytes = Counter("prfaas_router_link_bytes", "nominal KV bytes this router sent "
+                                  "over each pool's link", ["pool"], registry=r)  # fmt: skip
+        self.link_utilisation = Gauge("prfaas_router_link_utilisation", "recent egress / usable "
+                                      "bandwidth", ["pool"], registry=r)  # fmt: skip
+        self.link_in_flight = Gauge("prfaas_router_link_in_flight_bytes", "nominal KV bytes sent "
+                                    "and not yet at decode", ["pool"], registry=r)  # fmt: skip
+        self.link_up = Gauge("prfaas_router_link_up", "1 unless KV transfers over the link "
+                             "failed recently", ["pool"], registry=r)  # fmt: skip
+        self.mode = Gauge("prfaas_router_bandwidth_abundant", "1 abundant, 0 scarce (§3.4.3)",
+                          ["pool"], registry=r)  # fmt: skip
+        self.threshold = Gauge("prfaas_router_threshold_tokens", "effective threshold t_eff",
+                               ["pool"], registry=r)  # fmt: skip
+        self.policy_threshold = Gauge("prfaas_router_policy_threshold_tokens", "published t "
+                                      "(-1: never offload)", registry=r)  # fmt: skip
+        self.policy_version = Gauge("prfaas_router_policy_version", "version of the policy "
+                                    "running", registry=r)  # fmt: skip
+        self.ttft = Histogram("prfaas_router_ttft_seconds", "arrival to first byte of the "
+                              "answer", buckets=_LATENCY, registry=r)  # fmt: skip
+        self.phase = Histogram("prfaas_router_phase_seconds", "time per phase", ["phase"],
+                               buckets=_LATENCY, registry=r)  # fmt: skip
+        self.decide_seconds = Histogram("prfaas_router_decide_seconds", "token count, prefix "
+                                        "lookup and decision", registry=r,
+                                        buckets=_DECIDE)  # fmt: skip
+        self.fallbacks = Counter("prfaas_router_fallbacks", "offloads served locally after a "
+                                 "pool or link failure", ["cause"], registry=r)  # fmt: skip
+        self.errors = Counter("prfaas_router_errors", "requests answered with an error",
+                              ["code"], registry=r)  # fmt: skip
+        self.approximate = Counter("prfaas_router_approximate_token_counts", "text prompts "
+                                   "counted without a tokenizer", registry=r)  # fmt: skip
+        self.engine_waiting = Gauge("prfaas_router_engine_waiting", "scraped queue depth",
+                                    ["endpoint"], registry=r)  # fmt: skip
+        self.engine_up = Gauge("prfaas_router_engine_up", "1 if the last scrape succeeded",
+                               ["endpoint"], registry=r)  # fmt: skip

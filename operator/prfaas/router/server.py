@@ -1,0 +1,420 @@
+"""The router's HTTP front: the P/D flow per request, the decision API, health and metrics.
+
+Per request: parse (400/404/413) → count tokens and hash prefix blocks → ``decide`` → phase 1,
+prefill with ``max_tokens: 1`` and ``kv_transfer_params.do_remote_decode`` on the chosen
+target → phase 2, the original body plus what prefill returned, on the least busy decode
+engine; its answer is relayed as it comes (SSE chunks are written as they arrive). This is
+vLLM's two-phase hand-off, so real vLLM engines with a KV connector fit too.
+
+Fail open: a PrefillPool that cannot be reached, or whose KVCache does not arrive (decode
+answers 502 ``kv_transfer_failed``), is routed around and the request is prefilled locally
+instead; the client sees a slower answer, not an error. A decode failure is a 502 to the
+client. A client that goes away cancels the upstream requests (aiohttp handler cancellation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from prfaas.router import telemetry
+from prfaas.router.fleet import Engine, Fleet
+from prfaas.router.metrics import RouterMetrics
+from prfaas.routing.decide import Decision, Target
+from prfaas.routing.policy import RoutingPolicy
+from prfaas.routing.tokens import PromptTokens
+from prfaas.serving import openai
+from prfaas.serving.http import error_response, read_json
+from prfaas.serving.openai import Kind, Prompt, RequestError
+from prfaas.serving.tokenizer import Counter
+
+log = logging.getLogger("prfaas.router")
+_PATHS: dict[Kind, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+_MAX_ATTEMPTS = 3  # the decision, then at most two fail-open re-routes
+
+
+@dataclass
+class RouterConfig:
+    models: tuple[str, ...] = ()  # served model names; empty: accept any
+    max_body_bytes: int = 16 << 20
+    tokenizer: str | None = None
+    scrape_interval_s: float = 1.0
+    connect_timeout_s: float = 2.0
+    upstream_timeout_s: float = 1800.0
+    link_retry_s: float = 5.0
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class _UpstreamError(Exception):
+    """A phase that failed upstream; ``kv`` marks a KVCache that did not arrive."""
+
+    def __init__(self, message: str, kv: bool = False) -> None:
+        super().__init__(message)
+        self.kv = kv
+
+
+class RouterServer:
+    def __init__(self, cfg: RouterConfig, fleet: Fleet | None = None) -> None:
+        self.cfg = cfg
+        self.fleet = fleet or Fleet(link_retry_s=cfg.link_retry_s)
+        self.metrics = RouterMetrics()
+        self.counter = Counter(cfg.tokenizer)
+        self.session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- policy ------------------------------------------------------------------------------
+    def set_policy(self, policy: RoutingPolicy) -> None:
+        old = self.fleet.policy
+        bad = self.fleet.apply(policy)
+        for url in bad:
+            log.error("policy v%d: ignoring endpoint %r (not an http(s) URL)", policy.version, url)
+        if old is None or old.version != policy.version:
+            log.info(
+                "policy v%d: threshold %s, %d local prefill, %d decode, pools %s",
+                policy.version,
+                policy.threshold_tokens,
+                len(policy.prefill_endpoints),
+                len(policy.decode_endpoints),
+                {p.name: len(p.endpoints) for p in policy.pools},
+            )
+        telemetry.export(self.fleet, self.metrics)
+
+    # -- app ---------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.cfg.max_body_bytes)
+        app.router.add_post("/v1/completions", self._completions)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/route", self._route)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/policy", self._policy)
+        app.on_startup.append(self._start)
+        app.on_cleanup.append(self._stop)
+        return app
+
+    async def _start(self, _: web.Application) -> None:
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.cfg.connect_timeout_s,
+            sock_read=self.cfg.upstream_timeout_s,
+        )
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            timeout=timeout, connector=connector, auto_decompress=False
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                telemetry.run(self.fleet, self.metrics, self.session, self.cfg.scrape_interval_s)
+            )
+        )
+
+    async def _stop(self, _: web.Application) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        if self.session is not None:
+            await self.session.close()
+
+    # -- request parsing ---------------------------------------------------------------------
+    async def _parse(self, request: web.Request, kind: Kind) -> tuple[dict[str, Any], Prompt]:
+        body = await read_json(request)
+        prompt = openai.parse(kind, body)
+        if self.cfg.models and prompt.model is not None and prompt.model not in self.cfg.models:
+            raise RequestError(
+                404, f"model {prompt.model!r} not served here (have: "
+                f"{', '.join(self.cfg.models)})", "model_not_found",
+            )  # fmt: skip
+        if self.fleet.policy is None:
+            raise RequestError(503, "no routing policy yet", "no_policy")
+        return body, prompt
+
+    def _decide(self, prompt: Prompt) -> tuple[PromptTokens, Decision]:
+        t0 = time.perf_counter()
+        pt = self.counter.count(prompt)
+        assert self.fleet.core is not None
+        d = self.fleet.core.route(pt.length, pt.hashes)
+        self.metrics.decide_seconds.observe(time.perf_counter() - t0)
+        if not pt.exact:
+            self.metrics.approximate.inc()
+        return pt, d
+
+    # -- decision-only API -------------------------------------------------------------------
+    async def _route(self, request: web.Request) -> web.Response:
+        try:
+            raw = await read_json(request)
+            kind: Kind = "chat" if isinstance(raw, Mapping) and "messages" in raw else "completions"
+            prompt = openai.parse(kind, raw)
+            if self.fleet.policy is None:
+                raise RequestError(503, "no routing policy yet", "no_policy")
+        except RequestError as exc:
+            return self._error(exc)
+        pt, d = self._decide(prompt)
+        decode = self.fleet.pick_decode()
+        target = _target_name(d)
+        self.metrics.decisions.labels(target, d.reason.value).inc()
+        return web.json_response(
+            {
+                "prefill": None if d.target == Target.REJECT else self.fleet.prefill_url(d),
+                "decode": None if decode is None else decode.url,
+                "target": target,
+                "pool": self._pool_name(d),
+                "reason": d.reason.value,
+                "promptTokens": pt.length,
+                "cachedTokens": d.cached_tokens,
+                "uncachedTokens": d.uncached_tokens,
+                "thresholdTokens": d.threshold_tokens,
+                "policyVersion": d.policy_version,
+                "exactTokenCount": pt.exact,
+            }
+        )
+
+    def _pool_name(self, d: Decision) -> str | None:
+        if d.target != Target.POOL or self.fleet.policy is None:
+            return None
+        return self.fleet.policy.pools[d.pool].name
+
+    # -- the P/D flow ------------------------------------------------------------------------
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "completions")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "chat")
+
+    async def _serve(self, request: web.Request, kind: Kind) -> web.StreamResponse:
+        arrived = time.monotonic()
+        try:
+            body, prompt = await self._parse(request, kind)
+        except RequestError as exc:
+            return self._error(exc)
+        pt, d = self._decide(prompt)
+        rid = request.headers.get("X-Request-ID") or f"prfaas-{uuid.uuid4().hex}"
+        try:
+            return await self._pd(request, kind, body, prompt, pt, d, rid, arrived)
+        except RequestError as exc:
+            return self._error(exc)
+
+    async def _pd(
+        self, request: web.Request, kind: Kind, body: dict[str, Any], prompt: Prompt,
+        pt: PromptTokens, d: Decision, rid: str, arrived: float,
+    ) -> web.StreamResponse:  # fmt: skip
+        fleet, core, m = self.fleet, self.fleet.core, self.metrics
+        assert core is not None
+        for _ in range(_MAX_ATTEMPTS):
+            if d.target == Target.REJECT:
+                raise RequestError(503, "no healthy prefill instance", "no_prefill")
+            decode = fleet.pick_decode()
+            if decode is None:
+                raise RequestError(503, "no healthy decode instance", "no_decode")
+            purl = fleet.prefill_url(d)
+            core.dispatched(d)
+            t0 = time.monotonic()
+            try:
+                kvp = await self._prefill(purl, kind, body, rid)
+            except _UpstreamError as exc:
+                fleet.engine_failed(purl)
+                if d.target != Target.POOL:
+                    raise RequestError(502, f"prefill failed: {exc}", "prefill_failed") from None
+                log.warning("%s: pool prefill failed (%s); serving it locally", rid, exc)
+                m.fallbacks.labels("pool").inc()
+                d = core.route(pt.length, pt.hashes)
+                continue
+            finally:
+                core.prefilled(d)
+            m.phase.labels("prefill").observe(time.monotonic() - t0)
+            pool = d.target == Target.POOL
+            index = fleet.pool_indexes[self._pool_name(d) or ""] if pool else fleet.local_index
+            index.insert(pt.hashes, pt.length, d.instance)
+            nominal = _int(kvp.get("prfaas_kv_bytes"))
+            if pool:
+                core.meter(d.pool, nominal)
+                core.live.pools[d.pool].link.bytes_in_flight += nominal
+                m.link_bytes.labels(self._pool_name(d)).inc(nominal)
+            try:
+                resp = await self._decode_start(decode, kind, body, kvp, rid, pool, d, nominal)
+            except _UpstreamError as exc:
+                if not (exc.kv and pool):
+                    raise RequestError(502, f"decode failed: {exc}", "decode_failed") from None
+                log.warning("%s: KV transfer over the link failed (%s); serving it locally",
+                            rid, exc)  # fmt: skip
+                fleet.link_failed(d.pool)
+                m.fallbacks.labels("link").inc()
+                d = core.route(pt.length, pt.hashes)
+                continue
+            m.requests.labels(_target_name(d), d.reason.value).inc()
+            m.uncached.observe(d.uncached_tokens)
+            m.output.observe(prompt.max_tokens)
+            return await self._relay(request, resp, decode, d, rid, arrived)
+        raise RequestError(502, "no prefill target left after failures", "prefill_failed")
+
+    async def _prefill(
+        self, url: str, kind: Kind, body: dict[str, Any], rid: str
+    ) -> dict[str, Any]:
+        assert self.session is not None
+        req = {k: v for k, v in body.items() if k != "stream_options"}
+        req.update(stream=False, max_tokens=1, kv_transfer_params={"do_remote_decode": True})
+        if "max_completion_tokens" in req:
+            req["max_completion_tokens"] = 1
+        try:
+            async with self.session.post(url + _PATHS[kind], json=req, headers=_hdr(rid)) as r:
+                if r.status != 200:
+                    raise _UpstreamError(f"{url} answered {r.status}: {(await r.text())[:200]}")
+                out = await r.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise _UpstreamError(f"{url}: {exc or type(exc).__name__}") from None
+        kvp = out.get("kv_transfer_params") if isinstance(out, dict) else None
+        return kvp if isinstance(kvp, dict) else {}
+
+    async def _decode_start(
+        self, decode: Engine, kind: Kind, body: dict[str, Any], kvp: dict[str, Any], rid: str,
+        pool: bool, d: Decision, nominal: int,
+    ) -> aiohttp.ClientResponse:  # fmt: skip
+        """Send phase 2; returns once decode answers (its headers mean the KVCache arrived)."""
+        assert self.session is not None and self.fleet.core is not None
+        req = dict(body)
+        if kvp:
+            req["kv_transfer_params"] = kvp
+        decode.active += 1
+        t0 = time.monotonic()
+        try:
+            resp = await self.session.post(decode.url + _PATHS[kind], json=req, headers=_hdr(rid))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            decode.active -= 1
+            self.fleet.engine_failed(decode.url)
+            raise _UpstreamError(f"{decode.url}: {exc or type(exc).__name__}") from None
+        except BaseException:
+            decode.active -= 1
+            raise
+        finally:
+            if pool:
+                link = self.fleet.core.live.pools[d.pool].link
+                link.bytes_in_flight = max(0.0, link.bytes_in_flight - nominal)
+        self.metrics.phase.labels("kv_and_queue").observe(time.monotonic() - t0)
+        if resp.status >= 500:
+            text = await resp.text()
+            resp.release()
+            decode.active -= 1
+            raise _UpstreamError(f"{decode.url} answered {resp.status}: {text[:200]}",
+                            kv="kv_transfer_failed" in text)  # fmt: skip
+        return resp
+
+    async def _relay(
+        self, request: web.Request, resp: aiohttp.ClientResponse, decode: Engine, d: Decision,
+        rid: str, arrived: float,
+    ) -> web.StreamResponse:  # fmt: skip
+        headers = {
+            "Content-Type": resp.headers.get("Content-Type", "application/json"),
+            "X-Request-ID": rid,
+            "X-PrfaaS-Prefill": _target_name(d),
+            "X-PrfaaS-Reason": d.reason.value,
+            **self.cfg.extra_headers,
+        }
+        out = web.StreamResponse(status=resp.status, headers=headers)
+        t0 = time.monotonic()
+        done = False
+        try:
+            first = True
+            async for chunk in resp.content.iter_any():
+                if first:
+                    await out.prepare(request)
+                    self.metrics.ttft.observe(time.monotonic() - arrived)
+                    first = False
+                await out.write(chunk)
+            if first:
+                await out.prepare(request)
+            await out.write_eof()
+            done = True
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("%s: decode stream broke: %s", rid, exc or type(exc).__name__)
+            self.metrics.errors.labels("decode_stream").inc()
+        finally:
+            decode.active -= 1
+            if done:
+                resp.release()
+            else:
+                resp.close()  # client gone or upstream broken: drop the decode connection
+        self.metrics.phase.labels("decode").observe(time.monotonic() - t0)
+        return out
+
+    # -- the rest ----------------------------------------------------------------------------
+    def _error(self, exc: RequestError) -> web.Response:
+        self.metrics.errors.labels(exc.code).inc()
+        return error_response(exc)
+
+    async def _models(self, _: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "owned_by": "prfaas"} for m in self.cfg.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        if self.fleet.policy is None:
+            return web.json_response(
+                {"ready": False, "reason": "no routing policy yet"}, status=503
+            )
+        if self.fleet.pick_decode() is None:
+            return web.json_response({"ready": False, "reason": "no healthy decode"}, status=503)
+        return web.json_response({"ready": True, "policyVersion": self.fleet.policy.version})
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _policy(self, _: web.Request) -> web.Response:
+        fleet = self.fleet
+        if fleet.policy is None or fleet.core is None:
+            return web.json_response({"policy": None})
+        p = fleet.policy
+        pools = []
+        for route, ps in zip(p.pools, fleet.core.live.pools, strict=True):
+            pools.append({
+                "name": route.name, "endpoints": list(route.endpoints),
+                "linkUp": ps.link.healthy, "linkUtilisation": ps.link.utilisation(),
+                "mode": ps.mode.name.lower(),
+                "thresholdTokens": None if p.threshold_tokens is None
+                else ps.threshold(p.threshold_tokens),
+            })  # fmt: skip
+        return web.json_response({
+            "version": p.version, "thresholdTokens": p.threshold_tokens, "pools": pools,
+            "prefillEndpoints": list(p.prefill_endpoints),
+            "decodeEndpoints": list(p.decode_endpoints),
+            "engines": {e.url: {"healthy": e.healthy, "waiting": e.waiting}
+                        for e in fleet.engines.values()},
+        })  # fmt: skip
+
+
+def _target_name(d: Decision) -> str:
+    return {Target.POOL: "pool", Target.LOCAL: "local"}.get(d.target, "rejected")
+
+
+def _hdr(rid: str) -> dict[str, str]:
+    return {"X-Request-ID": rid}
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+async def run(server: RouterServer, host: str, port: int) -> None:
+    runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
