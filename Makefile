@@ -50,6 +50,25 @@ demo: venv ## the paper's case study: plan (Table 6, Figure 5), then simulate TT
 crds: venv ## regenerate crds/ from the pydantic models in prfaas.api
 	$(VENV)/bin/prfaas crds --out crds --reference docs/crd-reference.md
 
+# The Helm chart carries copies of crds/ (Helm installs charts/*/crds/ first), and so does
+# manifests/crds/ for `kubectl apply -k manifests/`; tests check all three are byte-identical.
+CHART := charts/prfaas-operator
+HELM = $(K8S_BIN_DIR)/helm
+MANIFESTS_HELM_ARGS := prfaas-operator $(CHART) --namespace prfaas-system --set router.enabled=false
+MANIFESTS_HEADER := \# Generated from $(CHART) by `make manifests` (helm template): do not edit.
+.PHONY: chart-crds manifests
+chart-crds: crds ## copy crds/ into the Helm chart and manifests/crds/
+	@mkdir -p $(CHART)/crds manifests/crds
+	cp crds/*.yaml $(CHART)/crds/
+	cp crds/*.yaml manifests/crds/
+
+manifests: chart-crds k8s-bin ## regenerate manifests/operator/ from the Helm chart (helm template)
+	{ echo '$(MANIFESTS_HEADER)'; $(HELM) template $(MANIFESTS_HELM_ARGS) \
+	  --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml; } > manifests/operator/rbac.yaml
+	{ echo '$(MANIFESTS_HEADER)'; $(HELM) template $(MANIFESTS_HELM_ARGS) \
+	  --show-only templates/deployment.yaml --show-only templates/service.yaml \
+	  --show-only templates/dashboard.yaml; } > manifests/operator/operator.yaml
+
 bench: bench-planner bench-sim bench-routing bench-reconcile ## all benchmarks
 
 bench-planner: venv ## planner speed on the full case-study grid

@@ -1,0 +1,119 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "prfaas-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified name: the release name when it already contains the chart name (so release
+`prfaas-operator` gives `prfaas-operator`, not `prfaas-operator-prfaas-operator`).
+*/}}
+{{- define "prfaas-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "prfaas-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels on every object. */}}
+{{- define "prfaas-operator.labels" -}}
+helm.sh/chart: {{ include "prfaas-operator.chart" . }}
+app.kubernetes.io/name: {{ include "prfaas-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: prfaas
+{{- end }}
+
+{{/* Selector of the operator's pods (stable across upgrades). */}}
+{{- define "prfaas-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "prfaas-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "prfaas-operator.routerName" -}}
+{{- printf "%s-router" (include "prfaas-operator.fullname" .) }}
+{{- end }}
+
+{{- define "prfaas-operator.routerNamespace" -}}
+{{- default .Release.Namespace .Values.router.namespace }}
+{{- end }}
+
+{{- define "prfaas-operator.routerSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "prfaas-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: router
+{{- end }}
+
+{{- define "prfaas-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Pod and container security: non-root, read-only root, no privilege, RuntimeDefault. */}}
+{{- define "prfaas-operator.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "prfaas-operator.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: [ALL]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+The router's arguments (the `prfaas router` contract). Call with (dict "ctx" $ "host" "0.0.0.0").
+*/}}
+{{- define "prfaas-operator.routerArgs" -}}
+- router
+- --pdcluster
+- {{ .ctx.Values.router.pdCluster | quote }}
+- --namespace
+- {{ include "prfaas-operator.routerNamespace" .ctx | quote }}
+- --host
+- {{ .host | quote }}
+- --port
+- {{ .ctx.Values.router.port | quote }}
+- --model
+- {{ .ctx.Values.router.model | quote }}
+{{- end }}
+
+{{/* scaleTargets grouped by apiGroup, as YAML {group: [resource/scale, ...]} (sorted, unique). */}}
+{{- define "prfaas-operator.scaleTargetsByGroup" -}}
+{{- $out := dict }}
+{{- range .Values.scaleTargets }}
+{{- $have := get $out .apiGroup | default list }}
+{{- $_ := set $out .apiGroup (append $have (printf "%s/scale" .resource) | uniq | sortAlpha) }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* memberSecrets grouped by namespace, as YAML {namespace: [name, ...]} (sorted, unique). */}}
+{{- define "prfaas-operator.memberSecretsByNamespace" -}}
+{{- $out := dict }}
+{{- range .Values.memberSecrets }}
+{{- $have := get $out .namespace | default list }}
+{{- $_ := set $out .namespace (append $have .name | uniq | sortAlpha) }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
