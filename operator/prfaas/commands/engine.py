@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from prfaas.commands.errors import CommandError
-from prfaas.commands.serving_args import add_scaling, host_port, port, serve
+from prfaas.commands.serving_args import add_scaling, host_port, port, positive, serve
 
 
 def register(sub: Any) -> None:
@@ -54,6 +54,13 @@ def register(sub: Any) -> None:
         help="/get_load answer shape (the two routers' power_of_two policies differ)",
     )
     p.add_argument("--tokenizer", help="Hugging Face tokenizer.json for text prompts")
+    p.add_argument(
+        "--emit-interval",
+        type=positive,
+        default=0.02,
+        help="streamed tokens that are due go out together at most this often, seconds "
+        "(the first token is never delayed); default %(default)s",
+    )
     p.add_argument("--max-body-mb", type=int, default=64, help="request size limit, MiB")
     p.set_defaults(func=run)
 
@@ -87,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             get_load_format=args.get_load_format,
             max_body_bytes=args.max_body_mb << 20,
             tokenizer=args.tokenizer,
+            emit_interval_s=args.emit_interval,
         )
         from prfaas.engine.server import Engine
 

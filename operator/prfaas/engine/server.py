@@ -42,7 +42,6 @@ from prfaas.serving.tokenizer import Counter
 
 Role = Literal["prefill", "decode", "both"]
 log = logging.getLogger("prfaas.engine")
-MIN_TICK_S = 0.02  # batch token emission: at most 50 wake-ups per second per sequence
 
 
 def token_text(k: int) -> str:
@@ -67,6 +66,7 @@ class EngineConfig:
     max_body_bytes: int = 64 << 20
     cache_blocks: int = 1 << 16
     tokenizer: str | None = None
+    emit_interval_s: float = 0.02  # tokens due are written together, at most this often
 
 
 class Engine:
@@ -186,10 +186,11 @@ class Engine:
             self.metrics.ttft.observe(start + step - arrived)
             self.metrics.generation_tokens.inc(n)
             return
-        done, last = 0, start
+        tick = self.cfg.emit_interval_s
+        done, last = 0, start - tick  # the first token goes out exactly when it is due
         while done < n:
             if step > 0:
-                next_at = max(start + (done + 1) * step, last + MIN_TICK_S)
+                next_at = max(start + (done + 1) * step, last + tick)
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 last = time.monotonic()
                 due = min(n, max(done + 1, int((last - start) / step)))
