@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from prfaas import __version__
-from prfaas.commands import crds, engine, link, operator, plan, router, simulate
+from prfaas.commands import crds, demo, engine, link, operator, plan, router, simulate
 from prfaas.commands.errors import CommandError
 
 EXIT_USAGE = 2
@@ -20,6 +20,7 @@ COMMANDS = [
     router,
     engine,
     link,
+    demo,
 ]
 
 

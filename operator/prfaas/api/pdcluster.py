@@ -109,6 +109,10 @@ class ThresholdPolicy(Spec):
     """Offload prefills whose uncached length exceeds this (Fixed mode)."""
     step_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 100
     """Grid step of the threshold search."""
+    deadband_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """Auto: keep the published t while the new optimum is within this fraction of it.
+    Measured signals are noisy; every new policy version resets the routers' short-timescale
+    adaptation, so moves of a few percent cost more than they gain (0: follow every move)."""
 
     @model_validator(mode="after")
     def _fixed_needs_tokens(self) -> Self:

@@ -379,6 +379,16 @@ class Reconciler:
         pools: list[PoolRoute] = []
         if pool is not None and link is not None and routed is not None and routed.n_prfaas > 0:
             threshold = routed.threshold_tokens
+            kept = old.routing_policy.threshold_tokens if old.routing_policy else None
+            band = spec.policy.threshold.deadband_fraction
+            auto = spec.policy.threshold.mode == "Auto"
+            if (
+                auto
+                and threshold is not None
+                and kept is not None
+                and abs(threshold - kept) <= band * kept
+            ):
+                threshold = kept  # within the deadband: not worth a new policy version
             pools = [
                 PoolRoute(
                     name=link.name,
