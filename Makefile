@@ -42,10 +42,11 @@ unit: venv ## unit tests only (fast, no processes)
 test: lint deps k8s-bin peers ## the whole suite: lint, unit and integration tests
 	$(PY) -m pytest tests -q
 
-demo: venv ## the paper's case study: plan (Table 6, Figure 5), then simulate TTFT vs the baselines
+demo: venv deps k8s-bin ## the case study: plan (Table 6, Fig. 5), simulate, then the whole system live (~4 min)
 	@mkdir -p $(OUT)
 	$(VENV)/bin/prfaas plan --plot $(OUT)/figure5.png
 	$(VENV)/bin/prfaas simulate --plot $(OUT)/simulation.png
+	$(VENV)/bin/prfaas demo --out $(OUT)/demo $(DEMO_ARGS)
 
 crds: venv ## regenerate crds/ from the pydantic models in prfaas.api
 	$(VENV)/bin/prfaas crds --out crds --reference docs/crd-reference.md
