@@ -9,7 +9,7 @@ OUT := .local
 
 -include hack/k8s.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile peers crds e2e-kind clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile bench-overhead peers crds e2e-kind clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ bench-routing: venv ## per-request routing decision time (4K and 128K prompts)
 
 bench-reconcile: venv k8s-bin ## slow-loop cost: 200 PDClusters on a real API server
 	$(PY) bench/reconcile_scale.py --count 200
+
+bench-overhead: venv peers ## Benchmark A: latency and max req/s added by prfaas router vs sglang-router vs vllm-router (~4 min)
+	$(PY) bench/router_overhead.py
 
 peers: ## sglang-router, vllm-router, aiperf in version-keyed venvs outside the repo (first time ~2 min; cached)
 	@hack/peers.sh

@@ -229,16 +229,35 @@ class Stack:
         return Service("link", url, admin, url + "/metrics", proc)
 
     def prfaas_router(
-        self, argv_tail: Sequence[str], name: str = "prfaas-router", ready_path: str = "/health"
+        self,
+        prefills: Sequence[Engine],
+        decodes: Sequence[Engine],
+        pools: Sequence[tuple[str, Sequence[Engine], float]] = (),
+        threshold_tokens: int | None = None,
+        extra: Sequence[str] = (),
     ) -> Service:
-        """``prfaas router`` with the given arguments (its own CLI decides them); --host and
-        --port are added here."""
+        """``prfaas router`` on a policy file (``status.routingPolicy``): local PD-P ``prefills``,
+        PD-D ``decodes`` and PrefillPools ``(name, engines, link budget Gbps)``."""
+        name = self._name("prfaas-router")
+        policy = {
+            "version": 1,
+            "thresholdTokens": threshold_tokens,
+            "prefillPools": [
+                {"name": n, "endpoints": [e.url for e in es], "linkBudgetGbps": gbps}
+                for n, es, gbps in pools
+            ],
+            "prefillEndpoints": [e.url for e in prefills],
+            "decodeEndpoints": [e.url for e in decodes],
+        }
+        policy_file = self.log_dir / f"{name}.policy.json"
+        policy_file.write_text(json.dumps(policy, indent=2))
         port = free_port()
-        argv = [*_prfaas_argv(), "router", "--host", HOST, "--port", str(port), *argv_tail]
-        proc = self._spawn(self._name(name), argv)
+        argv = [*_prfaas_argv(), "router", "--policy-file", str(policy_file), "--host", HOST]
+        argv += ["--port", str(port), "--log-format", "plain", *extra]
+        proc = self._spawn(name, argv)
         url = f"http://{HOST}:{port}"
-        wait_until(proc, lambda: http_get(url + ready_path)[0] == 200, 60)
-        return Service(name, url, port, url + "/metrics", proc)
+        wait_until(proc, lambda: http_get(url + "/readyz")[0] == 200, 60)
+        return Service("prfaas-router", url, port, url + "/metrics", proc)
 
     # -- peers -------------------------------------------------------------------------------
     def sglang_router(

@@ -1,0 +1,291 @@
+"""Benchmark A: what a router adds. ``prfaas router`` vs sglang-router 0.3.2 vs vllm-router 0.1.17
+in P/D mode in front of the same simulated engines with ``--zero-compute`` (no prefill or
+decode time, empty KV transfers), so what is left is routing, proxying and the hand-off.
+
+Engines: 2 prefill + 2 decode, plus one ``--role both`` engine for the single-engine baseline.
+Every target gets the same load, one after the other:
+
+1. open loop, our asyncio/aiohttp client: ``--rate`` req/s (default 500) for ``--duration`` s,
+   non-streaming completions of ``--max-tokens`` tokens; latency is counted from each request's
+   due time. **Added latency** = router p50/p99 − p50/p99 of the *same P/D flow done by the
+   client straight to the engines*: vLLM's two-phase hand-off (``direct 2-phase``) for
+   vllm-router and ``prfaas router`` (both run it), SGLang's bootstrap hand-off (``direct
+   bootstrap``) for sglang-router.
+2. closed loop: ``--concurrency`` workers back to back for ``--max-duration`` s: the highest
+   request rate (client, engines and router share this machine's cores: compare the routers
+   with each other and with the direct flows, not with other machines).
+3. aiperf 0.13.0 (third party), streaming completions at a constant ``--aiperf-rate``; added
+   latency there is against a direct call to the single ``--role both`` engine (aiperf cannot
+   run a P/D flow itself).
+
+    .venv/bin/python bench/router_overhead.py            # ~3 min; make bench-overhead
+    .venv/bin/python bench/router_overhead.py --rate 200 --duration 5 --no-aiperf
+
+Prints a table; writes JSON to .local/bench/router_overhead-<time>.json (and aiperf's own
+artifacts next to it). Needs ``make peers``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from loadgen import (
+    DirectBootstrap,
+    DirectTwoPhase,
+    Samples,
+    Target,
+    Via,
+    closed_loop,
+    open_loop,
+    pct,
+)
+from peers import PeersMissingError, require_all
+from procs import Stack, StartError, prfaas_router_available, scrape
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / ".local" / "bench"
+BASELINE = {  # router -> the direct flow it does on the wire
+    "prfaas-router": "direct 2-phase",
+    "sglang-router": "direct bootstrap",
+    "vllm-router": "direct 2-phase",
+}
+
+
+def body(i: int, words: int, max_tokens: int) -> dict[str, Any]:
+    return {"model": "sim-model", "prompt": f"r{i} " + "word " * words, "max_tokens": max_tokens}
+
+
+def summary(s: Samples) -> dict[str, Any]:
+    return {
+        "ok": s.ok,
+        "errors": s.errors,
+        "first_error": s.first_error,
+        "planned": s.planned,
+        "achieved_rps": round(s.rate, 1),
+        "latency_ms": {
+            q: round(pct(s.latency, float(q[1:])) * 1e3, 3) for q in ("p50", "p90", "p99")
+        },
+        "client_lag_p99_ms": round(pct(s.lag, 99) * 1e3, 3) if s.lag else None,
+    }
+
+
+def run_aiperf(
+    aiperf: Any, name: str, url: str, rate: float, duration: float, out: Path
+) -> dict[str, Any]:
+    art = out / f"aiperf-{name}"
+    argv = [*aiperf.argv, "profile", "-m", "sim-model", "--url", url]
+    argv += ["--endpoint-type", "completions", "--streaming"]
+    argv += ["--tokenizer", aiperf.tokenizer, "--isl", "128", "--isl-stddev", "0", "--osl", "16"]
+    argv += ["--extra-inputs", "ignore_eos:true", "--use-server-token-count"]
+    argv += ["--request-rate", f"{rate:g}", "--arrival-pattern", "constant"]
+    argv += ["--benchmark-duration", f"{duration:g}", "--benchmark-grace-period", "15"]
+    argv += ["--ui-type", "none", "--no-server-metrics", "--no-gpu-telemetry"]
+    argv += ["--artifact-dir", str(art)]
+    log = out / f"aiperf-{name}.log"
+    with log.open("wb") as f:
+        r = subprocess.run(
+            argv, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **aiperf.env()},
+            timeout=duration + 180, check=False,
+        )  # fmt: skip
+    report = art / "profile_export_aiperf.json"
+    if r.returncode != 0 or not report.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        return {"error": f"aiperf exited {r.returncode}; log {log}:\n{tail}"}
+    d = json.loads(report.read_text())
+    lat, ttft = d["request_latency"], d["time_to_first_token"]
+    return {
+        "requests": int(d["request_count"]["avg"]),
+        "errors": sum(int(e.get("count", 1)) for e in d.get("error_summary") or []),
+        "achieved_rps": round(d["request_throughput"]["avg"], 1),
+        "latency_ms": {q: round(lat[q], 3) for q in ("p50", "p90", "p99")},
+        "ttft_ms": {q: round(ttft[q], 3) for q in ("p50", "p90", "p99")},
+        "artifacts": str(art.relative_to(REPO)),
+    }
+
+
+async def measure(
+    targets: list[Target], args: argparse.Namespace, console: Console
+) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    n = int(args.rate * args.duration)
+    load = [(i / args.rate, "completions", body(i, args.words, args.max_tokens), None)
+            for i in range(n)]  # fmt: skip
+
+    def make(i: int) -> tuple[str, dict[str, Any]]:
+        return "completions", body(i, args.words, args.max_tokens)
+
+    for t in targets:
+        console.print(
+            f"[bold]{t.name}[/]: warm-up, {n} requests open loop at {args.rate:g}/s, "
+            f"then {args.concurrency} closed-loop workers for {args.max_duration:g} s"
+        )
+        await open_loop(t, load[:100])
+        ol = await open_loop(t, load)
+        cl = await closed_loop(t, make, args.concurrency, args.max_duration)
+        results[t.name] = {"open_loop": summary(ol), "closed_loop": summary(cl)}
+        results[t.name]["max_rps"] = round(cl.rate, 1)
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=500.0, help="open-loop req/s")
+    parser.add_argument("--duration", type=float, default=10.0, help="open-loop seconds")
+    parser.add_argument("--concurrency", type=int, default=64, help="closed-loop workers")
+    parser.add_argument("--max-duration", type=float, default=5.0, help="closed-loop seconds")
+    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--words", type=int, default=100, help="prompt length in words")
+    parser.add_argument("--aiperf-rate", type=float, default=100.0)
+    parser.add_argument("--aiperf-duration", type=float, default=10.0)
+    parser.add_argument("--no-aiperf", action="store_true")
+    args = parser.parse_args()
+    console = Console(width=max(Console().width, 132))
+    try:
+        tools = require_all()
+    except PeersMissingError as e:
+        console.print(f"[red]{e}[/]")
+        return 2
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = OUT / f"router_overhead-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    have_ours = prfaas_router_available()
+    if not have_ours:
+        console.print("[yellow]no `prfaas router` command yet: measuring the peers only[/]")
+    with Stack(out / "logs") as stack:
+        try:
+            pre = [stack.engine("prefill", zero_compute=True) for _ in range(2)]
+            dec = [stack.engine("decode", zero_compute=True) for _ in range(2)]
+            single = stack.engine("both", zero_compute=True)
+            routers = {}
+            if have_ours:
+                routers["prfaas-router"] = stack.prfaas_router(pre, dec)
+            routers["sglang-router"] = stack.sglang_router(tools.sglang_router, pre, dec)
+            routers["vllm-router"] = stack.vllm_router(tools.vllm_router, pre, dec)
+        except StartError as e:
+            console.print(f"[red]start-up failed: {e}[/]")
+            return 1
+        targets: list[Target] = [
+            DirectTwoPhase("direct 2-phase", [e.url for e in pre], [e.url for e in dec]),
+            DirectBootstrap(
+                "direct bootstrap",
+                [(e.url, "127.0.0.1", e.bootstrap_port) for e in pre],
+                [e.url for e in dec],
+            ),
+            Via("direct single engine", single.url),
+            *(Via(name, r.url) for name, r in routers.items()),
+        ]
+        results = asyncio.run(measure(targets, args, console))
+        engines = {e.url: scrape(e.url + "/metrics") for e in pre + dec}
+        aip: dict[str, Any] = {}
+        if not args.no_aiperf:
+            for name, url in [("direct single engine", single.url)] + [
+                (n, r.url) for n, r in routers.items()
+            ]:
+                console.print(f"[bold]aiperf[/] → {name}: {args.aiperf_rate:g} req/s constant, "
+                              f"{args.aiperf_duration:g} s, streaming")  # fmt: skip
+                aip[name] = run_aiperf(
+                    tools.aiperf, name.replace(" ", "-"), url, args.aiperf_rate,
+                    args.aiperf_duration, out,
+                )  # fmt: skip
+    kv_fail = sum(m.get("prfaas_engine_kv_fetch_failures_total", 0.0) for m in engines.values())
+    report = {
+        "benchmark": "router_overhead",
+        "when": stamp,
+        "cores": os.cpu_count(),
+        "args": vars(args),
+        "engines": "2 prefill + 2 decode + 1 both, --zero-compute",
+        "baseline": BASELINE,
+        "kv_fetch_failures": kv_fail,
+        "asyncio_client": results,
+        "aiperf": aip,
+        "prfaas_router": have_ours,
+    }
+    for name, base in BASELINE.items():
+        if name not in results:
+            continue
+        r, b = results[name]["open_loop"]["latency_ms"], results[base]["open_loop"]["latency_ms"]
+        results[name]["added_ms"] = {q: round(r[q] - b[q], 3) for q in ("p50", "p99")}
+        one = results["direct single engine"]["open_loop"]["latency_ms"]
+        results[name]["added_vs_single_ms"] = {q: round(r[q] - one[q], 3) for q in ("p50", "p99")}
+        if (
+            name in aip
+            and "latency_ms" in aip[name]
+            and "latency_ms" in aip.get("direct single engine", {})
+        ):
+            a, s = aip[name]["latency_ms"], aip["direct single engine"]["latency_ms"]
+            aip[name]["added_ms"] = {q: round(a[q] - s[q], 3) for q in ("p50", "p99")}
+    path = OUT / f"router_overhead-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print_tables(console, results, aip, args)
+    console.print(f"JSON: {path.relative_to(REPO)}  (process logs in {out.relative_to(REPO)})")
+    bad = [n for n, r in results.items() if r["open_loop"]["errors"]]
+    if bad or kv_fail:
+        console.print(f"[red]errors in: {', '.join(bad)}; KV fetch failures: {kv_fail:g}[/]")
+        return 1
+    return 0
+
+
+def print_tables(
+    console: Console, results: dict[str, Any], aip: dict[str, Any], args: argparse.Namespace
+) -> None:
+    t = Table(title=f"Open loop {args.rate:g} req/s × {args.duration:g} s (asyncio client), "
+                    f"closed loop {args.concurrency} workers; zero-compute engines")  # fmt: skip
+    for col in ("target", "ok/err", "req/s", "p50 ms", "p99 ms", "added p50", "added p99",
+                "vs", "vs 1 engine p50/p99", "max req/s"):  # fmt: skip
+        t.add_column(col, justify="left" if col in ("target", "vs") else "right")
+    for name, r in results.items():
+        ol = r["open_loop"]
+        added = r.get("added_ms", {})
+        single = r.get("added_vs_single_ms", {})
+        t.add_row(
+            name,
+            f"{ol['ok']}/{ol['errors']}",
+            f"{ol['achieved_rps']:.0f}",
+            f"{ol['latency_ms']['p50']:.2f}",
+            f"{ol['latency_ms']['p99']:.2f}",
+            f"{added['p50']:+.2f}" if added else "",
+            f"{added['p99']:+.2f}" if added else "",
+            BASELINE.get(name, ""),
+            f"{single['p50']:+.2f} / {single['p99']:+.2f}" if single else "",
+            f"{r['max_rps']:.0f}",
+        )
+    console.print(t)
+    console.print(
+        "added = router − the same P/D flow sent by this client straight to the engines "
+        "(`vs`); `vs 1 engine` = router − one direct call to a --role both engine"
+    )
+    if not aip:
+        return
+    a = Table(title=f"aiperf 0.13.0: {args.aiperf_rate:g} req/s constant × "
+                    f"{args.aiperf_duration:g} s, streaming, ISL 128 / OSL 16")  # fmt: skip
+    for col in ("target", "requests", "errors", "req/s", "TTFT p50", "p50 ms", "p99 ms",
+                "added p50", "added p99"):  # fmt: skip
+        a.add_column(col, justify="left" if col == "target" else "right")
+    for name, r in aip.items():
+        if "error" in r:
+            a.add_row(name, "failed", r["error"].splitlines()[0], *[""] * 6)
+            continue
+        added = r.get("added_ms", {})
+        a.add_row(
+            name, str(r["requests"]), str(r["errors"]), f"{r['achieved_rps']:.0f}",
+            f"{r['ttft_ms']['p50']:.2f}", f"{r['latency_ms']['p50']:.2f}",
+            f"{r['latency_ms']['p99']:.2f}",
+            f"{added['p50']:+.2f}" if added else "", f"{added['p99']:+.2f}" if added else "",
+        )  # fmt: skip
+    console.print(a)
+    console.print("added latency: aiperf rows vs `direct single engine` (one engine, no P/D)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
