@@ -9,7 +9,7 @@ OUT := .local
 
 -include hack/k8s.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile bench-overhead peers crds e2e-kind clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds e2e-kind clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -86,6 +86,9 @@ bench-reconcile: venv k8s-bin ## slow-loop cost: 200 PDClusters on a real API se
 
 bench-overhead: venv peers ## Benchmark A: latency and max req/s added by prfaas router vs sglang-router vs vllm-router (~4 min)
 	$(PY) bench/router_overhead.py
+
+bench-goodput: venv peers ## Benchmark B: case-study goodput (TTFT SLO) of prfaas router vs the peers on the naive setup (~2 min)
+	$(PY) bench/goodput.py
 
 peers: ## sglang-router, vllm-router, aiperf in version-keyed venvs outside the repo (first time ~2 min; cached)
 	@hack/peers.sh
