@@ -62,6 +62,12 @@ def serve(main: Coroutine[Any, Any, None]) -> int:
             await task
 
     try:
+        import uvloop  # libuv event loop: the router's per-request cost is mostly I/O plumbing
+
+        uvloop.install()
+    except ImportError:  # not on every platform; asyncio's own loop works, slower
+        pass
+    try:
         asyncio.run(runner())
     except OSError as exc:
         raise CommandError(f"cannot listen: {exc.strerror or exc}") from None

@@ -36,7 +36,7 @@ from prfaas.engine.timing import Timing
 from prfaas.routing.prefix import PrefixIndex
 from prfaas.routing.tokens import PromptTokens
 from prfaas.serving import openai
-from prfaas.serving.http import read_json
+from prfaas.serving.http import json_response, read_json
 from prfaas.serving.openai import SSE, Kind, Prompt, RequestError
 from prfaas.serving.tokenizer import Counter
 
@@ -215,7 +215,7 @@ class Engine:
             body = await read_json(request)
             prompt = openai.parse(kind, body)
         except RequestError as exc:
-            return web.json_response(exc.body(), status=exc.status)
+            return json_response(exc.body(), status=exc.status)
         rid = request.headers.get("X-Request-ID") or f"cmpl-{uuid.uuid4().hex}"
         model = prompt.model or self.cfg.model
         kvp = body.get("kv_transfer_params")
@@ -234,7 +234,7 @@ class Engine:
             else:
                 source = None
         except RequestError as exc:
-            return web.json_response(exc.body(), status=exc.status)
+            return json_response(exc.body(), status=exc.status)
 
         if source is None:
             self.metrics.requests.labels("prefill+decode").inc()
@@ -246,7 +246,7 @@ class Engine:
             except KVTransferError as exc:
                 log.warning("KV transfer failed for %s: %s", rid, exc)
                 err = openai.error_body(f"KV transfer failed: {exc}", "kv_transfer_failed", 502)
-                return web.json_response(err, status=502)
+                return json_response(err, status=502)
         return await self._answer(request, prompt, rid, model, pt.length, arrived)
 
     async def _answer(
@@ -257,7 +257,7 @@ class Engine:
         if not prompt.stream:
             await self.decode(n, None, arrived)
             text = expected_text(n)
-            return web.json_response(openai.completion(prompt.kind, rid, model, text, n_prompt, n))
+            return json_response(openai.completion(prompt.kind, rid, model, text, n_prompt, n))
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})  # fmt: skip
         await resp.prepare(request)
@@ -299,12 +299,12 @@ class Engine:
         else:
             key = f"room:{room}"
         self.store.put(key, wire)
-        return web.json_response(out)
+        return json_response(out)
 
     # -- the rest ----------------------------------------------------------------------------
     async def _models(self, _: web.Request) -> web.Response:
         data = [{"id": self.cfg.model, "object": "model", "owned_by": "prfaas", "created": 0}]
-        return web.json_response({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     async def _ok(self, _: web.Request) -> web.Response:
         return web.Response(text="OK")
@@ -315,25 +315,25 @@ class Engine:
 
     async def _server_info(self, _: web.Request) -> web.Response:
         # no model_path/tokenizer_path: sglang-router would try to download a tokenizer
-        return web.json_response(
+        return json_response(
             {"served_model_name": self.cfg.model, "dp_size": 1,
              "disaggregation_mode": self.cfg.role if self.cfg.role != "both" else "null"}
         )  # fmt: skip
 
     async def _model_info(self, _: web.Request) -> web.Response:
-        return web.json_response({"model_type": "prfaas-sim", "architectures": ["SimEngine"]})
+        return json_response({"model_type": "prfaas-sim", "architectures": ["SimEngine"]})
 
     async def _get_load(self, _: web.Request) -> web.Response:
         if self.cfg.get_load_format == "vllm":
-            return web.json_response({"load": self.queued_tokens})
-        return web.json_response(
+            return json_response({"load": self.queued_tokens})
+        return json_response(
             [{"dp_rank": 0, "num_reqs": self._running, "num_waiting_reqs": self._waiting,
               "num_tokens": self.queued_tokens}]
         )  # fmt: skip
 
     async def _flush(self, _: web.Request) -> web.Response:
         self.cache.clear()
-        return web.json_response({"flushed": True})
+        return json_response({"flushed": True})
 
 
 def _vllm_source(kvp: Mapping[str, Any]) -> tuple[str, int, str]:

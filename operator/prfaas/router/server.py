@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -35,7 +36,7 @@ from prfaas.routing.decide import Decision, Target
 from prfaas.routing.policy import RoutingPolicy
 from prfaas.routing.tokens import PromptTokens
 from prfaas.serving import openai
-from prfaas.serving.http import error_response, read_json
+from prfaas.serving.http import JSON, error_response, json_response, read_json
 from prfaas.serving.openai import Kind, Prompt, RequestError
 from prfaas.serving.tokenizer import Counter
 
@@ -167,7 +168,7 @@ class RouterServer:
         decode = self.fleet.pick_decode()
         target = _target_name(d)
         self.metrics.decisions.labels(target, d.reason.value).inc()
-        return web.json_response(
+        return json_response(
             {
                 "prefill": None if d.target == Target.REJECT else self.fleet.prefill_url(d),
                 "decode": None if decode is None else decode.url,
@@ -270,10 +271,11 @@ class RouterServer:
         if "max_completion_tokens" in req:
             req["max_completion_tokens"] = 1
         try:
-            async with self.session.post(url + _PATHS[kind], json=req, headers=_hdr(rid)) as r:
+            async with self.session.post(url + _PATHS[kind], data=orjson.dumps(req),
+                                         headers=_hdr(rid)) as r:  # fmt: skip
                 if r.status != 200:
                     raise _UpstreamError(f"{url} answered {r.status}: {(await r.text())[:200]}")
-                out = await r.json(content_type=None)
+                out = orjson.loads(await r.read())
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise _UpstreamError(f"{url}: {exc or type(exc).__name__}") from None
         kvp = out.get("kv_transfer_params") if isinstance(out, dict) else None
@@ -291,7 +293,9 @@ class RouterServer:
         decode.active += 1
         t0 = time.monotonic()
         try:
-            resp = await self.session.post(decode.url + _PATHS[kind], json=req, headers=_hdr(rid))
+            resp = await self.session.post(
+                decode.url + _PATHS[kind], data=orjson.dumps(req), headers=_hdr(rid)
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             decode.active -= 1
             self.fleet.engine_failed(decode.url)
@@ -323,8 +327,20 @@ class RouterServer:
             "X-PrfaaS-Reason": d.reason.value,
             **self.cfg.extra_headers,
         }
-        out = web.StreamResponse(status=resp.status, headers=headers)
         t0 = time.monotonic()
+        if not headers["Content-Type"].startswith("text/event-stream"):
+            try:  # a JSON answer: one read, one write (no chunked relay)
+                body = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                resp.close()
+                raise RequestError(502, f"decode failed: {exc}", "decode_failed") from None
+            finally:
+                decode.active -= 1
+            resp.release()
+            self.metrics.ttft.observe(time.monotonic() - arrived)
+            self.metrics.phase.labels("decode").observe(time.monotonic() - t0)
+            return web.Response(body=body, status=resp.status, headers=headers)
+        out = web.StreamResponse(status=resp.status, headers=headers)
         done = False
         try:
             first = True
@@ -357,19 +373,17 @@ class RouterServer:
 
     async def _models(self, _: web.Request) -> web.Response:
         data = [{"id": m, "object": "model", "owned_by": "prfaas"} for m in self.cfg.models]
-        return web.json_response({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return web.Response(text="OK")
 
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.fleet.policy is None:
-            return web.json_response(
-                {"ready": False, "reason": "no routing policy yet"}, status=503
-            )
+            return json_response({"ready": False, "reason": "no routing policy yet"}, status=503)
         if self.fleet.pick_decode() is None:
-            return web.json_response({"ready": False, "reason": "no healthy decode"}, status=503)
-        return web.json_response({"ready": True, "policyVersion": self.fleet.policy.version})
+            return json_response({"ready": False, "reason": "no healthy decode"}, status=503)
+        return json_response({"ready": True, "policyVersion": self.fleet.policy.version})
 
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
@@ -378,7 +392,7 @@ class RouterServer:
     async def _policy(self, _: web.Request) -> web.Response:
         fleet = self.fleet
         if fleet.policy is None or fleet.core is None:
-            return web.json_response({"policy": None})
+            return json_response({"policy": None})
         p = fleet.policy
         pools = []
         for route, ps in zip(p.pools, fleet.core.live.pools, strict=True):
@@ -389,7 +403,7 @@ class RouterServer:
                 "thresholdTokens": None if p.threshold_tokens is None
                 else ps.threshold(p.threshold_tokens),
             })  # fmt: skip
-        return web.json_response({
+        return json_response({
             "version": p.version, "thresholdTokens": p.threshold_tokens, "pools": pools,
             "prefillEndpoints": list(p.prefill_endpoints),
             "decodeEndpoints": list(p.decode_endpoints),
@@ -403,7 +417,7 @@ def _target_name(d: Decision) -> str:
 
 
 def _hdr(rid: str) -> dict[str, str]:
-    return {"X-Request-ID": rid}
+    return {"X-Request-ID": rid, "Content-Type": JSON}
 
 
 def _int(value: Any) -> int:

@@ -1,13 +1,17 @@
-"""aiohttp helpers shared by the router and the engine."""
+"""aiohttp helpers shared by the router and the engine. JSON goes through orjson: on the data
+plane parsing and re-serialising bodies (a 128K-token prompt is ~800 KB) is the largest CPU
+cost per request after HTTP itself, and orjson does it several times faster than ``json``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from prfaas.serving.openai import RequestError
+
+JSON = "application/json"
 
 
 async def read_json(request: web.Request) -> Any:
@@ -18,10 +22,16 @@ async def read_json(request: web.Request) -> Any:
         limit = request.app._client_max_size  # aiohttp keeps it private
         raise RequestError(413, f"request body over {limit} bytes", "body_too_large") from None
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise RequestError(400, "request body is not valid JSON", "invalid_json") from None
 
 
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(body=orjson.dumps(obj), status=status, content_type=JSON, headers=headers)
+
+
 def error_response(exc: RequestError) -> web.Response:
-    return web.json_response(exc.body(), status=exc.status)
+    return json_response(exc.body(), status=exc.status)

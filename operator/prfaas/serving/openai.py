@@ -7,11 +7,12 @@ their own), strict where a wrong value would be silently misread (types of ``pro
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 Kind = Literal["completions", "chat"]
 DEFAULT_MAX_TOKENS = 16
@@ -158,7 +159,7 @@ class SSE:
 
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         payload = {**self._head, "choices": choices, **extra}
-        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+        return b"data: " + orjson.dumps(payload) + b"\n\n"
 
     def role(self) -> bytes:
         return self._event([{"index": 0, "delta": {"role": "assistant", "content": ""}}])
