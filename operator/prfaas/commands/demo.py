@@ -64,10 +64,10 @@ def _offer_existing(args: argparse.Namespace) -> Path | None:
     path = Path(env.split(os.pathsep)[0])
     if not path.is_file():
         return None
-    from prfaas.demo.run import _kubectl
+    from prfaas.demo.kube import kubectl
 
     try:
-        reachable = _kubectl(path, "version", "--request-timeout=3s", check=False).returncode == 0
+        reachable = kubectl(path, "version", "--request-timeout=3s", check=False).returncode == 0
     except Exception:  # any failure means: not reachable, use the local API servers
         reachable = False
     if not reachable:
@@ -79,8 +79,9 @@ def _offer_existing(args: argparse.Namespace) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from prfaas.demo.kube import KubeError, quiet_env
     from prfaas.demo.procs import ProcessError
-    from prfaas.demo.run import Demo, DemoError, Options, quiet_env, results_json, summary
+    from prfaas.demo.run import Demo, DemoError, Options, results_json, summary
 
     existing = _offer_existing(args)
     opts = Options(
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with quiet_env():
             results = demo.run()
-    except (DemoError, ProcessError) as exc:
+    except (DemoError, KubeError, ProcessError) as exc:
         raise CommandError(str(exc)) from None
     except KeyboardInterrupt:
         console.print("interrupted: everything the demo started has been stopped")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +14,26 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+_RESERVED: set[int] = set()
+
+
+def reserve_port(low: int = 20_000, high: int = 32_000) -> int:
+    """A loopback port for a process that may only bind it minutes from now (an engine slot
+    started when the operator scales up). Taken below Linux's ephemeral range (32768+), where
+    the kernel never hands it to an outgoing connection meanwhile, and never twice."""
+    for _ in range(1000):
+        port = random.randrange(low, high)
+        if port in _RESERVED:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _RESERVED.add(port)
+        return port
+    raise ProcessError(f"no free port in {low}-{high}")
 
 
 class ProcessError(RuntimeError):

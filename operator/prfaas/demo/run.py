@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ import yaml
 from rich.console import Console
 from rich.live import Live
 
+from prfaas.demo.kube import crds_yaml, custom_api, kubectl
 from prfaas.demo.kubelet import (
     GROUP as EG_GROUP,
 )
@@ -30,13 +29,13 @@ from prfaas.demo.kubelet import (
     Kubelet,
     Slot,
     engine_group,
-    engine_group_crd,
 )
 from prfaas.demo.load import LoadGen, Traffic, Window, window
-from prfaas.demo.procs import Group, Proc, http_ok, prfaas_argv
+from prfaas.demo.procs import Group, Proc, http_ok, prfaas_argv, reserve_port
 from prfaas.demo.scenario import NAMESPACE, demo_resources, prometheus_workload
 from prfaas.demo.view import Snapshot, render, summary_table
-from prfaas.devprometheus import free_port
+from prfaas.demo.watch import LinkMeter, Watcher
+from prfaas.serving.http import JSON
 
 HOST = "127.0.0.1"
 SHIFT_MU = 10.3  # prompts ~1.5x longer: the planner moves t and the split (see README)
@@ -77,23 +76,6 @@ class Timeline:
 
     def add(self, msg: str) -> None:
         self.events.append(f"{time.monotonic() - self.t0:6.0f} s  {msg}")
-
-
-def _get(url: str, timeout: float = 1.0) -> str:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return str(r.read().decode())
-    except OSError:
-        return ""
-
-
-def _metric(text: str, name: str) -> float | None:
-    total, seen = 0.0, False
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {":
-            total += float(line.rpartition(" ")[2])
-            seen = True
-    return total if seen else None
 
 
 class Demo:
@@ -197,7 +179,7 @@ class Demo:
                 self.o.speedup,
                 self.o.slo_s,
             )
-            self.results.append(Result("homogeneous PD (H20)", w, None))
+            self.results.append(Result("homogeneous PD", w, None))
             self.timeline.add(
                 f"baseline: {w.throughput:.2f} req/s served, P90 TTFT {w.ttft_p90:.1f} s"
             )
@@ -205,7 +187,7 @@ class Demo:
             group.stop_all()
 
     def _engine(self, group: Group, name: str, role: str, profile: str) -> str:
-        port = free_port()
+        port = reserve_port()
         argv = [
             *prfaas_argv(),
             "engine",
@@ -216,7 +198,7 @@ class Demo:
             "--port",
             str(port),
             "--kv-port",
-            str(free_port()),
+            str(reserve_port()),
             *self.engine_args,
         ]
         url = f"http://{HOST}:{port}"
@@ -224,7 +206,7 @@ class Demo:
         return url
 
     def _router(self, group: Group, args: list[str], name: str) -> str:
-        port = free_port()
+        port = reserve_port()
         argv = [
             *prfaas_argv(),
             "router",
@@ -251,8 +233,8 @@ class Demo:
         stack.callback(group.stop_all)
         self.say("installing CRDs, the case-study PrefillPool and PDCluster (time-scaled)")
         for cluster in dict.fromkeys((west, east)):
-            _kubectl(cluster, "apply", "--server-side", "-f", "-", stdin=_crds_yaml())
-            _kubectl(
+            kubectl(cluster, "apply", "--server-side", "-f", "-", stdin=crds_yaml())
+            kubectl(
                 cluster,
                 "wait",
                 "--for=condition=Established",
@@ -262,40 +244,40 @@ class Demo:
                 f"crd/{EG_PLURAL}.{EG_GROUP}",
             )
             ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-            _kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(ns))
+            kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(ns))
 
         pool_n, pd_n = 4, 7
-        links = [(free_port(), free_port()) for _ in range(pool_n)]  # (link port, engine KV port)
-        pool = EngineSet(
+        links = [
+            (reserve_port(), reserve_port()) for _ in range(pool_n)
+        ]  # (link port, engine KV port)
+
+        def engines(name: str, role: str, profile: str, slots: list[Slot]) -> EngineSet:
+            return EngineSet(name, role, profile, slots, group, self.engine_args)
+
+        pool = engines(
             "h200-prefill",
             "prefill",
             "h200",
-            [Slot(free_port(), kv, (HOST, lp)) for lp, kv in links],
-            group,
-            self.engine_args,
+            [Slot(reserve_port(), kv, (HOST, lp)) for lp, kv in links],
         )
-        pre = EngineSet(
+        pre = engines(
             "h20-prefill",
             "prefill",
             "h20",
-            [Slot(free_port(), free_port()) for _ in range(pd_n)],
-            group,
-            self.engine_args,
+            [Slot(reserve_port(), reserve_port()) for _ in range(pd_n)],
         )
-        dec = EngineSet(
+        dec = engines(
             "h20-decode",
             "decode",
             "h20",
-            [Slot(free_port(), free_port()) for _ in range(pd_n)],
-            group,
-            self.engine_args,
+            [Slot(reserve_port(), reserve_port()) for _ in range(pd_n)],
         )
         stack.callback(pool.stop)
         stack.callback(pre.stop)
         stack.callback(dec.stop)
 
         self.say("starting the 100 Gbps link (shaped), Prometheus, operator, router")
-        link_admin = free_port()
+        link_admin = reserve_port()
         link_argv = [
             *prfaas_argv(),
             "link",
@@ -320,7 +302,7 @@ class Demo:
         group.start("link", link_argv).wait_ready(lambda: http_ok(link_url + "/health"))
 
         secret = "dc-east-kubeconfig"
-        _kubectl(
+        kubectl(
             west,
             "-n",
             NAMESPACE,
@@ -333,16 +315,16 @@ class Demo:
         )
         groups = [(east, "h200-prefill", 4), (west, "h20-prefill", 4), (west, "h20-decode", 4)]
         for kc, name, n in groups:
-            _kubectl(kc, "apply", "-f", "-", stdin=yaml.safe_dump(engine_group(name, NAMESPACE, n)))
+            kubectl(kc, "apply", "-f", "-", stdin=yaml.safe_dump(engine_group(name, NAMESPACE, n)))
         pd, pp = demo_resources(self.o.speedup, pool.urls(), pre.urls(), dec.urls(), secret, 4)
-        router_port = free_port()
+        router_port = reserve_port()
         prom = self._prometheus(stack, router_port, pre, dec)
-        _kubectl(west, "apply", "-f", "-", stdin=yaml.safe_dump_all([pp, pd]))
+        kubectl(west, "apply", "-f", "-", stdin=yaml.safe_dump_all([pp, pd]))
         kubelet = Kubelet(
             [
-                Binding(_custom_api(east), NAMESPACE, "h200-prefill", pool),
-                Binding(_custom_api(west), NAMESPACE, "h20-prefill", pre),
-                Binding(_custom_api(west), NAMESPACE, "h20-decode", dec),
+                Binding(custom_api(east), NAMESPACE, "h200-prefill", pool),
+                Binding(custom_api(west), NAMESPACE, "h20-prefill", pre),
+                Binding(custom_api(west), NAMESPACE, "h20-decode", dec),
             ]
         )
         kubelet.step()
@@ -427,9 +409,9 @@ class Demo:
             "--metrics-address",
             HOST,
             "--metrics-port",
-            str(free_port()),
+            str(reserve_port()),
             "--liveness",
-            f"http://{HOST}:{free_port()}/healthz",
+            f"http://{HOST}:{reserve_port()}/healthz",
         ]
         return group.start("operator", argv, env={"KUBECONFIG": str(kubeconfig)})
 
@@ -437,15 +419,22 @@ class Demo:
         self, west: Path, kubelet: Kubelet, router: str, link_url: str, prom_url: str
     ) -> None:
         o = self.o
-        api = _custom_api(west)
-        switch_at = min(15.0, o.prfaas_s / 3)
-        last = _LinkMeter()
+        api = custom_api(west)
+        pdc = ("prfaas.io", "v1alpha1", NAMESPACE, "pdclusters", "h20-pd")
+        meter = LinkMeter(o.kv_byte_scale * o.speedup)
+        watcher = Watcher(
+            lambda: dict(api.get_namespaced_custom_object(*pdc)),
+            kubelet,
+            router,
+            link_url,
+            meter,
+            o.speedup,
+            self.timeline.add,
+        )
 
         def to_prometheus(_: LoadGen) -> None:
             patch = {"spec": {"workload": {"declared": None, **prometheus_workload(prom_url, 20)}}}
-            api.patch_namespaced_custom_object(
-                "prfaas.io", "v1alpha1", NAMESPACE, "pdclusters", "h20-pd", patch
-            )
+            api.patch_namespaced_custom_object(*pdc, patch)
             self.timeline.add("operator now plans from live traffic (Prometheus, 20 s window)")
 
         def event(load: LoadGen) -> None:
@@ -453,161 +442,28 @@ class Demo:
                 load.traffic.mu = SHIFT_MU
                 self.timeline.add(f"EVENT traffic shift: prompts ~1.5x longer (mu {SHIFT_MU})")
             elif o.event == "link-drop":
-                req = urllib.request.Request(
-                    link_url + "/link",
-                    json.dumps({"gbps": 10}).encode(),
-                    {"Content-Type": "application/json"},
-                )
+                body = json.dumps({"gbps": 10}).encode()
+                req = urllib.request.Request(link_url + "/link", body, {"Content-Type": JSON})
                 urllib.request.urlopen(req, timeout=5).close()
-                last.cap = 10.0
+                meter.capacity = 10.0
                 self.timeline.add("EVENT link drop: 100 -> 10 Gbps")
 
-        seen: dict[str, Any] = {}
-
-        def sample(s: Snapshot) -> None:
-            kubelet.step()
-            st = (
-                api.get_namespaced_custom_object(
-                    "prfaas.io", "v1alpha1", NAMESPACE, "pdclusters", "h20-pd"
-                ).get("status")
-                or {}
-            )
-            rp, plan, sig = st.get("routingPolicy") or {}, st.get("plan") or {}, st.get("signals")
-            s.policy_version, s.threshold = rp.get("version"), rp.get("thresholdTokens")
-            b = {x.name: x for x in kubelet.bindings}
-            s.n_pool = f"{b['h200-prefill'].ready}/{plan.get('nPrfaas', '-')}"
-            s.n_prefill = f"{b['h20-prefill'].ready}/{plan.get('nPrefill', '-')}"
-            s.n_decode = f"{b['h20-decode'].ready}/{plan.get('nDecode', '-')}"
-            s.signals = (
-                (
-                    f"{sig['source']}"
-                    + (
-                        f", {sig['arrivalRateRps'] / o.speedup:.2f} req/s"
-                        if sig.get("arrivalRateRps")
-                        else ""
-                    )
-                )
-                if sig
-                else "-"
-            )
-            key = (
-                s.policy_version,
-                s.threshold,
-                s.n_prefill.split("/")[1],
-                s.n_decode.split("/")[1],
-            )
-            if seen.get("key") != key:
-                seen["key"] = key
-                self.timeline.add(
-                    f"policy v{s.policy_version}: t = {s.threshold}, planned "
-                    f"PD-P/PD-D {key[2]}/{key[3]}"
-                )
-            ready = (b["h200-prefill"].ready, b["h20-prefill"].ready, b["h20-decode"].ready)
-            if seen.get("ready") != ready:
-                seen["ready"] = ready
-                self.timeline.add(f"running: pool {ready[0]}, PD-P {ready[1]}, PD-D {ready[2]}")
-            for c in st.get("conditions") or []:
-                if c.get("type") in ("PlanApplied", "Degraded") and seen.get(c["type"]) != (
-                    c.get("status"),
-                    c.get("reason"),
-                ):
-                    seen[c["type"]] = (c.get("status"), c.get("reason"))
-                    if c.get("type") == "Degraded" and c.get("status") != "True":
-                        continue
-                    self.timeline.add(
-                        f"{c['type']}={c.get('status')} ({c.get('reason')}): "
-                        f"{(c.get('message') or '')[:70]}"
-                    )
-            metrics = _get(router + "/metrics")
-            s.threshold_eff = _metric(metrics, "prfaas_router_threshold_tokens")
-            s.fallbacks = _metric(metrics, "prfaas_router_fallbacks_total") or 0.0
-            nbytes, now = (
-                _metric(_get(link_url + "/metrics"), "prfaas_link_bytes_total"),
-                time.monotonic(),
-            )
-            last.update(nbytes, now, o.kv_byte_scale * o.speedup)
-            s.link_gbps, s.link_capacity_gbps = last.gbps, last.cap
-            seen["gbps"] = [*seen.get("gbps", []), (now, s.link_gbps)]
-
-        events: dict[float, Callable[[LoadGen], None]] = {switch_at: to_prometheus}
+        events: dict[float, Callable[[LoadGen], None]] = {min(15.0, o.prfaas_s / 3): to_prometheus}
         if o.event != "none":
             events[o.prfaas_s] = event
         total = o.prfaas_s + (o.after_s if o.event != "none" else 0)
         load, start, end = self._drive(
-            "2/2 PrfaaS-PD under the operator", router, total, sample, events
+            "2/2 PrfaaS-PD under the operator", router, total, watcher.sample, events
         )
         recs = list(load.records)
-
-        def mean_gbps(a: float, b: float) -> float | None:
-            xs = [g for t, g in seen.get("gbps", []) if a <= t < b and g is not None]
-            return sum(xs) / len(xs) if xs else None
-
-        a = start + o.warmup * o.prfaas_s
-        b = start + o.prfaas_s
+        a, b = start + o.warmup * o.prfaas_s, start + o.prfaas_s
         self.results.append(
-            Result(
-                "PrfaaS-PD (4 H200 + 8 H20)",
-                window(recs, a, b, o.speedup, o.slo_s),
-                mean_gbps(a, b),
-            )
+            Result("PrfaaS-PD", window(recs, a, b, o.speedup, o.slo_s), meter.mean(a, b))
         )
         if o.event != "none":
             a2 = b + o.warmup * o.after_s
-            self.results.append(
-                Result(
-                    f"PrfaaS-PD after {o.event}",
-                    window(recs, a2, end, o.speedup, o.slo_s),
-                    mean_gbps(a2, end),
-                )
-            )
-
-
-@dataclass
-class _LinkMeter:
-    """Nominal Gbps on the link from the relay's byte counter (scaled bytes per wall second)."""
-
-    nbytes: float | None = None
-    t: float = 0.0
-    gbps: float | None = None
-    cap: float = 100.0
-
-    def update(self, nbytes: float | None, now: float, scale: float) -> None:
-        if nbytes is not None and self.nbytes is not None and now > self.t:
-            gbps = (nbytes - self.nbytes) / (now - self.t) / scale * 8 / 1e9
-            self.gbps = gbps if self.gbps is None else 0.7 * self.gbps + 0.3 * gbps
-        self.nbytes, self.t = nbytes, now
-
-
-def _crds_yaml() -> str:
-    from prfaas.api.crdgen import CRDS, crd
-
-    return yaml.safe_dump_all([*(crd(info) for info in CRDS), engine_group_crd()])
-
-
-def _kubectl(
-    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    from prfaas.devcluster import find_binaries
-
-    kubectl = str(find_binaries()["kubectl"])
-    proc = subprocess.run(
-        [kubectl, f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise DemoError(f"kubectl {' '.join(args[:3])}: {proc.stderr.strip()}")
-    return proc
-
-
-def _custom_api(kubeconfig: Path) -> Any:
-    from kubernetes import client, config
-
-    api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
-    return client.CustomObjectsApi(api)
+            w = window(recs, a2, end, o.speedup, o.slo_s)
+            self.results.append(Result(f"PrfaaS after {o.event}", w, meter.mean(a2, end)))
 
 
 def results_json(results: list[Result], opts: Options) -> dict[str, Any]:
@@ -617,17 +473,6 @@ def results_json(results: list[Result], opts: Options) -> dict[str, Any]:
             {"setup": r.name, "linkGbps": r.link_gbps, **asdict(r.window)} for r in results
         ],
     }
-
-
-@contextlib.contextmanager
-def quiet_env() -> Iterator[None]:
-    """Children must not inherit a KUBECONFIG meant for something else."""
-    old = os.environ.pop("KUBECONFIG", None)
-    try:
-        yield
-    finally:
-        if old is not None:
-            os.environ["KUBECONFIG"] = old
 
 
 def summary(console: Console, results: list[Result], timeline: Timeline) -> None:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from prfaas.serving.http import metrics_handler
 
 CHUNK = 64 * 1024
 _QUEUE_CHUNKS = 64
@@ -169,7 +170,7 @@ class Link:
         app.router.add_get("/link", self._get)
         app.router.add_post("/link", self._post)
         app.router.add_get("/health", self._health)
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", metrics_handler(self.registry))
         return app
 
     async def _get(self, _: web.Request) -> web.Response:
@@ -194,11 +195,6 @@ class Link:
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.Response(text="OK")
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
 
 
 def bytes_per_gbit(kv_byte_scale: float, speedup: float) -> float:

@@ -22,13 +22,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from prfaas.engine.kv import KVServer, KVStore, KVTransferError, fetch
 from prfaas.engine.metrics import EngineMetrics
@@ -36,7 +34,7 @@ from prfaas.engine.timing import Timing
 from prfaas.routing.prefix import PrefixIndex
 from prfaas.routing.tokens import PromptTokens
 from prfaas.serving import openai
-from prfaas.serving.http import json_response, read_json
+from prfaas.serving.http import add_openai_routes, json_response, metrics_handler, read_json
 from prfaas.serving.openai import SSE, Kind, Prompt, RequestError
 from prfaas.serving.tokenizer import Counter
 
@@ -88,12 +86,11 @@ class Engine:
     # -- lifecycle ---------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.max_body_bytes)
-        app.router.add_post("/v1/completions", self._completions)
-        app.router.add_post("/v1/chat/completions", self._chat)
+        add_openai_routes(app, self._serve)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._ok)
         app.router.add_get("/health_generate", self._ok)
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
         for path in ("/server_info", "/get_server_info"):
             app.router.add_get(path, self._server_info)
         for path in ("/model_info", "/get_model_info"):
@@ -120,26 +117,34 @@ class Engine:
         self.metrics.running.set(self._running)
         self.metrics.waiting.set(self._waiting)
 
+    @contextlib.asynccontextmanager
+    async def _admitted(self, gate: asyncio.Lock | asyncio.Semaphore) -> AsyncIterator[None]:
+        """Waiting until ``gate`` admits, then running: both counted for ``/metrics``."""
+        self._gauge(waiting=1)
+        admitted = False
+        try:
+            async with gate:
+                admitted = True
+                self._gauge(running=1, waiting=-1)
+                try:
+                    yield
+                finally:
+                    self._gauge(running=-1)
+        finally:
+            if not admitted:
+                self._gauge(waiting=-1)
+
     # -- phases ------------------------------------------------------------------------------
     async def prefill(self, pt: PromptTokens) -> int:
         """Compute the uncached part of the prompt (FIFO); returns the uncached token count."""
         hit = self.cache.match(pt.hashes, pt.length)
         uncached = pt.length - hit.tokens
         self.queued_tokens += uncached
-        self._gauge(waiting=1)
-        started = False
         try:
-            async with self.prefill_lock:
-                started = True
-                self._gauge(running=1, waiting=-1)
-                try:
-                    await asyncio.sleep(self.t.prefill_seconds(uncached))
-                finally:
-                    self._gauge(running=-1)
+            async with self._admitted(self.prefill_lock):
+                await asyncio.sleep(self.t.prefill_seconds(uncached))
         finally:
             self.queued_tokens -= uncached
-            if not started:
-                self._gauge(waiting=-1)
         self.cache.insert(pt.hashes, pt.length)
         m = self.metrics
         m.prompt_tokens.inc(pt.length)
@@ -162,19 +167,8 @@ class Engine:
         self, n: int, emit: Callable[[list[str]], Awaitable[None]] | None, arrived: float
     ) -> None:
         """Hold a batch slot and produce ``n`` tokens, one per step (emitted in ticks)."""
-        self._gauge(waiting=1)
-        started = False
-        try:
-            async with self.decode_slots:
-                started = True
-                self._gauge(running=1, waiting=-1)
-                try:
-                    await self._generate(n, emit, arrived)
-                finally:
-                    self._gauge(running=-1)
-        finally:
-            if not started:
-                self._gauge(waiting=-1)
+        async with self._admitted(self.decode_slots):
+            await self._generate(n, emit, arrived)
 
     async def _generate(
         self, n: int, emit: Callable[[list[str]], Awaitable[None]] | None, arrived: float
@@ -203,12 +197,6 @@ class Engine:
             done = due
 
     # -- OpenAI endpoints --------------------------------------------------------------------
-    async def _completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "completions")
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "chat")
-
     async def _serve(self, request: web.Request, kind: Kind) -> web.StreamResponse:
         arrived = time.monotonic()
         try:
@@ -308,10 +296,6 @@ class Engine:
 
     async def _ok(self, _: web.Request) -> web.Response:
         return web.Response(text="OK")
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _server_info(self, _: web.Request) -> web.Response:
         # no model_path/tokenizer_path: sglang-router would try to download a tokenizer

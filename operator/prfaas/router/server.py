@@ -26,8 +26,6 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from prfaas.router import telemetry
 from prfaas.router.fleet import Engine, Fleet
@@ -36,7 +34,14 @@ from prfaas.routing.decide import Decision, Target
 from prfaas.routing.policy import RoutingPolicy
 from prfaas.routing.tokens import PromptTokens
 from prfaas.serving import openai
-from prfaas.serving.http import JSON, error_response, json_response, read_json
+from prfaas.serving.http import (
+    JSON,
+    add_openai_routes,
+    error_response,
+    json_response,
+    metrics_handler,
+    read_json,
+)
 from prfaas.serving.openai import Kind, Prompt, RequestError
 from prfaas.serving.tokenizer import Counter
 
@@ -94,13 +99,12 @@ class RouterServer:
     # -- app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.cfg.max_body_bytes)
-        app.router.add_post("/v1/completions", self._completions)
-        app.router.add_post("/v1/chat/completions", self._chat)
+        add_openai_routes(app, self._serve)
         app.router.add_post("/v1/route", self._route)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
         app.router.add_get("/policy", self._policy)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
@@ -190,12 +194,6 @@ class RouterServer:
         return self.fleet.policy.pools[d.pool].name
 
     # -- the P/D flow ------------------------------------------------------------------------
-    async def _completions(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "completions")
-
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "chat")
-
     async def _serve(self, request: web.Request, kind: Kind) -> web.StreamResponse:
         arrived = time.monotonic()
         try:
@@ -384,10 +382,6 @@ class RouterServer:
         if self.fleet.pick_decode() is None:
             return json_response({"ready": False, "reason": "no healthy decode"}, status=503)
         return json_response({"ready": True, "policyVersion": self.fleet.policy.version})
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _policy(self, _: web.Request) -> web.Response:
         fleet = self.fleet

@@ -4,12 +4,17 @@ cost per request after HTTP itself, and orjson does it several times faster than
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from prfaas.serving.openai import RequestError
+from prfaas.serving.openai import Kind, RequestError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 JSON = "application/json"
 
@@ -35,3 +40,29 @@ def json_response(
 
 def error_response(exc: RequestError) -> web.Response:
     return json_response(exc.body(), status=exc.status)
+
+
+def add_openai_routes(
+    app: web.Application, serve: Callable[[web.Request, Kind], Awaitable[web.StreamResponse]]
+) -> None:
+    """``POST /v1/completions`` and ``/v1/chat/completions`` to ``serve(request, kind)``."""
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        return await serve(request, "completions")
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        return await serve(request, "chat")
+
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/chat/completions", chat)
+
+
+def metrics_handler(registry: CollectorRegistry) -> Handler:
+    """``GET /metrics`` in the Prometheus text format."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    return metrics
