@@ -320,6 +320,8 @@ class Demo:
         router_port = reserve_port()
         prom = self._prometheus(stack, router_port, pre, dec)
         kubectl(west, "apply", "-f", "-", stdin=yaml.safe_dump_all([pp, pd]))
+        if self.o.kubeconfig is not None:  # someone's cluster: take our objects away again
+            stack.callback(self._clean_up, west, secret)
         kubelet = Kubelet(
             [
                 Binding(custom_api(east), NAMESPACE, "h200-prefill", pool),
@@ -360,6 +362,28 @@ class Demo:
             time.sleep(0.5)
         self.timeline.add("router running the operator's policy")
         self._live_phase(west, kubelet, router, link_url, prom)
+
+    def _clean_up(self, kubeconfig: Path, secret: str) -> None:
+        """Delete the demo's objects while the operator still runs (its finalizer removes the
+        member-cluster policy ConfigMap); CRDs and the namespace stay."""
+        self.say(f"deleting the demo's objects from namespace {NAMESPACE} (CRDs stay)")
+        for kind in (
+            "pdcluster/h20-pd",
+            "prefillpool/h200-pool",
+            "enginegroups --all",
+            f"secret/{secret}",
+        ):
+            kubectl(
+                kubeconfig,
+                "-n",
+                NAMESPACE,
+                "delete",
+                *kind.split(),
+                "--wait=true",
+                "--timeout=60s",
+                "--ignore-not-found",
+                check=False,
+            )
 
     def _clusters(self, stack: contextlib.ExitStack) -> tuple[Path, Path]:
         if self.o.kubeconfig is not None:
