@@ -235,8 +235,9 @@ def test_router_deployment_service_and_role(helm_env: dict[str, str]) -> None:
         "--model",
         "m1",
     ]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # ready only once it runs a routing policy and a decode engine answers
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     _assert_hardened(pod)
     assert by_kind["Service"]["spec"]["ports"][0]["port"] == 8000
     assert by_kind["Role"]["rules"] == [
