@@ -487,7 +487,7 @@ class Demo:
         if o.event != "none":
             a2 = b + o.warmup * o.after_s
             w = window(recs, a2, end, o.speedup, o.slo_s)
-            self.results.append(Result(f"PrfaaS after {o.event}", w, meter.mean(a2, end)))
+            self.results.append(Result(f"after {o.event}", w, meter.mean(a2, end)))
 
 
 def results_json(results: list[Result], opts: Options) -> dict[str, Any]:

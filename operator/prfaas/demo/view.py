@@ -91,21 +91,17 @@ def render(s: Snapshot) -> Panel:
 
 
 def summary_table(rows: list[tuple[str, Window, float | None]], base: Window | None) -> Table:
-    t = Table(title="Summary (same offered load; case-study units)")
-    for col in (
-        "setup",
-        "served req/s",
-        "goodput req/s",
-        "P50 TTFT s",
-        "P90 TTFT s",
-        "offloaded",
-        "link Gbps",
-        "failed",
-        "vs homogeneous",
-    ):
-        t.add_column(col, justify="right" if col != "setup" else "left")
+    t = Table(
+        title="Summary: same offered load, case-study units",
+        caption="good: req/s with TTFT within the SLO; p50/p90: TTFT; "
+        "pool: share prefilled on the PrefillPool",
+    )
+    for col in ("setup", "req/s", "good", "p50 s", "p90 s", "pool", "Gbps", "fail", "×homog"):
+        t.add_column(
+            col, justify="left" if col == "setup" else "right", no_wrap=True, min_width=len(col)
+        )
     for name, w, gbps in rows:
-        ratio = f"{w.throughput / base.throughput:.2f}×" if base and base.throughput else "-"
+        ratio = f"{w.throughput / base.throughput:.2f}" if base and base.throughput else "-"
         t.add_row(
             name,
             f"{w.throughput:.2f}",
