@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from prfaas.commands.errors import CommandError
+from prfaas.commands.serving_args import add_logging
 
 
 def register(sub: Any) -> None:
@@ -44,8 +45,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="plan and report in status, but never patch /scale or member clusters",
     )
-    p.add_argument("--log-format", choices=("json", "plain"), default="json")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_logging(p)
     p.set_defaults(func=run)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prfaas.commands.errors import CommandError
-from prfaas.commands.serving_args import port, positive, serve
+from prfaas.commands.serving_args import add_logging, port, positive, serve
 
 
 def register(sub: Any) -> None:
@@ -55,8 +55,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="the paper's static rule only (fixed t, no bandwidth-aware adaptation)",
     )
-    p.add_argument("--log-format", choices=("json", "plain"), default="json")
-    p.add_argument("-v", "--verbose", action="store_true")
+    add_logging(p)
     p.set_defaults(func=run)
 
 

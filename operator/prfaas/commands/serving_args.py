@@ -50,6 +50,11 @@ def add_scaling(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_logging(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("json", "plain"), default="json")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
 def serve(main: Coroutine[Any, Any, None]) -> int:
     """Run a server coroutine until SIGINT/SIGTERM; a port in use is a one-line error."""
 

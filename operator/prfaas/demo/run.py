@@ -78,6 +78,24 @@ class Timeline:
         self.events.append(f"{time.monotonic() - self.t0:6.0f} s  {msg}")
 
 
+def _router_argv(port: int, args: list[str]) -> list[str]:
+    return [
+        *prfaas_argv(),
+        "router",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--model",
+        "sim-model",
+        "--scrape-interval",
+        "0.5",
+        "--log-format",
+        "plain",
+        *args,
+    ]
+
+
 class Demo:
     def __init__(self, opts: Options, console: Console) -> None:
         self.o = opts
@@ -207,21 +225,7 @@ class Demo:
 
     def _router(self, group: Group, args: list[str], name: str) -> str:
         port = reserve_port()
-        argv = [
-            *prfaas_argv(),
-            "router",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--model",
-            "sim-model",
-            "--scrape-interval",
-            "0.5",
-            "--log-format",
-            "plain",
-            *args,
-        ]
+        argv = _router_argv(port, args)
         url = f"http://{HOST}:{port}"
         group.start(name, argv).wait_ready(lambda: http_ok(url + "/readyz"), 60)
         return url
@@ -332,26 +336,9 @@ class Demo:
         kubelet.step()
         self._operator(group, west)
         router = f"http://{HOST}:{router_port}"
-        r_argv = [
-            *prfaas_argv(),
-            "router",
-            "--host",
-            HOST,
-            "--port",
-            str(router_port),
-            "--model",
-            "sim-model",
-            "--scrape-interval",
-            "0.5",
-            "--log-format",
-            "plain",
-            "--pdcluster",
-            "h20-pd",
-            "-n",
-            NAMESPACE,
-            "--kubeconfig",
-            str(west),
-        ]
+        r_argv = _router_argv(
+            router_port, ["--pdcluster", "h20-pd", "-n", NAMESPACE, "--kubeconfig", str(west)]
+        )
         r_proc = group.start("router", r_argv)
         self.timeline.add("operator planning from the declared case-study workload")
         deadline = time.monotonic() + 90
