@@ -29,11 +29,24 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--speedup", type=positive, default=10.0, help="time scale (default 10)")
     p.add_argument(
-        "--rate", type=positive, default=2.4, help="offered load, req/s of the case study"
+        "--rate",
+        type=positive,
+        default=2.4,
+        help="offered load in case-study req/s (default 2.4: above the homogeneous setup's "
+        "capacity of ~2.1, below PrfaaS-PD's ~3.2)",
     )
-    p.add_argument("--baseline-seconds", type=positive, default=40.0, help="wall seconds")
-    p.add_argument("--prfaas-seconds", type=positive, default=60.0, help="before the event")
-    p.add_argument("--after-seconds", type=positive, default=40.0, help="after the event")
+    p.add_argument(
+        "--baseline-seconds", type=positive, default=40.0, help="wall seconds of phase 1"
+    )
+    p.add_argument(
+        "--prfaas-seconds",
+        type=positive,
+        default=60.0,
+        help="wall seconds of phase 2 before the event",
+    )
+    p.add_argument(
+        "--after-seconds", type=positive, default=40.0, help="wall seconds after the event"
+    )
     p.add_argument(
         "--event",
         choices=("shift", "link-drop", "none"),
