@@ -49,4 +49,6 @@ def test_demo_runs_the_whole_system_and_cleans_up(tmp_path: Path) -> None:
     assert ours["completed"] > 0 and ours["failed"] == 0
     assert 0.2 < ours["offload"] < 0.8  # long prompts went to the pool, short ones stayed
     assert "policy v1: t = 19400, planned PD-P/PD-D 3/5" in proc.stdout
+    # the slow loop then read the router's metrics back through Prometheus
+    assert "operator signals: Prometheus" in proc.stdout
     assert not _demo_engines(), "the demo left engines running"

@@ -77,6 +77,9 @@ class Watcher:
         if sig:
             rate = sig.get("arrivalRateRps")
             s.signals = sig["source"] + (f", {rate / self.speedup:.2f} req/s" if rate else "")
+            if self._seen.get("source") != sig["source"]:
+                self._seen["source"] = sig["source"]
+                self.log(f"operator signals: {s.signals}")
         self._changes(s, st, tuple(ready.values()), plan)
         metrics = http_text(self.router_url + "/metrics")
         s.threshold_eff = metric_sum(metrics, "prfaas_router_threshold_tokens")
