@@ -93,6 +93,8 @@ def test_a_tokenizer_file_gives_exact_counts(tmp_path: Path) -> None:
     p = openai.parse("completions", {"prompt": "hello world " * 300})
     got = counter.count(p)
     assert got.exact and got.length == 600 and len(got.hashes) == 1
+    long = openai.parse("completions", {"prompt": "hello world " * 5000})  # off the loop
+    assert asyncio.run(counter.count_async(long)).length == counter.count(long).length == 10_000
     with pytest.raises(TokenizerError):
         Counter(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{}")

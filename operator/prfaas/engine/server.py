@@ -209,7 +209,7 @@ class Engine:
         kvp = body.get("kv_transfer_params")
         kvp = kvp if isinstance(kvp, Mapping) else {}
         room = body.get("bootstrap_room")
-        pt = self.counter.count(prompt)
+        pt = await self.counter.count_async(prompt)
         try:
             if kvp.get("do_remote_decode"):
                 return await self._prefill_only(prompt, pt, rid, model, vllm=True)

@@ -148,9 +148,9 @@ class RouterServer:
             raise RequestError(503, "no routing policy yet", "no_policy")
         return body, prompt
 
-    def _decide(self, prompt: Prompt) -> tuple[PromptTokens, Decision]:
+    async def _decide(self, prompt: Prompt) -> tuple[PromptTokens, Decision]:
         t0 = time.perf_counter()
-        pt = self.counter.count(prompt)
+        pt = await self.counter.count_async(prompt)
         assert self.fleet.core is not None
         d = self.fleet.core.route(pt.length, pt.hashes)
         self.metrics.decide_seconds.observe(time.perf_counter() - t0)
@@ -168,7 +168,7 @@ class RouterServer:
                 raise RequestError(503, "no routing policy yet", "no_policy")
         except RequestError as exc:
             return self._error(exc)
-        pt, d = self._decide(prompt)
+        pt, d = await self._decide(prompt)
         decode = self.fleet.pick_decode()
         target = _target_name(d)
         self.metrics.decisions.labels(target, d.reason.value).inc()
@@ -200,7 +200,7 @@ class RouterServer:
             body, prompt = await self._parse(request, kind)
         except RequestError as exc:
             return self._error(exc)
-        pt, d = self._decide(prompt)
+        pt, d = await self._decide(prompt)
         rid = request.headers.get("X-Request-ID") or f"prfaas-{uuid.uuid4().hex}"
         try:
             return await self._pd(request, kind, body, prompt, pt, d, rid, arrived)
