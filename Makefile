@@ -90,6 +90,10 @@ bench-overhead: venv peers ## Benchmark A: latency and max req/s added by prfaas
 bench-goodput: venv peers ## Benchmark B: case-study goodput (TTFT SLO) of prfaas router vs the peers on the naive setup (~2 min)
 	$(PY) bench/goodput.py
 
+.PHONY: bench-goodput-aiperf
+bench-goodput-aiperf: venv peers ## Benchmark B, then the same case study driven by aiperf (third party; real time, exact token counts) (~13 min)
+	$(PY) bench/goodput.py --aiperf
+
 peers: ## sglang-router, vllm-router, aiperf in version-keyed venvs outside the repo (first time ~2 min; cached)
 	@hack/peers.sh
 

