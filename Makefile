@@ -91,7 +91,7 @@ bench-goodput: venv peers ## Benchmark B: case-study goodput (TTFT SLO) of prfaa
 	$(PY) bench/goodput.py
 
 .PHONY: bench-goodput-aiperf
-bench-goodput-aiperf: venv peers ## Benchmark B, then the same case study driven by aiperf (third party; real time, exact token counts) (~13 min)
+bench-goodput-aiperf: venv peers ## Benchmark B, then the same case study driven by aiperf (third party; real time, exact token counts) (~14 min)
 	$(PY) bench/goodput.py --aiperf
 
 peers: ## sglang-router, vllm-router, aiperf in version-keyed venvs outside the repo (first time ~2 min; cached)

@@ -21,7 +21,7 @@ TTFT ≤ the SLO per second of arrivals), SLO attainment, share of prefills on t
 
     .venv/bin/python bench/goodput.py                    # ~2 min; make bench-goodput
     .venv/bin/python bench/goodput.py --rate 2.8 --requests 600 --slo-s 20 --speedup 20
-    .venv/bin/python bench/goodput.py --aiperf    # + aiperf, ~13 min; make bench-goodput-aiperf
+    .venv/bin/python bench/goodput.py --aiperf    # + aiperf, ~14 min; make bench-goodput-aiperf
 
 ``--aiperf`` (``--aiperf-only`` skips our client): the same case study driven by aiperf 0.13.0, a
 third-party load generator, so the figures do not rest only on our client. A fresh cluster (same
