@@ -52,7 +52,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -66,18 +65,18 @@ from rich.table import Table
 import aiperf_run
 from loadgen import Via, open_loop, pct
 from peers import PeersMissingError, require_all
+from prfaas.model.planner import plan as plan_case
 from prfaas.model.scenario import case_study
+from prfaas.report.plan import plan_json
 from prfaas.routing.tokens import BYTES_PER_TOKEN
 from prfaas.sim.arrivals import sample_lengths
 from procs import (
-    PRFAAS,
     Engine,
     Service,
     Stack,
     StartError,
     free_port,
     http_post_json,
-    prfaas_router_available,
     scrape,
 )
 
@@ -91,10 +90,9 @@ APPROX = "prfaas_router_approximate_token_counts_total"
 
 
 def plan() -> dict[str, Any]:
-    exe = Path(sys.executable).parent / "prfaas"
-    argv = [str(exe)] if exe.exists() else PRFAAS
-    out = subprocess.run([*argv, "plan", "-o", "json"], capture_output=True, check=True, text=True)
-    plans: dict[str, Any] = json.loads(out.stdout)["plans"]
+    """What `prfaas plan -o json` prints under "plans", computed in-process."""
+    scenario = case_study()
+    plans: dict[str, Any] = plan_json(scenario, plan_case(scenario))["plans"]
     return plans
 
 
@@ -389,9 +387,6 @@ def main() -> int:
     step = sc.pd_cluster.instance.decode.step_seconds  # type: ignore[union-attr]
     out_tokens = int(sc.workload.output_tokens)
     wanted = [r for r in args.routers.split(",") if r]
-    if "prfaas-router" in wanted and not prfaas_router_available():
-        console.print("[yellow]no `prfaas router` command yet: running the peers only[/]")
-        wanted.remove("prfaas-router")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logs = OUT / f"goodput-{stamp}"
     speed = args.speedup

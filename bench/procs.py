@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,19 +28,14 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from prfaas.demo.procs import prfaas_argv
 from prfaas.devprometheus import free_port
 
 HOST = "127.0.0.1"
-PRFAAS = [sys.executable, "-m", "prfaas.cli"]
 
 
 class StartError(RuntimeError):
     """A process did not come up; the message ends with the tail of its log."""
-
-
-def _prfaas_argv() -> list[str]:
-    exe = Path(sys.executable).parent / "prfaas"
-    return [str(exe)] if exe.exists() else PRFAAS
 
 
 @dataclass
@@ -193,7 +187,7 @@ class Stack:
         extra: Sequence[str] = (),
     ) -> Engine:
         port, kv = free_port(), kv_port or free_port()
-        argv = [*_prfaas_argv(), "engine", "--role", role, "--host", HOST, "--port", str(port)]
+        argv = [*prfaas_argv(), "engine", "--role", role, "--host", HOST, "--port", str(port)]
         argv += ["--kv-port", str(kv), "--profile", profile, "--speedup", f"{speedup:g}"]
         if zero_compute:
             argv.append("--zero-compute")
@@ -217,7 +211,7 @@ class Stack:
         kv_byte_scale: float | None = None,
     ) -> Service:
         admin = free_port()
-        argv = [*_prfaas_argv(), "link", "--host", HOST, "--admin-port", str(admin)]
+        argv = [*prfaas_argv(), "link", "--host", HOST, "--admin-port", str(admin)]
         for listen, (h, p) in routes.items():
             argv += ["--route", f"{listen}={h}:{p}"]
         argv += ["--gbps", f"{gbps:g}", "--rtt-ms", f"{rtt_ms:g}", "--speedup", f"{speedup:g}"]
@@ -238,7 +232,6 @@ class Stack:
     ) -> Service:
         """``prfaas router`` on a policy file (``status.routingPolicy``): local PD-P ``prefills``,
         PD-D ``decodes`` and PrefillPools ``(name, engines, link budget Gbps)``."""
-        name = self._name("prfaas-router")
         policy = {
             "version": 1,
             "thresholdTokens": threshold_tokens,
@@ -249,15 +242,20 @@ class Stack:
             "prefillEndpoints": [e.url for e in prefills],
             "decodeEndpoints": [e.url for e in decodes],
         }
-        policy_file = self.log_dir / f"{name}.policy.json"
+        policy_file = self.log_dir / f"{self._name('prfaas-router')}.policy.json"
         policy_file.write_text(json.dumps(policy, indent=2))
+        return self.router(["--policy-file", str(policy_file), "--log-format", "plain", *extra])
+
+    def router(
+        self, args: Sequence[str], name: str = "prfaas-router", ready_path: str = "/readyz"
+    ) -> Service:
+        """``prfaas router ARGS`` on a free port, once ``ready_path`` answers 200."""
         port = free_port()
-        argv = [*_prfaas_argv(), "router", "--policy-file", str(policy_file), "--host", HOST]
-        argv += ["--port", str(port), "--log-format", "plain", *extra]
-        proc = self._spawn(name, argv)
+        argv = [*prfaas_argv(), "router", "--host", HOST, "--port", str(port), *args]
+        proc = self._spawn(self._name(name), argv)
         url = f"http://{HOST}:{port}"
-        wait_until(proc, lambda: http_get(url + "/readyz")[0] == 200, 60)
-        return Service("prfaas-router", url, port, url + "/metrics", proc)
+        wait_until(proc, lambda: http_get(url + ready_path)[0] == 200, 60)
+        return Service(name, url, port, url + "/metrics", proc)
 
     # -- peers -------------------------------------------------------------------------------
     def sglang_router(
@@ -315,11 +313,3 @@ class Stack:
 
         wait_until(proc, ready, 60)
         return Service("vllm-router", url, port, f"http://{HOST}:{prom}/metrics", proc)
-
-
-def prfaas_router_available() -> bool:
-    """Is there a ``prfaas router`` command yet?"""
-    r = subprocess.run(
-        [*_prfaas_argv(), "router", "--help"], capture_output=True, timeout=60, check=False
-    )
-    return r.returncode == 0

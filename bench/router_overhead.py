@@ -51,7 +51,7 @@ from loadgen import (
     pct,
 )
 from peers import PeersMissingError, require_all
-from procs import Stack, StartError, prfaas_router_available, scrape
+from procs import Stack, StartError, scrape
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / ".local" / "bench"
@@ -159,17 +159,12 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = OUT / f"router_overhead-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
-    have_ours = prfaas_router_available()
-    if not have_ours:
-        console.print("[yellow]no `prfaas router` command yet: measuring the peers only[/]")
     with Stack(out / "logs") as stack:
         try:
             pre = [stack.engine("prefill", zero_compute=True) for _ in range(2)]
             dec = [stack.engine("decode", zero_compute=True) for _ in range(2)]
             single = stack.engine("both", zero_compute=True)
-            routers = {}
-            if have_ours:
-                routers["prfaas-router"] = stack.prfaas_router(pre, dec)
+            routers = {"prfaas-router": stack.prfaas_router(pre, dec)}
             routers["sglang-router"] = stack.sglang_router(tools.sglang_router, pre, dec)
             routers["vllm-router"] = stack.vllm_router(tools.vllm_router, pre, dec)
         except StartError as e:
@@ -209,7 +204,6 @@ def main() -> int:
         "kv_fetch_failures": kv_fail,
         "asyncio_client": results,
         "aiperf": aip,
-        "prfaas_router": have_ours,
     }
     for name, base in BASELINE.items():
         if name not in results:

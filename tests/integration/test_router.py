@@ -25,14 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from prfaas.devprometheus import free_port
 from prfaas.engine.server import expected_text
 from procs import (
-    HOST,
     Engine,
     Service,
     Stack,
-    _prfaas_argv,
     http_get,
     http_post_json,
-    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -68,15 +65,6 @@ class Cluster:
         }
         doc.update(extra)
         return doc
-
-
-def start_router(stack: Stack, args: list[str], name: str, ready_path: str) -> Service:
-    port = free_port()
-    argv = [*_prfaas_argv(), "router", "--host", HOST, "--port", str(port), *args]
-    proc = stack._spawn(stack._name(name), argv)
-    url = f"http://{HOST}:{port}"
-    wait_until(proc, lambda: http_get(url + ready_path)[0] == 200, 60)
-    return Service(name, url, port, url + "/metrics", proc)
 
 
 _next = [0]
@@ -124,8 +112,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         policy_file = logs / "policy.json"
         c = Cluster(stack, pool, local, decode, link, None, policy_file)  # type: ignore[arg-type]
         policy_file.write_text(json.dumps(c.policy(1)))
-        c.router = start_router(
-            stack,
+        c.router = stack.router(
             [
                 "--policy-file",
                 str(policy_file),
@@ -328,8 +315,7 @@ def test_a_dead_decode_is_a_clear_5xx(cluster: Cluster, tmp_path: Path) -> None:
     doomed = cluster.stack.engine("decode", "h20", SPEEDUP)
     policy = tmp_path / "policy.json"
     policy.write_text(json.dumps(cluster.policy(1, decodeEndpoints=[doomed.url])))
-    router = start_router(
-        cluster.stack,
+    router = cluster.stack.router(
         ["--policy-file", str(policy), "--scrape-interval", "60"],
         "router-dead-decode",
         "/readyz",

@@ -15,7 +15,7 @@ from prfaas.devcluster import ControlPlane
 from prfaas.devprometheus import free_port
 
 sys.path.insert(0, str(ROOT / "bench"))
-from procs import HOST, Stack, _prfaas_argv, http_get, wait_until
+from procs import Stack, http_get
 
 pytestmark = pytest.mark.integration
 NS = "router-kube"
@@ -83,24 +83,10 @@ def test_router_follows_the_pdcluster_status(control_plane: ControlPlane, tmp_pa
 
     with Stack(tmp_path / "logs") as stack:
         decode = f"http://127.0.0.1:{free_port()}"
-        port = free_port()
-        argv = [
-            *_prfaas_argv(),
-            "router",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--pdcluster",
-            "h20-pd",
-            "-n",
-            NS,
-            "--kubeconfig",
-            str(sa),
-        ]
-        proc = stack._spawn("router-kube", argv)
-        url = f"http://{HOST}:{port}"
-        wait_until(proc, lambda: http_get(url + "/healthz")[0] == 200, 60)
+        router = stack.router(
+            ["--pdcluster", "h20-pd", "-n", NS, "--kubeconfig", str(sa)], "router-kube", "/healthz"
+        )
+        url, proc = router.url, router.proc
         # nothing planned yet: the router says so instead of guessing
         assert http_get(url + "/readyz")[0] == 503
         _status(kc, 7, 19_400, [decode])

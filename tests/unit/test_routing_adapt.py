@@ -173,3 +173,20 @@ def test_router_tracks_instance_load() -> None:
     assert router.live.pools[0].target.instances[d.instance].load == 50_000
     router.prefilled(d)
     assert router.live.pools[0].target.instances[d.instance].load == 0
+
+
+def test_without_cache_transfers_the_mode_stays_scarce() -> None:
+    """The HTTP router cannot move cached prefixes between clusters: never abundant, even on
+    an idle link, where the simulator's default would switch."""
+    from prfaas.routing.config import ModeThresholds, RoutingConfig
+    from prfaas.routing.policy import PoolRoute, RoutingPolicy
+    from prfaas.routing.router import Router
+    from prfaas.routing.state import Mode
+
+    policy = RoutingPolicy(1, 19_400, (PoolRoute("pool", (), 100.0),))
+    for transfers, expect in ((True, Mode.ABUNDANT), (False, Mode.SCARCE)):
+        cfg = RoutingConfig(mode=ModeThresholds(cache_transfers=transfers, initial_abundant=False))
+        router = Router(policy, 2, {"pool": 2}, cfg)
+        for now in range(1, 30):
+            router.observe(float(now))
+        assert router.live.pools[0].mode == expect

@@ -30,6 +30,7 @@ class KVStore:
         self.ttl_s = ttl_s
         self._items: dict[str, asyncio.Future[int]] = {}
         self._born: dict[str, float] = {}
+        self._swept = time.monotonic()
 
     def __len__(self) -> int:
         return len(self._items)
@@ -59,7 +60,11 @@ class KVStore:
                 self._born.pop(key, None)
 
     def _expire(self) -> None:
-        old = time.monotonic() - self.ttl_s
+        now = time.monotonic()
+        if now - self._swept < self.ttl_s / 10:  # a sweep scans every entry: not per put
+            return
+        self._swept = now
+        old = now - self.ttl_s
         for key in [k for k, born in self._born.items() if born < old]:
             fut = self._items.pop(key, None)
             self._born.pop(key, None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from prfaas.routing.config import ModeThresholds, RoutingConfig
@@ -141,10 +141,6 @@ class Fleet:
             if not ps.link.healthy and now >= self._link_down_until.get(route.name, 0.0):
                 ps.link.healthy = True
 
-    def link_up(self, pool: int) -> bool:
-        assert self.core is not None
-        return self.core.live.pools[pool].link.healthy
-
 
 def _resize(target: TargetState, urls: Sequence[str]) -> None:
     have = target.instances
@@ -160,8 +156,6 @@ def _resize(target: TargetState, urls: Sequence[str]) -> None:
 def _without(policy: RoutingPolicy, bad: set[str]) -> RoutingPolicy:
     if not bad:
         return policy
-    from dataclasses import replace
-
     return replace(
         policy,
         prefill_endpoints=tuple(u for u in policy.prefill_endpoints if u not in bad),

@@ -8,7 +8,6 @@ get/list/watch on ``pdclusters`` in one namespace.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -140,6 +139,5 @@ class KubeSource:
                           exc.status, exc.reason)  # fmt: skip
                 self._stop.wait(5)
             except Exception as exc:  # network errors of every kind: retry, never die
-                log.error("watching PDCluster %s/%s: %s", self.namespace, self.name,
-                          json.dumps(str(exc))[:200])  # fmt: skip
+                log.error("watching PDCluster %s/%s: %s", self.namespace, self.name, exc)
                 self._stop.wait(5)

@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -59,7 +59,6 @@ class RouterConfig:
     connect_timeout_s: float = 2.0
     upstream_timeout_s: float = 1800.0
     link_retry_s: float = 5.0
-    extra_headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class _UpstreamError(Exception):
@@ -323,7 +322,6 @@ class RouterServer:
             "X-Request-ID": rid,
             "X-PrfaaS-Prefill": _target_name(d),
             "X-PrfaaS-Reason": d.reason.value,
-            **self.cfg.extra_headers,
         }
         t0 = time.monotonic()
         if not headers["Content-Type"].startswith("text/event-stream"):

@@ -34,9 +34,11 @@ class ModeThresholds:
     # clusters (the HTTP router's P/D hand-off ships prefill→decode KV only).
     cache_transfers: bool = True
 
+    @property
+    def starts_abundant(self) -> bool:
+        return self.initial_abundant and self.cache_transfers
+
     def __post_init__(self) -> None:
-        if not self.cache_transfers and self.initial_abundant:
-            object.__setattr__(self, "initial_abundant", False)
         if not 0 <= self.abundant_utilisation <= self.scarce_utilisation:
             raise ValueError("need 0 <= abundant_utilisation <= scarce_utilisation")
         if not 0 <= self.abundant_queue <= self.scarce_queue:

@@ -47,7 +47,7 @@ class Router:
             ps.target.name: (ps, sent) for ps, sent in zip(self.live.pools, self._sent, strict=True)
         }
         pools, sent = [], []
-        mode = Mode.ABUNDANT if self.config.mode.initial_abundant else Mode.SCARCE
+        mode = Mode.ABUNDANT if self.config.mode.starts_abundant else Mode.SCARCE
         for route in policy.pools:
             if route.name in old:
                 ps, s = old[route.name]
