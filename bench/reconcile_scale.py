@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from prfaas.controller.kube import Cluster, Members
-from prfaas.controller.reconcile import Reconciler
+from prfaas.controller.reconcile import Reconciler, Resource
 from prfaas.controller.signals import prometheus_query_factory
 from prfaas.devcluster import ControlPlane, scale_target
 
@@ -79,8 +79,10 @@ def main() -> None:
                 obj = local.get_custom("pdclusters", NS, name)
                 assert obj is not None
                 start = time.perf_counter()
-                out = rec.reconcile(name, NS, obj["metadata"]["generation"], obj["spec"], None)
-                local.patch_status("pdclusters", NS, name, out.status)
+                res = Resource.parse(name, NS, obj["metadata"]["generation"], obj["spec"], None)
+                out = rec.reconcile(res)
+                status = out.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+                local.patch_status("pdclusters", NS, name, status)
                 passes.append((time.perf_counter() - start) * 1e3)
             total = time.perf_counter() - t0
             passes.sort()

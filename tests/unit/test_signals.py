@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from prfaas.api.pdcluster import PrometheusSource, WorkloadSource
-from prfaas.controller.conditions import set_condition
 from prfaas.controller.signals import (
     SignalsUnavailableError,
     from_prometheus,
@@ -15,6 +14,7 @@ from prfaas.controller.signals import (
     histogram_from_buckets,
 )
 from prfaas.model.scenario import case_study
+from prfaas.slowloop.conditions import set_condition
 
 
 def vec(values: dict[str, float], label: str = "le") -> list[dict[str, Any]]:
@@ -125,8 +125,8 @@ def test_declared_workload_needs_no_prometheus() -> None:
 def test_condition_transition_time_moves_only_on_flip() -> None:
     conds = set_condition([], "Ready", "True", "Planned", "ok", 1, now="T1")
     conds = set_condition(conds, "Ready", "True", "Planned", "still ok", 2, now="T2")
-    assert conds[0]["lastTransitionTime"] == "T1" and conds[0]["observedGeneration"] == 2
+    assert conds[0].last_transition_time == "T1" and conds[0].observed_generation == 2
     conds = set_condition(conds, "Ready", "False", "Stale", "no", 2, now="T3")
-    assert conds[0]["lastTransitionTime"] == "T3"
+    assert conds[0].last_transition_time == "T3"
     conds = set_condition(conds, "Degraded", "False", "AllReachable", "", 2, now="T4")
-    assert [c["type"] for c in conds] == ["Degraded", "Ready"]
+    assert [c.type for c in conds] == ["Degraded", "Ready"]

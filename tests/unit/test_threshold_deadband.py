@@ -4,18 +4,18 @@ deadband (noisy signals must not churn policy versions: each resets the routers'
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
+from prfaas.api.pdcluster import PDClusterSpec
 from prfaas.api.prefillpool import PrefillPoolSpec
-from prfaas.controller.reconcile import Reconciler
 from prfaas.model.planner import plan
 from prfaas.model.scenario import case_study
+from prfaas.slowloop.decide import routing_policy
+from prfaas.slowloop.observation import Observation, PoolObservation, Signals
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 
@@ -39,13 +39,11 @@ def test_deadband(published: int | None, optimum: int, mode: str, band: float, e
     spec = PDClusterSpec.model_validate(raw)
     pool = PrefillPoolSpec.model_validate(_spec("prefillpool-h200.yaml"))
     best = plan(case_study()).prfaas
-    r = Reconciler(None, None, lambda: datetime.now(UTC))  # type: ignore[arg-type]
-    link = spec.prefill_pools[0]
-    old = PDClusterStatus()
+    signals = Signals("Declared", case_study().workload, None)
+    obs = Observation("h20-pd", spec, {}, signals, PoolObservation(spec.prefill_pools[0], pool))
+    old = None
     if published is not None:
-        first = dataclasses.replace(best, threshold_tokens=published)
-        old = PDClusterStatus(routing_policy=r._routing(spec, pool, link, first, first, old))
-    routed = dataclasses.replace(best, threshold_tokens=optimum)
-    policy = r._routing(spec, pool, link, routed, routed, old)
+        old = routing_policy(obs, dataclasses.replace(best, threshold_tokens=published), None)
+    policy = routing_policy(obs, dataclasses.replace(best, threshold_tokens=optimum), old)
     assert policy.threshold_tokens == expect
     assert policy.version == (1 if expect == published else (2 if published else 1))

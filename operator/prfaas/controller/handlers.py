@@ -15,11 +15,13 @@ from typing import Any
 
 import kopf
 
+from prfaas.api.common import Placement
 from prfaas.controller import metrics
-from prfaas.controller.conditions import set_condition
 from prfaas.controller.kube import GROUP, VERSION, Cluster, Members, UnreachableError, local_api
-from prfaas.controller.reconcile import Outcome, Reconciler, routing_configmap
+from prfaas.controller.reconcile import Reconciler, Resource, parse_status, routing_configmap
 from prfaas.controller.signals import prometheus_query_factory
+from prfaas.slowloop.conditions import is_true, set_condition
+from prfaas.slowloop.decide import Outcome
 
 log = logging.getLogger("prfaas.operator")
 FINALIZER = "prfaas.io/finalizer"
@@ -89,19 +91,17 @@ async def _report_error(name: str, namespace: str, body: kopf.Body, exc: Excepti
     local = Runtime.local
     if local is None:
         return
-    status: dict[str, Any] = dict(body.status or {})
     conditions = set_condition(
-        list(status.get("conditions") or []),
+        parse_status(body.status).conditions,
         "Ready",
         "False",
         "ReconcileError",
         f"{type(exc).__name__}: {exc}"[:1000],
         body.meta.get("generation"),
     )
+    patch = {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]}
     try:
-        await asyncio.to_thread(
-            local.patch_status, "pdclusters", namespace, name, {"conditions": conditions}
-        )
+        await asyncio.to_thread(local.patch_status, "pdclusters", namespace, name, patch)
     except Exception as err:  # the API server itself may be the problem
         log.warning("could not report the error on %s/%s: %s", namespace, name, err)
 
@@ -109,25 +109,23 @@ async def _report_error(name: str, namespace: str, body: kopf.Body, exc: Excepti
 async def _one_pass(name: str, namespace: str, body: kopf.Body, labels: dict[str, str]) -> None:
     reconciler, local = Runtime.reconciler, Runtime.local
     assert reconciler is not None and local is not None
-    outcome: Outcome = await asyncio.to_thread(
-        reconciler.reconcile,
-        name,
-        namespace,
-        body.meta.get("generation"),
-        dict(body.spec),
-        dict(body.status) if body.status else None,
+    res = Resource.parse(
+        name, namespace, body.meta.get("generation"), dict(body.spec), dict(body.status or {})
     )
-    await asyncio.to_thread(local.patch_status, "pdclusters", namespace, name, outcome.status)
-    if outcome.pool_status and outcome.pool_name:
-        pool_status = {k: v for k, v in outcome.pool_status.items() if v is not None}
+    outcome = await asyncio.to_thread(reconciler.reconcile, res)
+    status = outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    await asyncio.to_thread(local.patch_status, "pdclusters", namespace, name, status)
+    if outcome.pool_status is not None and outcome.pool_name:
+        pool_status = outcome.pool_status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        pool_status.pop("conditions", None)  # not managed here: never clear them
         try:
             await asyncio.to_thread(
                 local.patch_status, "prefillpools", namespace, outcome.pool_name, pool_status
             )
         except Exception as exc:  # the pool may be gone; its own status is best-effort
             log.warning("PrefillPool %s status not written: %s", outcome.pool_name, exc)
-    for etype, reason, message in outcome.events:
-        kopf.event(body, type=etype, reason=reason, message=message)
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     await _publish_member_policy(name, namespace, body, outcome)
     _record(outcome, labels)
 
@@ -138,13 +136,11 @@ async def _publish_member_policy(
     """Routers in a member cluster cannot read this CR: give them the policy as a ConfigMap."""
     reconciler = Runtime.reconciler
     placement = body.spec.get("placement") or {}
-    policy = outcome.status.get("routingPolicy")
-    if reconciler is None or not placement.get("kubeconfigSecretRef") or not policy:
+    policy = outcome.status.routing_policy
+    if reconciler is None or not placement.get("kubeconfigSecretRef") or policy is None:
         return
     if Runtime.dry_run:
         return
-    from prfaas.api.common import Placement
-
     try:
         member = await asyncio.to_thread(
             reconciler.members.for_placement, Placement.model_validate(placement), namespace
@@ -153,7 +149,7 @@ async def _publish_member_policy(
             member.apply_configmap,
             namespace,
             policy_configmap_name(name),
-            routing_configmap(policy),
+            routing_configmap(policy.model_dump(by_alias=True, exclude_none=True, mode="json")),
         )
     except (UnreachableError, Exception) as exc:
         log.warning("routing policy ConfigMap for %s/%s not written: %s", namespace, name, exc)
@@ -161,25 +157,23 @@ async def _publish_member_policy(
 
 def _record(outcome: Outcome, labels: dict[str, str]) -> None:
     status = outcome.status
-    metrics.RECONCILES.labels(**labels, phase=status.get("phase", "")).inc()
-    stale = any(
-        c["type"] == "SignalsStale" and c["status"] == "True" for c in status.get("conditions", [])
+    metrics.RECONCILES.labels(**labels, phase=status.phase or "").inc()
+    metrics.SIGNALS_STALE.labels(**labels).set(
+        1 if is_true(status.conditions, "SignalsStale") else 0
     )
-    metrics.SIGNALS_STALE.labels(**labels).set(1 if stale else 0)
-    plan = status.get("plan")
-    if plan:
-        metrics.PLAN_THRESHOLD.labels(**labels).set(plan.get("thresholdTokens") or 0)
-        metrics.PLAN_THROUGHPUT.labels(**labels).set(plan["throughputRps"])
-        metrics.PLAN_EGRESS.labels(**labels).set(plan["egressGbps"])
-        for group, key in (
-            ("prefillPool", "nPrfaas"),
-            ("prefill", "nPrefill"),
-            ("decode", "nDecode"),
+    plan = status.plan
+    if plan is not None:
+        metrics.PLAN_THRESHOLD.labels(**labels).set(plan.threshold_tokens or 0)
+        metrics.PLAN_THROUGHPUT.labels(**labels).set(plan.throughput_rps)
+        metrics.PLAN_EGRESS.labels(**labels).set(plan.egress_gbps)
+        for group, count in (
+            ("prefillPool", plan.n_prfaas),
+            ("prefill", plan.n_prefill),
+            ("decode", plan.n_decode),
         ):
-            metrics.PLAN_INSTANCES.labels(**labels, group=group).set(plan[key])
-    policy = status.get("routingPolicy")
-    if policy:
-        metrics.POLICY_VERSION.labels(**labels).set(policy["version"])
+            metrics.PLAN_INSTANCES.labels(**labels, group=group).set(count)
+    if status.routing_policy is not None:
+        metrics.POLICY_VERSION.labels(**labels).set(status.routing_policy.version)
     for change in outcome.applied:
         direction = "up" if change.next > change.current else "down"
         metrics.SCALE_ACTIONS.labels(**labels, group=change.group, direction=direction).inc()
@@ -195,8 +189,6 @@ async def pdcluster_deleted(*, name: str, namespace: str | None, spec: kopf.Spec
     placement = spec.get("placement") or {}
     if reconciler is None or not placement.get("kubeconfigSecretRef"):
         return
-    from prfaas.api.common import Placement
-
     member = await asyncio.to_thread(
         reconciler.members.for_placement, Placement.model_validate(placement), namespace
     )

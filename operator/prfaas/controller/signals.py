@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -20,6 +19,7 @@ from prfaas.model.workload import (
     LengthDistribution,
     Workload,
 )
+from prfaas.slowloop.observation import Signals
 
 Query = Callable[[str], list[dict[str, Any]]]
 
@@ -30,16 +30,6 @@ class SignalsUnavailableError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Signals:
-    source: Literal["Prometheus", "Declared"]
-    workload: Workload
-    arrival_rate_rps: float | None
-    egress_gbps: dict[str, float] = field(default_factory=dict)
-    queue_depth: dict[str, float] = field(default_factory=dict)
-    samples: float | None = None  # requests behind the length histogram
 
 
 def _value(sample: dict[str, Any]) -> float:

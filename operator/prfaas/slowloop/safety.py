@@ -1,4 +1,4 @@
-"""What the slow loop may change now: bounds, max step, cooldown and capacity floors (pure).
+"""What the slow loop may change now: bounds, max step, cooldown and capacity floors.
 
 Rules, in order:
 1. a target is clamped to its declared bounds, always;
@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 class Group:
     """One scalable group as observed now."""
 
-    name: str  # "prefillPool", "prefill", "decode"
+    name: str  # a group name of ``observation``: "prefillPool", "prefill", "decode"
     current: int
     min: int
     max: int
@@ -57,7 +57,7 @@ def _clamp(value: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, value))
 
 
-def decide(
+def safe_changes(
     groups: list[Group],
     targets: dict[str, int],
     max_step: int,

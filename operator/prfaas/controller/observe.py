@@ -1,0 +1,107 @@
+"""The operator's observe step: read the pool, each group's ``/scale`` and the signals.
+
+Returns plain data for ``prfaas.slowloop.decide`` plus, per group, the handle to act on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from prfaas.api.common import Placement, ScaleTargetRef
+from prfaas.api.pdcluster import PDClusterSpec
+from prfaas.api.prefillpool import PrefillPoolSpec
+from prfaas.controller.kube import Cluster, Members, TargetError, UnreachableError
+from prfaas.controller.signals import Query, SignalsUnavailableError, gather
+from prfaas.slowloop.observation import (
+    DECODE,
+    POOL,
+    PREFILL,
+    GroupName,
+    GroupObservation,
+    Observation,
+    PoolObservation,
+    Signals,
+    SignalsUnavailable,
+)
+
+
+@dataclass(frozen=True)
+class ScaleHandle:
+    """Where a group's ``/scale`` lives, to write it (``cluster`` None: not reachable)."""
+
+    cluster: Cluster | None
+    ref: ScaleTargetRef
+    namespace: str
+
+    def set_replicas(self, replicas: int) -> None:
+        if self.cluster is None:
+            raise UnreachableError("not reachable")
+        self.cluster.set_replicas(self.ref, self.namespace, replicas)
+
+
+def observe(
+    members: Members,
+    query_factory: Callable[[str], Query],
+    name: str,
+    namespace: str,
+    spec: PDClusterSpec,
+) -> tuple[Observation, dict[GroupName, ScaleHandle]]:
+    pool = _pool(members, namespace, spec)
+    wanted: list[tuple[GroupName, Placement, ScaleTargetRef]] = [
+        (PREFILL, spec.placement, spec.prefill.scale_target_ref),
+        (DECODE, spec.placement, spec.decode.scale_target_ref),
+    ]
+    if pool is not None and pool.spec is not None:
+        wanted.append((POOL, pool.spec.placement, pool.spec.scale_target_ref))
+    groups: dict[GroupName, GroupObservation] = {}
+    handles: dict[GroupName, ScaleHandle] = {}
+    for group, placement, ref in wanted:
+        groups[group], handles[group] = _read_scale(members, placement, ref, namespace)
+    obs = Observation(name, spec, groups, _signals(spec, query_factory), pool)
+    return obs, handles
+
+
+def _pool(members: Members, namespace: str, spec: PDClusterSpec) -> PoolObservation | None:
+    """The first PrefillPool the cluster lists (one pool per PD cluster in v1alpha1)."""
+    if not spec.prefill_pools:
+        return None
+    link = spec.prefill_pools[0]
+    raw = members.local.get_custom("prefillpools", namespace, link.name)
+    if raw is None:
+        return PoolObservation(
+            link, None, ("PrefillPoolNotFound", f"PrefillPool {link.name} not found")
+        )
+    try:
+        return PoolObservation(link, PrefillPoolSpec.model_validate(raw.get("spec") or {}))
+    except ValidationError:
+        return PoolObservation(
+            link, None, ("PrefillPoolInvalid", f"PrefillPool {link.name} has an invalid spec")
+        )
+
+
+def _read_scale(
+    members: Members, placement: Placement, ref: ScaleTargetRef, namespace: str
+) -> tuple[GroupObservation, ScaleHandle]:
+    try:
+        cluster = members.for_placement(placement, namespace)
+    except UnreachableError as exc:
+        return GroupObservation(None, str(exc), reachable=False), ScaleHandle(None, ref, namespace)
+    handle = ScaleHandle(cluster, ref, namespace)
+    try:
+        return GroupObservation(cluster.get_replicas(ref, namespace)), handle
+    except UnreachableError as exc:
+        return GroupObservation(None, str(exc), reachable=False), ScaleHandle(None, ref, namespace)
+    except TargetError as exc:
+        return GroupObservation(None, str(exc)), handle
+
+
+def _signals(
+    spec: PDClusterSpec, query_factory: Callable[[str], Query]
+) -> Signals | SignalsUnavailable:
+    try:
+        return gather(spec.workload, query_factory)
+    except SignalsUnavailableError as exc:
+        return SignalsUnavailable(exc.reason, str(exc))

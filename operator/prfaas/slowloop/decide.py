@@ -1,0 +1,512 @@
+"""One slow-loop pass as a pure function of what was seen, the previous status and the time.
+
+``decide`` plans, applies the safety rules and returns a ``Decision``: the scale changes to make,
+and ``Decision.outcome(failed)`` — the status, events and routing policy once the caller has
+made them (a change that failed is reported, and the routing policy follows what runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from prfaas.api.pdcluster import (
+    PDClusterSpec,
+    PDClusterStatus,
+    PlanStatus,
+    PoolRoute,
+    ReplicasStatus,
+    RoutingPolicyStatus,
+    ScaledAtStatus,
+    SignalsStatus,
+    StagesStatus,
+)
+from prfaas.api.planning import scenario_for
+from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
+from prfaas.model.planner import Plan, PlanError, PlanResult, plan
+from prfaas.model.profiles import LinkProfile
+from prfaas.model.scenario import PDSpec, PoolSpec, Scenario
+from prfaas.slowloop.conditions import Status, is_true, iso, set_condition
+from prfaas.slowloop.observation import (
+    DECODE,
+    POOL,
+    PREFILL,
+    GroupName,
+    Observation,
+    Signals,
+    SignalsUnavailable,
+)
+from prfaas.slowloop.safety import Change, Group, floor_for, safe_changes
+
+Planner = Callable[[Scenario], PlanResult]
+Phase = Literal["Planned", "Applied", "Holding", "Degraded"]
+_SCALED_FIELD: dict[GroupName, str] = {
+    POOL: "prefill_pool",
+    PREFILL: "prefill",
+    DECODE: "decode",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """What a pass writes: the CR's status, events, and the PrefillPool's status."""
+
+    status: PDClusterStatus
+    events: list[Event] = field(default_factory=list)
+    applied: list[Change] = field(default_factory=list)
+    pool_status: PrefillPoolStatus | None = None
+    pool_name: str | None = None
+
+
+class _Report:
+    """Conditions, events and problems as a pass accumulates them."""
+
+    def __init__(self, old: PDClusterStatus, generation: int | None, now: datetime) -> None:
+        self.old = old
+        self.generation = generation
+        self.at = iso(now)
+        self.conditions = list(old.conditions)
+        self.events: list[Event] = []
+        self.problems: list[tuple[str, str]] = []  # (condition reason, message)
+
+    def cond(self, ctype: str, status: Status, reason: str, message: str = "") -> None:
+        self.conditions = set_condition(
+            self.conditions, ctype, status, reason, message, self.generation, self.at
+        )
+
+    def event(self, etype: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(Event(etype, reason, message))
+
+    def close_degraded(self) -> None:
+        if self.problems:  # the first problem names the reason; the message lists them all
+            self.cond(
+                "Degraded", "True", self.problems[0][0], "; ".join(m for _, m in self.problems)
+            )
+        else:
+            self.cond("Degraded", "False", "AllReachable", "")
+
+    def status(self, phase: Phase, **parts: Any) -> PDClusterStatus:
+        """The previous status with ``parts`` (None: keep the previous value) replaced."""
+        update = {k: v for k, v in parts.items() if v is not None}
+        update.update(observed_generation=self.generation, phase=phase, conditions=self.conditions)
+        return self.old.model_copy(update=update)
+
+
+def invalid_spec(
+    old: PDClusterStatus, generation: int | None, now: datetime, where: str, message: str
+) -> Outcome:
+    """A spec the models reject (the API server's schema is older or was bypassed)."""
+    report = _Report(old, generation, now)
+    report.cond("Ready", "False", "InvalidSpec", f"spec.{where}: {message}")
+    report.event("Warning", "InvalidSpec", f"spec.{where}")
+    return Outcome(report.status("Degraded"), report.events)
+
+
+@dataclass
+class Decision:
+    """The pass's plan and the scale changes it allows; ``outcome`` reports it."""
+
+    obs: Observation
+    report: _Report
+    now: datetime
+    signals: Signals
+    scenario: Scenario
+    target: Plan
+    now_plan: Plan | None  # the best threshold for the counts running now
+    changes: list[Change]  # every group, growth first
+    enforce: bool
+    dry_run: bool
+    planner: Planner
+
+    @property
+    def to_apply(self) -> list[Change]:
+        """The ``/scale`` writes to make now, growth first (none unless enforcing)."""
+        return [c for c in self.changes if c.acts] if self.enforce else []
+
+    def outcome(self, failed: Mapping[str, str] | None = None) -> Outcome:
+        """Status and events once ``to_apply`` was attempted; ``failed``: group → error."""
+        failed = failed or {}
+        r, old, obs = self.report, self.report.old, self.obs
+        r.problems += [("ScaleFailed", f"{g}: scaling failed: {m}") for g, m in failed.items()]
+        applied = [c for c in self.to_apply if c.group not in failed]
+        after: dict[GroupName, int | None] = {g: o.replicas for g, o in obs.groups.items()}
+        scaled = (old.scaled_at or ScaledAtStatus()).model_dump()
+        for c in applied:
+            after[c.group] = c.next  # type: ignore[index]
+            scaled[_SCALED_FIELD[c.group]] = r.at  # type: ignore[index]
+            r.event(
+                "Normal",
+                "Scaled",
+                f"{c.group} {c.current} → {c.next} (plan {c.desired}; {c.reason})",
+            )
+        # the routing policy routes for the counts that run after this step
+        routed = (
+            self.now_plan if not applied else _plan_for_counts(self.scenario, after, self.planner)
+        )
+        policy = routing_policy(obs, routed, old.routing_policy)
+        if old.routing_policy is None or policy.version != old.routing_policy.version:
+            r.event(
+                "Normal",
+                "RoutingPolicy",
+                f"v{policy.version}: threshold {policy.threshold_tokens} tokens",
+            )
+        t = self.target
+        plan_status = plan_status_of(t, r.at)
+        if old.plan is None or _plan_key(old.plan) != _plan_key(plan_status):
+            r.event(
+                "Normal",
+                "Planned",
+                f"t={t.threshold_tokens} N_prfaas={t.n_prfaas} N_p={t.n_prefill} "
+                f"N_d={t.n_decode} Λ={t.throughput_rps:.2f} req/s ({t.binding}-bound)",
+            )
+        pending = [
+            c
+            for c in self.changes
+            if c.next != c.desired or (c.acts and not self.enforce) or c.group in failed
+        ]
+        self._plan_applied(pending)
+        r.close_degraded()
+        r.cond("Ready", "True", "Planned", f"plan from {self.signals.source} signals")
+        phase: Phase = (
+            "Degraded" if r.problems else ("Applied" if self.enforce and not pending else "Planned")
+        )
+        status = r.status(
+            phase,
+            plan=plan_status,
+            routing_policy=policy,
+            signals=signals_status(self.signals, r.at),
+            replicas=ReplicasStatus(
+                **{_SCALED_FIELD[g]: v for g, v in after.items() if v is not None}
+            ),
+            scaled_at=ScaledAtStatus(**scaled),
+            last_applied_time=r.at if applied else None,
+        )
+        return Outcome(status, r.events, applied, self._pool_status(after), self._pool_name())
+
+    def _plan_applied(self, pending: list[Change]) -> None:
+        cond = self.report.cond
+        if self.dry_run:
+            cond(
+                "PlanApplied",
+                "False",
+                "DryRun",
+                "the operator runs with --dry-run: nothing is scaled",
+            )
+        elif not self.enforce:
+            cond("PlanApplied", "False", "Observe", "policy.mode is Observe: nothing is scaled")
+        elif pending:
+            cond(
+                "PlanApplied",
+                "False",
+                "InProgress",
+                "; ".join(f"{c.group}: {c.reason}" for c in pending),
+            )
+        else:
+            cond("PlanApplied", "True", "AtPlan", "every group is at its planned size")
+
+    def _pool_status(self, after: Mapping[GroupName, int | None]) -> PrefillPoolStatus | None:
+        if self.obs.usable_pool is None:
+            return None
+        change = next(c for c in self.changes if c.group == POOL)
+        return PrefillPoolStatus(
+            replicas=after.get(POOL),
+            desired_replicas=change.desired,
+            phase="Ready" if self.obs.groups[POOL].reachable else "Degraded",
+        )
+
+    def _pool_name(self) -> str | None:
+        return self.obs.pool.link.name if self.obs.pool is not None else None
+
+
+def decide(
+    obs: Observation,
+    old: PDClusterStatus,
+    now: datetime,
+    generation: int | None = None,
+    *,
+    dry_run: bool = False,
+    planner: Planner = plan,
+) -> Decision | Outcome:
+    """Plan and limit the changes; an ``Outcome`` straight away when there is nothing to act on
+    (stale signals: hold the last good plan; no feasible plan)."""
+    r = _Report(old, generation, now)
+    r.problems = _problems(obs)
+    signals = obs.signals
+    if isinstance(signals, SignalsUnavailable):
+        return _holding(r, signals)
+    r.cond("SignalsStale", "False", "Fresh", f"{signals.source} signals")
+    try:
+        target, scenario = _plan_target(obs, signals, planner)
+    except PlanError as exc:
+        r.problems.append(("PlanFailed", f"plan failed: {exc}"))
+        r.cond("Ready", "False", "PlanFailed", str(exc))
+        r.cond("PlanApplied", "False", "Holding", "no plan")
+        r.close_degraded()
+        return Outcome(r.status("Degraded"), r.events)
+    current = {g: o.replicas for g, o in obs.groups.items()}
+    now_plan = (
+        _plan_for_counts(scenario, current, planner)
+        if obs.usable_pool is None or current.get(POOL)
+        else None
+    )
+    spec = obs.spec
+    changes = safe_changes(
+        _groups(obs, old, _floors(signals.arrival_rate_rps, now_plan, current)),
+        _targets(obs, target),
+        spec.policy.max_step,
+        timedelta(seconds=spec.policy.cooldown_seconds),
+        now,
+        shared=(PREFILL, DECODE, spec.instances),
+    )
+    enforce = spec.policy.mode == "Enforce" and not dry_run
+    return Decision(
+        obs, r, now, signals, scenario, target, now_plan, changes, enforce, dry_run, planner
+    )
+
+
+# -- the steps -------------------------------------------------------------------------------
+def _problems(obs: Observation) -> list[tuple[str, str]]:
+    problems = []
+    if obs.pool is not None and obs.pool.problem is not None:
+        problems.append(obs.pool.problem)
+    for g, o in obs.groups.items():
+        if o.error:
+            problems.append(
+                ("Unreachable" if not o.reachable else "TargetInvalid", f"{g}: {o.error}")
+            )
+    return problems
+
+
+def _holding(r: _Report, signals: SignalsUnavailable) -> Outcome:
+    was_stale = is_true(r.conditions, "SignalsStale")
+    r.cond("SignalsStale", "True", signals.reason, signals.message)
+    r.cond("Ready", "False", "SignalsStale", "holding the last good plan")
+    r.cond("PlanApplied", "False", "Holding", "signals are stale: no changes")
+    r.close_degraded()
+    if not was_stale:
+        r.event("Warning", "SignalsStale", f"{signals.message}; holding the last good plan")
+    return Outcome(r.status("Holding"), r.events)
+
+
+def _link(obs: Observation) -> LinkProfile | None:
+    """The link to plan for: as declared, or at its measured capacity when one is given."""
+    if obs.pool is None:
+        return None
+    link = obs.pool.link.link
+    if obs.link_capacity_gbps is not None:
+        link = link.model_copy(update={"capacity_gbps": obs.link_capacity_gbps})
+    return link
+
+
+def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[Plan, Scenario]:
+    spec, pool, link = obs.spec, obs.usable_pool, _link(obs)
+    if pool is None or link is None or obs.pool is None:
+        # no usable PrefillPool: plan the local cluster alone (the homogeneous split)
+        scenario = scenario_for(
+            obs.name, spec, "none", _no_pool(spec), 1, _UNBOUNDED, signals.workload
+        )
+        settings = scenario.planner.model_copy(update={"homogeneous_instances": spec.instances})
+        scenario = scenario.model_copy(update={"planner": settings})
+        return planner(scenario).homogeneous, scenario
+    pool_now = obs.groups[POOL].replicas if POOL in obs.groups else None
+    scenario = scenario_for(
+        obs.name,
+        spec,
+        obs.pool.link.name,
+        pool,
+        pool_now if pool_now is not None else pool.replicas.min,
+        link,
+        signals.workload,
+    )
+    return planner(scenario).prfaas, scenario
+
+
+_UNBOUNDED = LinkProfile(capacity_gbps=1_000_000)
+
+
+def _no_pool(spec: PDClusterSpec) -> PrefillPoolSpec:
+    from prfaas.api.common import ReplicaBounds
+
+    return PrefillPoolSpec(
+        datacenter=spec.datacenter,
+        instance=spec.instance,
+        replicas=ReplicaBounds(min=0, max=1),
+        scale_target_ref=spec.prefill.scale_target_ref,
+    )
+
+
+def _targets(obs: Observation, target: Plan) -> dict[str, int]:
+    targets: dict[str, int] = {PREFILL: target.n_prefill, DECODE: target.n_decode}
+    if obs.usable_pool is not None:
+        targets[POOL] = target.n_prfaas
+    return targets
+
+
+def _groups(obs: Observation, old: PDClusterStatus, floors: Mapping[str, int]) -> list[Group]:
+    spec, pool = obs.spec, obs.usable_pool
+    seen = old.replicas or ReplicasStatus()
+    scaled = old.scaled_at or ScaledAtStatus()
+    groups = []
+    for g, o in obs.groups.items():
+        if g == POOL and pool is None:
+            continue
+        bounds = (
+            spec.prefill.replicas
+            if g == PREFILL
+            else spec.decode.replicas
+            if g == DECODE
+            else pool.replicas  # type: ignore[union-attr]
+        )
+        current = o.replicas
+        if current is None:  # unknown: hold it where it was last seen
+            current = getattr(seen, _SCALED_FIELD[g]) or bounds.min
+        last = getattr(scaled, _SCALED_FIELD[g])
+        groups.append(
+            Group(
+                name=g,
+                current=current,
+                min=bounds.min,
+                max=bounds.max,
+                floor=floors.get(g, 0),
+                reachable=o.known,
+                last_change=datetime.fromisoformat(last.replace("Z", "+00:00")) if last else None,
+            )
+        )
+    return groups
+
+
+def _plan_for_counts(
+    scenario: Scenario, counts: Mapping[GroupName, int | None], planner: Planner
+) -> Plan | None:
+    """The best threshold for instance counts as they are (``None`` if they cannot serve)."""
+    n_p, n_d, n_pool = counts.get(PREFILL), counts.get(DECODE), counts.get(POOL)
+    if not n_p or not n_d:
+        return None
+    fixed = scenario.model_copy(
+        update={
+            "pd_cluster": PDSpec.model_construct(
+                **{
+                    **dict(scenario.pd_cluster),
+                    "instances": n_p + n_d,
+                    "min_prefill": n_p,
+                    "min_decode": n_d,
+                }
+            ),
+            "prefill_pool": PoolSpec.model_construct(
+                **{**dict(scenario.prefill_pool), "instances": n_pool or 0}
+            ),
+            "planner": scenario.planner.model_copy(update={"pool_instances": None}),
+        }
+    )
+    try:
+        result = planner(fixed)
+    except PlanError:
+        return None
+    return result.prfaas if n_pool else result.homogeneous
+
+
+def _floors(
+    rate: float | None, now: Plan | None, counts: Mapping[GroupName, int | None]
+) -> dict[str, int]:
+    """Instances each group needs for the traffic routed at the current threshold."""
+    if not rate or now is None:
+        return {}
+    floors: dict[str, int] = {}
+    p = now.offload_fraction
+    if now.n_decode:
+        floors[DECODE] = floor_for(rate, now.theta_pd_decode / now.n_decode)
+    if now.n_prefill and now.theta_pd_prefill:
+        floors[PREFILL] = floor_for(rate, now.theta_pd_prefill / now.n_prefill, 1 - p)
+    if now.n_prfaas and now.theta_prfaas_compute:
+        floors[POOL] = floor_for(rate, now.theta_prfaas_compute / now.n_prfaas, p)
+    return floors
+
+
+def routing_policy(
+    obs: Observation, routed: Plan | None, previous: RoutingPolicyStatus | None
+) -> RoutingPolicyStatus:
+    """The policy for the plan that runs; a new version only when its content changes, and an
+    Auto threshold kept while the new optimum is within the deadband of the published one."""
+    spec, pool, link = obs.spec, obs.usable_pool, _link(obs)
+    threshold = None
+    pools: list[PoolRoute] = []
+    if (
+        routed is not None
+        and routed.n_prfaas > 0
+        and pool is not None
+        and link is not None
+        and obs.pool is not None
+    ):
+        threshold = routed.threshold_tokens
+        kept = previous.threshold_tokens if previous else None
+        rule = spec.policy.threshold
+        if (
+            rule.mode == "Auto"
+            and threshold is not None
+            and kept is not None
+            and abs(threshold - kept) <= rule.deadband_fraction * kept
+        ):
+            threshold = kept  # within the deadband: not worth a new policy version
+        pools = [
+            PoolRoute(
+                name=obs.pool.link.name,
+                endpoints=list(pool.endpoints.urls),
+                link_budget_gbps=link.budget_gbps,
+            )
+        ]
+    candidate = RoutingPolicyStatus(
+        version=previous.version if previous else 0,
+        threshold_tokens=threshold,
+        prefill_pools=pools,
+        prefill_endpoints=list(spec.prefill.endpoints.urls),
+        decode_endpoints=list(spec.decode.endpoints.urls),
+    )
+    if previous is None or previous.model_dump(exclude={"version"}) != candidate.model_dump(
+        exclude={"version"}
+    ):
+        candidate = candidate.model_copy(
+            update={"version": (previous.version + 1) if previous else 1}
+        )
+    return candidate
+
+
+def plan_status_of(p: Plan, at: str) -> PlanStatus:
+    return PlanStatus(
+        threshold_tokens=p.threshold_tokens,
+        offload_fraction=p.offload_fraction,
+        n_prfaas=p.n_prfaas,
+        n_prefill=p.n_prefill,
+        n_decode=p.n_decode,
+        throughput_rps=round(p.throughput_rps, 4),
+        stages=StagesStatus(
+            prfaas=p.theta_prfaas, pd_prefill=p.theta_pd_prefill, pd_decode=p.theta_pd_decode
+        ),
+        egress_gbps=round(p.egress_gbps, 3),
+        binding=p.binding,
+        computed_at=at,
+    )
+
+
+def _plan_key(p: PlanStatus) -> tuple[Any, ...]:
+    return (p.threshold_tokens, p.n_prfaas, p.n_prefill, p.n_decode)
+
+
+def signals_status(s: Signals, at: str) -> SignalsStatus:
+    grid = s.workload.input_length.grid()
+    return SignalsStatus(
+        source=s.source,
+        arrival_rate_rps=s.arrival_rate_rps,
+        mean_uncached_tokens=round(grid.mean(), 1),
+        output_tokens=s.workload.output_tokens,
+        egress_gbps=sum(s.egress_gbps.values()) if s.egress_gbps else None,
+        observed_at=at,
+    )
