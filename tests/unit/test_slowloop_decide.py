@@ -1,0 +1,173 @@
+"""The slow loop's decide step on plain data: no API server, no Prometheus, no fakes of I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
+from prfaas.api.prefillpool import PrefillPoolSpec
+from prfaas.slowloop.conditions import condition
+from prfaas.slowloop.decide import Decision, Outcome, decide
+from prfaas.slowloop.observation import (
+    DECODE,
+    POOL,
+    PREFILL,
+    GroupName,
+    GroupObservation,
+    Observation,
+    PoolObservation,
+    Signals,
+    SignalsUnavailable,
+)
+
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def _spec(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((SAMPLES / name).read_text())["spec"])
+
+
+def observation(
+    prefill: int | None = 3,
+    decode: int | None = 5,
+    pool: int | None = 4,
+    *,
+    mode: str = "Enforce",
+    pool_reachable: bool = True,
+    signals: Signals | SignalsUnavailable | None = None,
+) -> Observation:
+    raw = _spec("pdcluster-h20.yaml")
+    raw["policy"]["mode"] = mode
+    spec = PDClusterSpec.model_validate(raw)
+    pool_spec = PrefillPoolSpec.model_validate(_spec("prefillpool-h200.yaml"))
+    assert spec.workload.declared is not None
+    groups: dict[GroupName, GroupObservation] = {
+        PREFILL: GroupObservation(prefill),
+        DECODE: GroupObservation(decode),
+        POOL: GroupObservation(pool)
+        if pool_reachable
+        else GroupObservation(None, "member dc-east: timed out", reachable=False),
+    }
+    return Observation(
+        "h20-pd",
+        spec,
+        groups,
+        signals or Signals("Declared", spec.workload.declared, 1.0),
+        PoolObservation(spec.prefill_pools[0], pool_spec),
+    )
+
+
+def decided(obs: Observation, old: PDClusterStatus | None = None, **kw: Any) -> Decision:
+    d = decide(obs, old or PDClusterStatus(), NOW, 1, **kw)
+    assert isinstance(d, Decision)
+    return d
+
+
+def reason(out: Outcome, ctype: str) -> str | None:
+    c = condition(out.status.conditions, ctype)
+    return None if c is None else f"{c.status}/{c.reason}"
+
+
+def test_at_plan_nothing_to_do_and_the_policy_is_published() -> None:
+    d = decided(observation())
+    assert d.to_apply == []
+    out = d.outcome()
+    s = out.status
+    assert s.phase == "Applied" and s.plan is not None and s.routing_policy is not None
+    assert (s.plan.n_prefill, s.plan.n_decode, s.plan.n_prfaas) == (3, 5, 4)
+    assert s.routing_policy.version == 1 and s.routing_policy.threshold_tokens == 19_400
+    assert reason(out, "PlanApplied") == "True/AtPlan"
+    assert reason(out, "Ready") == "True/Planned"
+    assert {e.reason for e in out.events} == {"Planned", "RoutingPolicy"}
+
+
+def test_same_content_keeps_the_version_and_posts_no_event() -> None:
+    first = decided(observation()).outcome()
+    again = decided(observation(), first.status).outcome()
+    assert again.status.routing_policy == first.status.routing_policy
+    assert again.events == []
+
+
+def test_enforce_steps_toward_the_plan_growth_first() -> None:
+    d = decided(observation(prefill=6, decode=2))
+    assert [(c.group, c.current, c.next) for c in d.to_apply] == [
+        (DECODE, 2, 4),  # maxStep 2, growth first
+        (PREFILL, 6, 4),
+    ]
+    out = d.outcome()
+    assert [c.group for c in out.applied] == [DECODE, PREFILL]
+    assert out.status.replicas is not None
+    assert (out.status.replicas.prefill, out.status.replicas.decode) == (4, 4)
+    assert (
+        out.status.scaled_at is not None and out.status.scaled_at.decode == "2026-11-30T12:00:00Z"
+    )
+    assert reason(out, "PlanApplied") == "False/InProgress"
+    assert [e.reason for e in out.events][:2] == ["Scaled", "Scaled"]
+
+
+def test_a_failed_write_is_reported_and_routing_follows_what_runs() -> None:
+    d = decided(observation(prefill=6, decode=2))
+    out = d.outcome({DECODE: "HTTP 409 Conflict"})
+    assert [c.group for c in out.applied] == [PREFILL]
+    assert out.status.phase == "Degraded"
+    assert reason(out, "Degraded") == "True/ScaleFailed"
+    assert out.status.replicas is not None and out.status.replicas.decode == 2
+    assert out.status.scaled_at is not None and out.status.scaled_at.decode is None
+
+
+def test_cooldown_from_the_previous_status_holds_a_group() -> None:
+    first = decided(observation(prefill=6, decode=2)).outcome()
+    d = decide(observation(prefill=4, decode=4), first.status, NOW + timedelta(seconds=60), 1)
+    assert isinstance(d, Decision) and d.to_apply == []
+    assert {c.reason for c in d.changes if c.next != c.desired} == {"cooldown"}
+
+
+def test_observe_mode_and_dry_run_never_scale() -> None:
+    out = decided(observation(prefill=6, decode=2, mode="Observe")).outcome()
+    assert out.applied == [] and reason(out, "PlanApplied") == "False/Observe"
+    d = decided(observation(prefill=6, decode=2), dry_run=True)
+    assert d.to_apply == [] and reason(d.outcome(), "PlanApplied") == "False/DryRun"
+
+
+def test_stale_signals_hold_the_last_good_plan() -> None:
+    good = decided(observation()).outcome().status
+    stale = SignalsUnavailable("TooFewSamples", "12 requests in 5m")
+    out = decide(observation(prefill=6, decode=2, signals=stale), good, NOW, 1)
+    assert isinstance(out, Outcome)  # nothing to act on
+    assert out.status.phase == "Holding"
+    assert out.status.plan == good.plan and out.status.routing_policy == good.routing_policy
+    assert reason(out, "SignalsStale") == "True/TooFewSamples"
+    assert [e.reason for e in out.events] == ["SignalsStale"]
+    again = decide(observation(signals=stale), out.status, NOW, 1)
+    assert isinstance(again, Outcome) and again.events == []  # one warning, not one per pass
+
+
+def test_an_unreachable_pool_stops_all_shrinking() -> None:
+    d = decided(observation(prefill=6, decode=2, pool_reachable=False))
+    by_group = {c.group: c for c in d.changes}
+    assert by_group[PREFILL].reason == "a member cluster is unreachable: no shrinking"
+    assert by_group[POOL].reason == "unreachable: holding"
+    assert d.to_apply == []  # decode may only grow onto machines prefill frees
+    out = d.outcome()
+    assert reason(out, "Degraded") == "True/Unreachable"
+    assert out.pool_status is not None and out.pool_status.phase == "Degraded"
+
+
+@pytest.mark.parametrize("measured", [None, 10.0])
+def test_a_measured_link_capacity_is_planned_for(measured: float | None) -> None:
+    obs = observation()
+    obs = Observation(obs.name, obs.spec, obs.groups, obs.signals, obs.pool, measured)
+    out = decided(obs).outcome()
+    policy = out.status.routing_policy
+    assert policy is not None and policy.prefill_pools
+    assert policy.prefill_pools[0].link_budget_gbps == (measured or 100.0)
+    assert out.status.plan is not None
+    if measured:  # a tenth of the link: less offloaded, so a higher threshold
+        assert out.status.plan.threshold_tokens is not None
+        assert out.status.plan.threshold_tokens > 19_400
