@@ -13,12 +13,12 @@ first token one decode step later (TTFT) → ``output × T_decode`` later, done.
 
 Every ``tick_s`` the router's telemetry is refreshed (metered link bytes, bytes in flight,
 measured capacity and health; queue depths are kept live) and its short-timescale loop runs.
-With ``Setup.replan``, every ``replan_s`` the slow loop (paper §7.2) re-plans for the measured
-link capacity once it has held for ``stable_s`` (shorter dips are the fast loop's business): it
-converts at most one local instance between PD-P and PD-D per ``cooldown_s`` toward the
-planner's split (the instance drains first: no new work, then ``role_change_s`` to restart in
-its new role) and publishes the threshold for the split serving now, with a new version (and
-again when a conversion completes).
+With ``Setup.replan``, every ``replan_s`` the operator's slow loop (``sim.slowloop``: the same
+``prfaas.slowloop.decide`` with its safety rules and deadband) plans for the measured link
+capacity once it has held for ``stable_s`` (shorter dips are the fast loop's business): it
+converts at most one local instance between PD-P and PD-D per ``cooldown_s`` toward the plan
+(the instance drains first: no new work, then ``role_change_s`` to restart in its new role) and
+publishes the routing policy for the split after the step, with a new version when it changes.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from prfaas.model.scenario import Scenario
 from prfaas.model.units import mib_to_gbit
 from prfaas.routing.decide import Decision, Target
@@ -40,7 +42,8 @@ from prfaas.routing.state import InstanceState, TargetState
 from prfaas.sim.arrivals import Requests
 from prfaas.sim.link import Flow, Link
 from prfaas.sim.options import SimOptions
-from prfaas.sim.setups import Replanner, Setup, Tables
+from prfaas.sim.setups import Setup, Tables
+from prfaas.sim.slowloop import POOL_NAME, RATE_WINDOW_S, SlowLoop
 
 _PREFILL, _LINK, _DECODE, _DELIVER, _TICK, _CAPACITY, _REPLAN, _ROLE = range(8)
 _PD_P, _PD_D, _TO_PD_P, _TO_PD_D = range(4)  # roles of a local instance
@@ -134,7 +137,7 @@ class Engine:
         self.latency = scenario.link.rtt_ms / 2000.0  # one way
         self.usable = scenario.link.usable_fraction
         self.capacity = scenario.link.capacity_gbps
-        self.pool_name = scenario.prefill_pool.name
+        self.pool_name = POOL_NAME
         self.rdma = options.rdma_gbps
 
         hashed = requests.hashes is not None
@@ -152,8 +155,13 @@ class Engine:
             self.pool_index = None
         self.version = 1
         n_local = setup.n_prefill + setup.n_decode
+        self.slowloop = (
+            SlowLoop(scenario, setup.n_prefill, setup.n_decode, setup.n_pool, options.cooldown_s)
+            if setup.replan and setup.n_pool
+            else None
+        )
         self.router = Router(
-            self._policy(setup.threshold, self.capacity),
+            self.slowloop.initial if self.slowloop else self._policy(setup.threshold),
             n_local,
             {self.pool_name: setup.n_pool},
             setup.routing,
@@ -178,10 +186,7 @@ class Engine:
             ]
         self.link = Link(self.capacity, bucket_s)
         self.reverse = Link(self.capacity, bucket_s)
-        self.replanner = Replanner(scenario, setup) if setup.replan and setup.n_pool else None
-        self.planned = self.capacity
         self.capacity_since = 0.0
-        self.converted_at = -math.inf
 
         self.free = [self.slots if r == _PD_D else 0 for r in self.role]  # admissible slots
         self.busy = [0] * n_local
@@ -205,10 +210,11 @@ class Engine:
         self.cache_transfers = 0
         self.now = 0.0
 
-    def _policy(self, threshold: int | None, capacity: float) -> RoutingPolicy:
+    def _policy(self, threshold: int | None) -> RoutingPolicy:
+        """A static setup's policy, published once."""
         if not self.setup.n_pool:
             return RoutingPolicy(version=self.version)
-        pools = (PoolRoute(self.pool_name, (), capacity * self.usable),)
+        pools = (PoolRoute(self.pool_name, (), self.capacity * self.usable),)
         return RoutingPolicy(self.version, threshold, pools)
 
     # -- events ----------------------------------------------------------------------------
@@ -224,7 +230,7 @@ class Engine:
         self._push(0.0, _TICK, None)
         for start, gbps in self.opt.link.points:
             self._push(start, _CAPACITY, gbps)
-        if self.replanner is not None:
+        if self.slowloop is not None:
             self._push(self.opt.replan_s, _REPLAN, None)
         heap, ai = self.heap, 0
         report_every = max(1, n // 200)
@@ -490,34 +496,30 @@ class Engine:
         self._push(now + self.opt.tick_s, _TICK, None)
 
     def _replan(self, now: float) -> None:
-        """The slow loop: plan for the settled link capacity and step the split toward it."""
-        assert self.replanner is not None
+        """The operator's slow loop on the settled link capacity and the measured arrival rate."""
+        assert self.slowloop is not None
         self._push(now + self.opt.replan_s, _REPLAN, None)
         seen = self.link.capacity
         if seen <= 0 or now - self.capacity_since < self.opt.stable_s:
             return  # down, or not settled: the fast loop fails open / adapts meanwhile
-        want = self.replanner.best_split(seen)
-        if want is None:
-            return
-        self.planned = seen
-        moving = _TO_PD_P in self.role or _TO_PD_D in self.role
-        n_p = self.role.count(_PD_P) + self.role.count(_TO_PD_P)
-        cooled = now - self.converted_at >= self.opt.cooldown_s
-        if not moving and want != n_p and cooled and self._convert(now, to_prefill=want > n_p):
-            self.converted_at = now
-        self._publish()
+        if _TO_PD_P in self.role or _TO_PD_D in self.role:
+            return  # a conversion is under way: observe the split once it has settled
+        n_p, n_d = self.role.count(_PD_P), self.role.count(_PD_D)
+        step = self.slowloop.step(now, n_p, n_d, seen, self._rate(now))
+        if step.convert:
+            self._convert(now, to_prefill=step.convert > 0)
+        if step.policy is not None:
+            self.version = step.policy.version
+            self.router.set_policy(step.policy)
 
-    def _publish(self) -> None:
-        """The threshold for the PD-P instances serving now, at the planned capacity."""
-        assert self.replanner is not None
-        t = self.replanner.threshold(self.planned, self.role.count(_PD_P))
-        policy = self.router.policy
-        budget = self.planned * self.usable
-        if t is not None and (
-            t != policy.threshold_tokens or budget != policy.pools[0].link_budget_gbps
-        ):
-            self.version += 1
-            self.router.set_policy(self._policy(t, self.planned))
+    def _rate(self, now: float) -> float:
+        """Arrivals per second over the last ``RATE_WINDOW_S`` (what Prometheus would say)."""
+        window = min(RATE_WINDOW_S, now)
+        if window <= 0:
+            return 0.0
+        arrival = self.req.arrival
+        count = int(np.searchsorted(arrival, now, "right") - np.searchsorted(arrival, now - window))
+        return count / window
 
     def _convert(self, now: float, to_prefill: bool) -> bool:
         """Start one role conversion (drain first); False if the other role has one left."""
@@ -542,7 +544,6 @@ class Engine:
         if st.current is None and not st.queue:
             self._push(now + self.opt.role_change_s, _ROLE, k)
         self.role_changes += 1
-        self._publish()  # one PD-P fewer serving from now on
         return True
 
     def _role_ready(self, k: int, now: float) -> None:
@@ -554,4 +555,3 @@ class Engine:
             self.free[k] = self.slots
             while self.decode_wait and self.free[k] > 0:
                 self._begin_decode(k, self.decode_wait.popleft(), now)
-        self._publish()  # the split that serves changed

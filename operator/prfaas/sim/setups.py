@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from prfaas.model.planner import Plan, PlanError, PlanResult, plan
+from prfaas.model.planner import Plan, PlanError, PlanResult
 from prfaas.model.scenario import Scenario
 from prfaas.model.units import mib_to_gbit
 from prfaas.routing.config import RoutingConfig
@@ -23,7 +23,8 @@ class Setup:
     ``naive``: every prefill on the pool (threshold 0), every local instance decodes.
     ``prfaas_static``: the planner's t and split, the paper's static rule (scarce mode, fixed t).
     ``prfaas``: the same plan with the dual-timescale policy: the short-timescale loop
-    (``prfaas.routing.adapt``) and a slow loop that re-plans t when the link capacity changes.
+    (``prfaas.routing.adapt``) and the operator's slow loop (``sim.slowloop``), which re-plans
+    when the link capacity changes.
     """
 
     name: PolicyName
@@ -59,49 +60,6 @@ def setups(
         ),
     }
     return [table[name] for name in names]
-
-
-class Replanner:
-    """The slow loop (paper §7.2) for a measured link capacity: the best local split and the
-    threshold for a given split, N_p + N_d and the pool size held; memoised (capacities and
-    splits repeat)."""
-
-    def __init__(self, scenario: Scenario, setup: Setup) -> None:
-        data = scenario.model_dump(mode="json", exclude_none=True)
-        data["pdCluster"]["instances"] = setup.n_prefill + setup.n_decode
-        data["prefillPool"]["instances"] = setup.n_pool
-        data["planner"].pop("poolInstances", None)
-        data["planner"].pop("costBudgetPerHour", None)
-        data["planner"].pop("fixedThresholdTokens", None)
-        self._data = data
-        self._memo: dict[tuple[float, int | None], tuple[int, int | None] | None] = {}
-
-    def _plan(self, capacity_gbps: float, n_prefill: int | None) -> tuple[int, int | None] | None:
-        key = (round(capacity_gbps, 1), n_prefill)
-        if key not in self._memo:
-            data = {**self._data, "link": {**self._data["link"], "capacityGbps": key[0]}}
-            if n_prefill is not None:
-                pd = data["pdCluster"]
-                data["pdCluster"] = {
-                    **pd,
-                    "minPrefill": n_prefill,
-                    "minDecode": pd["instances"] - n_prefill,
-                }
-            try:
-                best = plan(Scenario.model_validate(data)).prfaas
-                self._memo[key] = (best.n_prefill, best.threshold_tokens)
-            except (PlanError, ValueError):
-                self._memo[key] = None  # cannot plan (e.g. a link too slow): keep the policy
-        return self._memo[key]
-
-    def best_split(self, capacity_gbps: float) -> int | None:
-        """N_p the planner wants at this capacity (None: cannot plan)."""
-        found = self._plan(capacity_gbps, None)
-        return None if found is None else found[0]
-
-    def threshold(self, capacity_gbps: float, n_prefill: int) -> int | None:
-        found = self._plan(capacity_gbps, n_prefill)
-        return None if found is None else found[1]
 
 
 @dataclass(frozen=True)

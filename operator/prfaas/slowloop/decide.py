@@ -260,7 +260,7 @@ def decide(
     )
     spec = obs.spec
     changes = safe_changes(
-        _groups(obs, old, _floors(signals.arrival_rate_rps, now_plan, current)),
+        _groups(obs, old, _floors(signals.arrival_rate_rps, target)),
         _targets(obs, target),
         spec.policy.max_step,
         timedelta(seconds=spec.policy.cooldown_seconds),
@@ -414,20 +414,20 @@ def _plan_for_counts(
     return result.prfaas if n_pool else result.homogeneous
 
 
-def _floors(
-    rate: float | None, now: Plan | None, counts: Mapping[GroupName, int | None]
-) -> dict[str, int]:
-    """Instances each group needs for the traffic routed at the current threshold."""
-    if not rate or now is None:
+def _floors(rate: float | None, target: Plan) -> dict[str, int]:
+    """Instances each group needs for the observed traffic once the plan's threshold routes it
+    (the policy published with the change). Under overload these exceed the plan's counts, so
+    a group the traffic needs is never shrunk."""
+    if not rate:
         return {}
     floors: dict[str, int] = {}
-    p = now.offload_fraction
-    if now.n_decode:
-        floors[DECODE] = floor_for(rate, now.theta_pd_decode / now.n_decode)
-    if now.n_prefill and now.theta_pd_prefill:
-        floors[PREFILL] = floor_for(rate, now.theta_pd_prefill / now.n_prefill, 1 - p)
-    if now.n_prfaas and now.theta_prfaas_compute:
-        floors[POOL] = floor_for(rate, now.theta_prfaas_compute / now.n_prfaas, p)
+    p = target.offload_fraction
+    if target.n_decode:
+        floors[DECODE] = floor_for(rate, target.theta_pd_decode / target.n_decode)
+    if target.n_prefill and target.theta_pd_prefill:
+        floors[PREFILL] = floor_for(rate, target.theta_pd_prefill / target.n_prefill, 1 - p)
+    if target.n_prfaas and target.theta_prfaas_compute:
+        floors[POOL] = floor_for(rate, target.theta_prfaas_compute / target.n_prfaas, p)
     return floors
 
 

@@ -3,9 +3,9 @@
 Rules, in order:
 1. a target is clamped to its declared bounds, always;
 2. a group moves at most ``maxStep`` instances per change, and not again within ``cooldown``;
-3. a group never shrinks below what the traffic routed at the *current* threshold needs (its
-   floor): the floor comes from the observed arrival rate, so a plan made for less traffic cannot
-   starve requests already flowing;
+3. a group never shrinks below what the observed traffic needs once the plan's threshold routes
+   it (its floor): the floor comes from the observed arrival rate, so a plan that cannot carry
+   the traffic flowing now (an overload) never takes capacity from the group that needs it;
 4. when a group cannot be reached (member cluster down), nothing changes there, and nothing
    shrinks anywhere else (the router fails open to local prefill, which must keep its capacity);
 5. the local prefill and decode groups share ``instances`` machines: one only grows by what the
