@@ -29,9 +29,9 @@ def state(u: float = 0.0, pool_waiting: int = 0, local_waiting: int = 0) -> Live
     link = LinkState("l", 100.0)
     link.egress_gbps = u * 100.0
     pool = TargetState.of("pool", 4)
-    pool.waiting = pool_waiting
+    pool.set_waiting(pool_waiting)
     local = TargetState.of("local", 3)
-    local.waiting = local_waiting
+    local.set_waiting(local_waiting)
     return LiveState(local, [PoolState(pool, link, Mode.ABUNDANT)])
 
 
@@ -75,7 +75,7 @@ def test_hot_link_raises_the_threshold_up_to_the_cap_at_the_interval() -> None:
 
 def test_link_backlog_also_raises() -> None:
     s = state()
-    s.pools[0].link.bytes_in_flight = 100e9 / 8 * (A.raise_backlog_s + 0.5)
+    s.pools[0].link.sent(100e9 / 8 * (A.raise_backlog_s + 0.5))
     Adapter(CFG).observe(0, s)
     assert s.pools[0].factor > 1
 
@@ -135,8 +135,8 @@ def test_config_is_validated(bad: dict[str, float]) -> None:
 
 def test_unhealthy_link_has_infinite_utilisation_and_backlog() -> None:
     link = LinkState("l", 10.0)
-    link.healthy = False
-    link.bytes_in_flight = 1.0
+    link.set_healthy(False)
+    link.sent(1.0)
     assert math.isinf(link.utilisation()) and math.isinf(link.backlog_seconds())
 
 
@@ -157,7 +157,8 @@ def test_router_meters_egress_and_adapts() -> None:
 def test_router_keeps_pool_state_by_name_and_resets_factor_on_new_version() -> None:
     router = Router(policy(1), 3, {"pool": 4})
     ps = router.live.pools[0]
-    ps.factor, ps.target.waiting = 2.0, 5
+    ps.factor = 2.0
+    ps.target.set_waiting(5)
     router.set_policy(policy(1, budget=50.0))  # same version: factor kept, budget updated
     assert router.live.pools[0] is ps and ps.factor == 2.0 and ps.link.budget_gbps == 50.0
     router.set_policy(policy(2, t=25_000))

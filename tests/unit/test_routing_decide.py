@@ -118,12 +118,12 @@ def test_fail_open_to_local_never_drop(broken: str) -> None:
     s = live()
     ps = s.pools[0]
     if broken == "pool":
-        ps.target.healthy = False
+        ps.target.set_healthy(False)
     elif broken == "instances":
-        for inst in ps.target.instances:
-            inst.healthy = False
+        for k in range(len(ps.target.instances)):
+            ps.target.set_healthy(False, instance=k)
     elif broken == "link-health":
-        ps.link.healthy = False
+        ps.link.set_healthy(False)
     else:
         ps.link.capacity_gbps = 0.0
     for config in (STATIC, ADAPTIVE):
@@ -136,10 +136,10 @@ def test_fail_open_to_local_never_drop(broken: str) -> None:
 def test_no_local_instance_goes_to_the_pool_and_only_nothing_rejects() -> None:
     s = live()
     for inst in s.local.instances:
-        inst.healthy = False
+        s.local.set_healthy(False, instance=inst.name)
     d = decide(1_000, MISS, [MISS], policy(), s, STATIC)
     assert (d.target, d.reason) == (Target.POOL, Reason.NO_LOCAL)
-    s.pools[0].target.healthy = False
+    s.pools[0].target.set_healthy(False)
     d = decide(1_000, MISS, [MISS], policy(), s, STATIC)
     assert (d.target, d.reason, d.instance) == (Target.REJECT, Reason.REJECTED, -1)
 
@@ -147,7 +147,7 @@ def test_no_local_instance_goes_to_the_pool_and_only_nothing_rejects() -> None:
 def test_backlog_guard_keeps_offloads_local_when_adaptive() -> None:
     s = live()
     link = s.pools[0].link
-    link.bytes_in_flight = 100e9 / 8 * (ADAPTIVE.adapt.max_backlog_s + 1)  # > max backlog
+    link.sent(100e9 / 8 * (ADAPTIVE.adapt.max_backlog_s + 1))  # > max backlog
     d = decide(100_000, MISS, [MISS], policy(), s, ADAPTIVE)
     assert (d.target, d.reason) == (Target.LOCAL, Reason.BACKLOG)
     assert decide(100_000, MISS, [MISS], policy(), s, STATIC).target == Target.POOL
@@ -158,14 +158,14 @@ def test_backlog_guard_keeps_offloads_local_when_adaptive() -> None:
 def test_several_pools_longest_cache_then_shortest_queue_skipping_broken() -> None:
     s = live(pools=3)
     p = policy("pool0", "pool1", "pool2")
-    s.pools[0].target.waiting = 5
-    s.pools[1].target.waiting = 1
-    s.pools[2].target.waiting = 3
+    s.pools[0].target.set_waiting(5)
+    s.pools[1].target.set_waiting(1)
+    s.pools[2].target.set_waiting(3)
     d = decide(100_000, MISS, [MISS, MISS, MISS], p, s, STATIC)
     assert d.pool == 1  # equal caches: shortest queue
     d = decide(100_000, MISS, [PrefixHit(512), MISS, PrefixHit(4096)], p, s, STATIC)
     assert (d.pool, d.cached_tokens) == (2, 4096)  # longest cache first
-    s.pools[2].link.healthy = False
+    s.pools[2].link.set_healthy(False)
     d = decide(100_000, MISS, [PrefixHit(512), MISS, PrefixHit(4096)], p, s, STATIC)
     assert d.pool == 0
 

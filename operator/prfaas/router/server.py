@@ -61,6 +61,20 @@ class RouterConfig:
     link_retry_s: float = 5.0
 
 
+@dataclass(slots=True)
+class _Call:
+    """One request through the P/D flow; ``decision`` changes when a failure re-routes it."""
+
+    request: web.Request
+    kind: Kind
+    body: dict[str, Any]
+    prompt: Prompt
+    tokens: PromptTokens
+    decision: Decision
+    rid: str
+    arrived: float  # monotonic
+
+
 class _UpstreamError(Exception):
     """A phase that failed upstream; ``kv`` marks a KVCache that did not arrive."""
 
@@ -150,7 +164,6 @@ class RouterServer:
     async def _decide(self, prompt: Prompt) -> tuple[PromptTokens, Decision]:
         t0 = time.perf_counter()
         pt = await self.counter.count_async(prompt)
-        assert self.fleet.core is not None
         d = self.fleet.core.route(pt.length, pt.hashes)
         self.metrics.decide_seconds.observe(time.perf_counter() - t0)
         if not pt.exact:
@@ -202,74 +215,64 @@ class RouterServer:
         pt, d = await self._decide(prompt)
         rid = request.headers.get("X-Request-ID") or f"prfaas-{uuid.uuid4().hex}"
         try:
-            return await self._pd(request, kind, body, prompt, pt, d, rid, arrived)
+            return await self._pd(_Call(request, kind, body, prompt, pt, d, rid, arrived))
         except RequestError as exc:
             return self._error(exc)
 
-    async def _pd(
-        self, request: web.Request, kind: Kind, body: dict[str, Any], prompt: Prompt,
-        pt: PromptTokens, d: Decision, rid: str, arrived: float,
-    ) -> web.StreamResponse:  # fmt: skip
-        fleet, core, m = self.fleet, self.fleet.core, self.metrics
-        assert core is not None
+    async def _pd(self, call: _Call) -> web.StreamResponse:
         for _ in range(_MAX_ATTEMPTS):
-            if d.target == Target.REJECT:
+            if call.decision.target == Target.REJECT:
                 raise RequestError(503, "no healthy prefill instance", "no_prefill")
-            decode = fleet.pick_decode()
+            decode = self.fleet.pick_decode()
             if decode is None:
                 raise RequestError(503, "no healthy decode instance", "no_decode")
-            purl = fleet.prefill_url(d)
-            core.dispatched(d)
-            t0 = time.monotonic()
+            kvp = await self._prefill_phase(call)
+            if kvp is None:
+                continue  # the pool failed: re-routed
             try:
-                kvp = await self._prefill(purl, kind, body, rid)
+                return await self._decode_phase(call, decode, kvp)
             except _UpstreamError as exc:
-                fleet.engine_failed(purl)
-                if d.target != Target.POOL:
-                    raise RequestError(502, f"prefill failed: {exc}", "prefill_failed") from None
-                log.warning("%s: pool prefill failed (%s); serving it locally", rid, exc)
-                m.fallbacks.labels("pool").inc()
-                d = core.route(pt.length, pt.hashes)
-                continue
-            finally:
-                core.prefilled(d)
-            m.phase.labels("prefill").observe(time.monotonic() - t0)
-            pool = d.target == Target.POOL
-            index = fleet.pool_indexes[self._pool_name(d) or ""] if pool else fleet.local_index
-            index.insert(pt.hashes, pt.length, d.instance)
-            nominal = _int(kvp.get("prfaas_kv_bytes"))
-            if pool:
-                core.meter(d.pool, nominal)
-                core.live.pools[d.pool].link.bytes_in_flight += nominal
-                m.link_bytes.labels(self._pool_name(d)).inc(nominal)
-            try:
-                resp = await self._decode_start(decode, kind, body, kvp, rid, pool, d, nominal)
-            except _UpstreamError as exc:
-                if not (exc.kv and pool):
+                d = call.decision
+                if not (exc.kv and d.target == Target.POOL):
                     raise RequestError(502, f"decode failed: {exc}", "decode_failed") from None
                 log.warning("%s: KV transfer over the link failed (%s); serving it locally",
-                            rid, exc)  # fmt: skip
-                fleet.link_failed(d.pool)
-                m.fallbacks.labels("link").inc()
-                d = core.route(pt.length, pt.hashes)
-                continue
-            m.requests.labels(_target_name(d), d.reason.value).inc()
-            m.uncached.observe(d.uncached_tokens)
-            m.output.observe(prompt.max_tokens)
-            return await self._relay(request, resp, decode, d, rid, arrived)
+                            call.rid, exc)  # fmt: skip
+                self.fleet.link_failed(d.pool)
+                self._reroute(call, "link")
         raise RequestError(502, "no prefill target left after failures", "prefill_failed")
 
-    async def _prefill(
-        self, url: str, kind: Kind, body: dict[str, Any], rid: str
-    ) -> dict[str, Any]:
+    def _reroute(self, call: _Call, cause: str) -> None:
+        self.metrics.fallbacks.labels(cause).inc()
+        call.decision = self.fleet.core.route(call.tokens.length, call.tokens.hashes)
+
+    async def _prefill_phase(self, call: _Call) -> dict[str, Any] | None:
+        """Phase 1 on the decided target: its ``kv_transfer_params``, or None when a pool
+        failed and the request was re-routed."""
+        d, pt = call.decision, call.tokens
+        url = self.fleet.prefill_url(d)
+        t0 = time.monotonic()
+        try:
+            with self.fleet.core.in_flight(d, pt.hashes, pt.length):
+                kvp = await self._prefill(url, call)
+        except _UpstreamError as exc:
+            self.fleet.engine_failed(url)
+            if d.target != Target.POOL:
+                raise RequestError(502, f"prefill failed: {exc}", "prefill_failed") from None
+            log.warning("%s: pool prefill failed (%s); serving it locally", call.rid, exc)
+            self._reroute(call, "pool")
+            return None
+        self.metrics.phase.labels("prefill").observe(time.monotonic() - t0)
+        return kvp
+
+    async def _prefill(self, url: str, call: _Call) -> dict[str, Any]:
         assert self.session is not None
-        req = {k: v for k, v in body.items() if k != "stream_options"}
+        req = {k: v for k, v in call.body.items() if k != "stream_options"}
         req.update(stream=False, max_tokens=1, kv_transfer_params={"do_remote_decode": True})
         if "max_completion_tokens" in req:
             req["max_completion_tokens"] = 1
         try:
-            async with self.session.post(url + _PATHS[kind], data=orjson.dumps(req),
-                                         headers=_hdr(rid)) as r:  # fmt: skip
+            async with self.session.post(url + _PATHS[call.kind], data=orjson.dumps(req),
+                                         headers=_hdr(call.rid)) as r:  # fmt: skip
                 if r.status != 200:
                     raise _UpstreamError(f"{url} answered {r.status}: {(await r.text())[:200]}")
                 out = orjson.loads(await r.read())
@@ -278,48 +281,52 @@ class RouterServer:
         kvp = out.get("kv_transfer_params") if isinstance(out, dict) else None
         return kvp if isinstance(kvp, dict) else {}
 
+    async def _decode_phase(
+        self, call: _Call, decode: Engine, kvp: dict[str, Any]
+    ) -> web.StreamResponse:
+        """Phase 2 on ``decode``, relayed to the client; ``_UpstreamError`` if decode fails to
+        answer (``kv``: the KVCache did not arrive)."""
+        d, m = call.decision, self.metrics
+        nominal = _int(kvp.get("prfaas_kv_bytes"))
+        if d.target == Target.POOL:
+            m.link_bytes.labels(self._pool_name(d)).inc(nominal)
+        with decode:  # in flight there until the answer is relayed
+            with self.fleet.core.kv_in_flight(d, nominal):
+                resp = await self._decode_start(call, decode, kvp)
+            if resp.status >= 500:
+                text = await resp.text()
+                resp.release()
+                raise _UpstreamError(f"{decode.url} answered {resp.status}: {text[:200]}",
+                                     kv="kv_transfer_failed" in text)  # fmt: skip
+            m.requests.labels(_target_name(d), d.reason.value).inc()
+            m.uncached.observe(d.uncached_tokens)
+            m.output.observe(call.prompt.max_tokens)
+            return await self._relay(call, resp)
+
     async def _decode_start(
-        self, decode: Engine, kind: Kind, body: dict[str, Any], kvp: dict[str, Any], rid: str,
-        pool: bool, d: Decision, nominal: int,
-    ) -> aiohttp.ClientResponse:  # fmt: skip
+        self, call: _Call, decode: Engine, kvp: dict[str, Any]
+    ) -> aiohttp.ClientResponse:
         """Send phase 2; returns once decode answers (its headers mean the KVCache arrived)."""
-        assert self.session is not None and self.fleet.core is not None
-        req = dict(body)
+        assert self.session is not None
+        req = dict(call.body)
         if kvp:
             req["kv_transfer_params"] = kvp
-        decode.active += 1
         t0 = time.monotonic()
         try:
             resp = await self.session.post(
-                decode.url + _PATHS[kind], data=orjson.dumps(req), headers=_hdr(rid)
+                decode.url + _PATHS[call.kind], data=orjson.dumps(req), headers=_hdr(call.rid)
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            decode.active -= 1
             self.fleet.engine_failed(decode.url)
             raise _UpstreamError(f"{decode.url}: {exc or type(exc).__name__}") from None
-        except BaseException:
-            decode.active -= 1
-            raise
-        finally:
-            if pool:
-                link = self.fleet.core.live.pools[d.pool].link
-                link.bytes_in_flight = max(0.0, link.bytes_in_flight - nominal)
         self.metrics.phase.labels("kv_and_queue").observe(time.monotonic() - t0)
-        if resp.status >= 500:
-            text = await resp.text()
-            resp.release()
-            decode.active -= 1
-            raise _UpstreamError(f"{decode.url} answered {resp.status}: {text[:200]}",
-                            kv="kv_transfer_failed" in text)  # fmt: skip
         return resp
 
-    async def _relay(
-        self, request: web.Request, resp: aiohttp.ClientResponse, decode: Engine, d: Decision,
-        rid: str, arrived: float,
-    ) -> web.StreamResponse:  # fmt: skip
+    async def _relay(self, call: _Call, resp: aiohttp.ClientResponse) -> web.StreamResponse:
+        d = call.decision
         headers = {
             "Content-Type": resp.headers.get("Content-Type", "application/json"),
-            "X-Request-ID": rid,
+            "X-Request-ID": call.rid,
             "X-PrfaaS-Prefill": _target_name(d),
             "X-PrfaaS-Reason": d.reason.value,
         }
@@ -330,10 +337,8 @@ class RouterServer:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 resp.close()
                 raise RequestError(502, f"decode failed: {exc}", "decode_failed") from None
-            finally:
-                decode.active -= 1
             resp.release()
-            self.metrics.ttft.observe(time.monotonic() - arrived)
+            self.metrics.ttft.observe(time.monotonic() - call.arrived)
             self.metrics.phase.labels("decode").observe(time.monotonic() - t0)
             return web.Response(body=body, status=resp.status, headers=headers)
         out = web.StreamResponse(status=resp.status, headers=headers)
@@ -342,19 +347,18 @@ class RouterServer:
             first = True
             async for chunk in resp.content.iter_any():
                 if first:
-                    await out.prepare(request)
-                    self.metrics.ttft.observe(time.monotonic() - arrived)
+                    await out.prepare(call.request)
+                    self.metrics.ttft.observe(time.monotonic() - call.arrived)
                     first = False
                 await out.write(chunk)
             if first:
-                await out.prepare(request)
+                await out.prepare(call.request)
             await out.write_eof()
             done = True
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("%s: decode stream broke: %s", rid, exc or type(exc).__name__)
+            log.warning("%s: decode stream broke: %s", call.rid, exc or type(exc).__name__)
             self.metrics.errors.labels("decode_stream").inc()
         finally:
-            decode.active -= 1
             if done:
                 resp.release()
             else:
@@ -383,7 +387,7 @@ class RouterServer:
 
     async def _policy(self, _: web.Request) -> web.Response:
         fleet = self.fleet
-        if fleet.policy is None or fleet.core is None:
+        if fleet.policy is None:
             return json_response({"policy": None})
         p = fleet.policy
         pools = []

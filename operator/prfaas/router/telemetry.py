@@ -54,7 +54,7 @@ async def scrape(session: aiohttp.ClientSession, engine: Engine, timeout: float)
 
 def export(fleet: Fleet, metrics: RouterMetrics) -> None:
     core, policy = fleet.core, fleet.policy
-    if core is None or policy is None:
+    if policy is None:
         return
     for e in fleet.engines.values():
         metrics.engine_waiting.labels(e.url).set(e.waiting)
@@ -82,7 +82,6 @@ async def run(
             await asyncio.gather(*(scrape(session, e, max(0.2, interval * 0.8)) for e in engines))
         now = time.monotonic()
         fleet.sync_health(now)
-        if fleet.core is not None:
-            fleet.core.observe(now)
+        fleet.core.observe(now)
         export(fleet, metrics)
         await asyncio.sleep(interval)

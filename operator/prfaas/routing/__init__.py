@@ -5,7 +5,7 @@ The router runs it on every request and the simulator runs the very same code:
 - ``policy``  the slow loop's output (threshold, PrefillPools, link budgets, version), parsed from
   the ``routingPolicy`` the operator publishes in ``PDCluster.status``;
 - ``state``   live state the router feeds in (link bytes in flight / utilisation, queue depths,
-  instance loads, health);
+  instance loads, health), changed only through its methods and ``Router``'s;
 - ``prefix``  per-cluster prefix index over 512-token block hashes (hybrid-model rule);
 - ``decide``  the decision itself: which cluster prefills, on which instance, with which cache;
 - ``adapt``   the short-timescale loop between policy updates (scarce/abundant mode, effective

@@ -62,11 +62,7 @@ class Adapter:
         elif local_surge:
             ps.factor = max(ps.factor / a.step_up, a.min_factor)
         elif (cleared and local_idle) or (local_busy and (link_hot or q >= a.raise_queue)):
-            # back towards the plan: signals cleared, or every side is busy
-            if ps.factor > 1.0:
-                ps.factor = max(1.0, ps.factor / a.step_down)
-            elif ps.factor < 1.0:
-                ps.factor = min(1.0, ps.factor * a.step_down)
+            ps.factor = _towards_plan(ps.factor, a.step_down)  # cleared, or every side is busy
         if ps.factor != old:
             ps.last_change = now
 
@@ -74,3 +70,12 @@ class Adapter:
         """A new slow-loop policy supersedes the short-term correction."""
         for ps in live.pools:
             ps.factor = 1.0
+
+
+def _towards_plan(factor: float, step: float) -> float:
+    """One step of ``factor`` back towards 1 (t_eff = t), never past it."""
+    if factor > 1.0:
+        return max(1.0, factor / step)
+    if factor < 1.0:
+        return min(1.0, factor * step)
+    return factor

@@ -1,21 +1,31 @@
 """The fast loop in one object, as an HTTP router (or the simulator) holds it.
 
-Per request: ``route`` (prefix lookups + ``decide``), then ``dispatched`` / ``prefilled`` as the
-request moves. On the telemetry cadence: ``meter`` the link bytes, set queue depths and health on
-``live``, and call ``observe``. On every published policy: ``set_policy``.
+Per request: ``route`` (prefix lookups + ``decide``), then ``with in_flight(d, ...)`` around the
+prefill (its load, then its prefix in the index of the cluster that computed it) and
+``with kv_in_flight(d, nbytes)`` around the KV crossing the link (bytes in flight, metered); an
+event-driven caller (the simulator) calls ``dispatched`` / ``prefilled`` instead. On the
+telemetry cadence: ``meter`` the link bytes, set queue depths and health through the state
+objects' methods (``TargetState.set_healthy``, ``set_waiting``; ``reopen_links``), and call
+``observe``. On every published policy: ``set_policy``, or ``follow`` when the targets' instances
+are the policy's endpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
 
 from prfaas.routing.adapt import Adapter
 from prfaas.routing.config import RoutingConfig
 from prfaas.routing.decide import Decision, Target, decide
 from prfaas.routing.policy import RoutingPolicy
 from prfaas.routing.prefix import MISS, PrefixHit, PrefixIndex
-from prfaas.routing.state import LinkState, LiveState, Mode, PoolState, TargetState
+from prfaas.routing.state import InstanceState, LinkState, LiveState, Mode, PoolState, TargetState
+
+_NOTHING: AbstractContextManager[None] = contextlib.nullcontext()  # reusable: no allocation
 
 
 class Router:
@@ -65,6 +75,17 @@ class Router:
             self.adapter.reset(self.live)
         self.policy = policy
 
+    def follow(self, policy: RoutingPolicy) -> None:
+        """``set_policy`` for a router that forwards to the policy's endpoints: each target's
+        instance ``k`` becomes its endpoint ``k`` (state kept by endpoint), and a pool new to the
+        router gets an empty prefix index."""
+        for route in policy.pools:
+            self._pool_indexes.setdefault(route.name, PrefixIndex())
+        self.set_policy(policy)
+        self.live.local.follow(policy.prefill_endpoints)
+        for route, ps in zip(policy.pools, self.live.pools, strict=True):
+            ps.target.follow(route.endpoints)
+
     # -- per request -----------------------------------------------------------------------
     def lookup(self, hashes: Sequence[int], total_tokens: int) -> tuple[PrefixHit, list[PrefixHit]]:
         local = self.local_index.match(hashes, total_tokens) if self.local_index else MISS
@@ -80,29 +101,55 @@ class Router:
     ) -> Decision:
         return decide(total_tokens, local, pools, self.policy, self.live, self.config)
 
+    def in_flight(self, d: Decision, hashes: Sequence[int] = (), total_tokens: int = 0) -> InFlight:
+        """``with router.in_flight(d, hashes, n):`` around the prefill of ``d``: its uncached
+        tokens load the chosen instance until the block ends, however it ends; a block that ends
+        without an exception records the prompt's prefix in that cluster's index."""
+        return InFlight(self._instance(d), d, self._index(d), hashes, total_tokens)
+
     def dispatched(self, d: Decision) -> None:
         """The request was sent to ``d``'s instance: it adds to that instance's load."""
-        target = self._target(d)
-        if target is not None:
-            target.instances[d.instance].load += d.uncached_tokens
+        inst = self._instance(d)
+        if inst is not None:
+            inst.load += d.uncached_tokens
 
-    def prefilled(self, d: Decision) -> None:
-        target = self._target(d)
-        if target is not None:
-            inst = target.instances[d.instance]
-            inst.load = max(0.0, inst.load - d.uncached_tokens)
+    def prefilled(self, d: Decision, hashes: Sequence[int] = (), total_tokens: int = 0) -> None:
+        """The prefill of ``d`` is done: its load goes, and with ``hashes`` the prompt's prefix
+        is recorded in the index of the cluster that computed it (``d.pool`` by position)."""
+        _prefilled(self._instance(d), d, self._index(d), hashes, total_tokens)
 
-    def _target(self, d: Decision) -> TargetState | None:
+    def kv_in_flight(self, d: Decision, nbytes: float) -> AbstractContextManager[None]:
+        """``with router.kv_in_flight(d, nbytes):`` while the KV of a pool prefill crosses the
+        link: metered on entry, in flight until the block ends. A no-op for a local prefill."""
+        if d.target != Target.POOL:
+            return _NOTHING
+        return KVInFlight(self, d.pool, nbytes)
+
+    def _instance(self, d: Decision) -> InstanceState | None:
         if d.target == Target.LOCAL:
-            return self.live.local
+            return self.live.local.instances[d.instance]
         if d.target == Target.POOL:
-            return self.live.pools[d.pool].target
+            return self.live.pools[d.pool].target.instances[d.instance]
         return None
+
+    def _index(self, d: Decision) -> PrefixIndex | None:
+        if d.target == Target.POOL:
+            return self.pool_indexes[d.pool]
+        return self.local_index if d.target == Target.LOCAL else None
 
     # -- telemetry -------------------------------------------------------------------------
     def meter(self, pool: int, nbytes: float) -> None:
         """``nbytes`` of KV (or cache) crossed the link of ``pool``."""
         self._sent[pool] += nbytes
+
+    def link_failed(self, pool: int, retry_at: float) -> None:
+        """A transfer over the link of ``pool`` failed: route around it until ``retry_at``."""
+        self.live.pools[pool].link.failed(retry_at)
+
+    def reopen_links(self, now: float) -> None:
+        """Failed links whose retry time has come take traffic again (half-open)."""
+        for ps in self.live.pools:
+            ps.link.reopen(now)
 
     def observe(self, now: float) -> None:
         """Fold metered bytes into each link's egress (EWMA over ``utilisation_window_s``),
@@ -117,3 +164,74 @@ class Router:
                 ps.link.egress_gbps += weight * (gbps - ps.link.egress_gbps)
         self._metered = list(self._sent)
         self.adapter.observe(now, self.live)
+
+
+class InFlight:
+    """The load of one prefill on its instance (see ``Router.in_flight``). It holds the instance
+    and index themselves, so a policy swapped in meanwhile cannot misdirect the release."""
+
+    __slots__ = ("_d", "_hashes", "_index", "_instance", "_tokens")
+
+    def __init__(
+        self,
+        instance: InstanceState | None,
+        d: Decision,
+        index: PrefixIndex | None,
+        hashes: Sequence[int],
+        total_tokens: int,
+    ) -> None:
+        self._instance = instance
+        self._d = d
+        self._index = index
+        self._hashes = hashes
+        self._tokens = total_tokens
+
+    def __enter__(self) -> None:
+        if self._instance is not None:
+            self._instance.load += self._d.uncached_tokens
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        hashes = self._hashes if exc_type is None else ()
+        _prefilled(self._instance, self._d, self._index, hashes, self._tokens)
+
+
+class KVInFlight:
+    """KV bytes of one pool prefill on the link (see ``Router.kv_in_flight``)."""
+
+    __slots__ = ("_link", "_nbytes", "_pool", "_router")
+
+    def __init__(self, router: Router, pool: int, nbytes: float) -> None:
+        self._router = router
+        self._pool = pool
+        self._link = router.live.pools[pool].link
+        self._nbytes = nbytes
+
+    def __enter__(self) -> None:
+        self._router.meter(self._pool, self._nbytes)
+        self._link.sent(self._nbytes)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._link.landed(self._nbytes)
+
+
+def _prefilled(
+    inst: InstanceState | None,
+    d: Decision,
+    index: PrefixIndex | None,
+    hashes: Sequence[int],
+    total_tokens: int,
+) -> None:
+    if inst is not None:
+        inst.load = max(0.0, inst.load - d.uncached_tokens)
+    if hashes and index is not None:
+        index.insert(hashes, total_tokens, d.instance)

@@ -1,7 +1,8 @@
 """Live state the router keeps current and ``decide`` reads: plain mutable objects with slots.
 
-The router (or the simulator) mutates these in place as requests are dispatched and complete,
-and as telemetry arrives; nothing here allocates per request.
+They change only through their own methods and ``Router``'s (dispatch, KV in flight, health,
+queue depths, following a policy), so every counter has one place that moves it; nothing here
+allocates per request.
 """
 
 from __future__ import annotations
@@ -47,6 +48,33 @@ class TargetState:
     def of(cls, name: str, count: int) -> TargetState:
         return cls(name, [InstanceState(f"{name}-{k}") for k in range(count)])
 
+    def set_healthy(self, healthy: bool, instance: int | str | None = None) -> None:
+        """The target's health, or with ``instance`` (a position or a name) one instance's."""
+        if instance is None:
+            self.healthy = healthy
+        elif isinstance(instance, int):
+            self.instances[instance].healthy = healthy
+        else:
+            for inst in self.instances:
+                if inst.name == instance:
+                    inst.healthy = healthy
+
+    def set_waiting(self, waiting: int) -> None:
+        """Requests queued here, as telemetry reports them."""
+        self.waiting = waiting
+
+    def add_waiting(self, delta: int) -> None:
+        """``delta`` requests joined (negative: left) the queue, for a caller that keeps it live."""
+        self.waiting += delta
+
+    def follow(self, names: Sequence[str]) -> None:
+        """Make instance ``k`` the endpoint ``names[k]``: an instance whose name stays listed keeps
+        its state (load, health) wherever it moves; new names start idle and healthy."""
+        old: dict[str, InstanceState] = {}
+        for inst in self.instances:
+            old.setdefault(inst.name, inst)
+        self.instances[:] = [old.pop(n) if n in old else InstanceState(n) for n in names]
+
     def healthy_instances(self) -> int:
         return sum(1 for i in self.instances if i.healthy) if self.healthy else 0
 
@@ -65,6 +93,7 @@ class LinkState:
         "egress_gbps",
         "healthy",
         "name",
+        "retry_at",
     )
 
     def __init__(self, name: str, budget_gbps: float, capacity_gbps: float | None = None) -> None:
@@ -74,6 +103,33 @@ class LinkState:
         self.egress_gbps = 0.0  # recent egress (EWMA of metered bytes)
         self.bytes_in_flight = 0.0  # KV bytes sent to the link and not yet delivered
         self.healthy = True
+        self.retry_at = -math.inf  # when a failed link may be probed again
+
+    def set_healthy(self, healthy: bool) -> None:
+        self.healthy = healthy
+
+    def failed(self, retry_at: float) -> None:
+        """A transfer over the link failed: down until ``retry_at``, then half-open."""
+        self.healthy = False
+        self.retry_at = retry_at
+
+    def reopen(self, now: float) -> None:
+        """Let traffic probe a failed link again once its retry time has come."""
+        if not self.healthy and now >= self.retry_at:
+            self.healthy = True
+
+    def sent(self, nbytes: float) -> None:
+        self.bytes_in_flight += nbytes
+
+    def landed(self, nbytes: float) -> None:
+        self.bytes_in_flight = max(0.0, self.bytes_in_flight - nbytes)
+
+    def measured(self, capacity_gbps: float, bytes_in_flight: float) -> None:
+        """Telemetry from a model of the link itself (the simulator's): its capacity, down at 0,
+        and the bytes it holds, which replace the router's own accounting."""
+        self.capacity_gbps = capacity_gbps
+        self.healthy = capacity_gbps > 0
+        self.bytes_in_flight = bytes_in_flight
 
     def usable_gbps(self) -> float:
         if not self.healthy:

@@ -67,7 +67,7 @@ class _Req:
 class _Prefill:
     """One prefill instance: FIFO, the request computing, held while its KV drains (pool)."""
 
-    __slots__ = ("cluster", "current", "index", "is_pool", "queue", "seconds", "state", "target")
+    __slots__ = ("current", "index", "is_pool", "queue", "seconds", "state", "target")
 
     def __init__(
         self,
@@ -76,14 +76,12 @@ class _Prefill:
         target: TargetState,
         seconds: list[float],
         is_pool: bool,
-        cluster: PrefixIndex | None,
     ) -> None:
         self.index = index
         self.state = state
         self.target = target
         self.seconds = seconds
         self.is_pool = is_pool
-        self.cluster = cluster
         self.queue: deque[_Req] = deque()
         self.current: _Req | None = None
 
@@ -171,17 +169,17 @@ class Engine:
         live = self.router.live
         # every local instance can hold either role; the router sees PD-D ones as unhealthy
         self.role = [_PD_P if k < setup.n_prefill else _PD_D for k in range(n_local)]
-        for k, inst in enumerate(live.local.instances):
-            inst.healthy = self.role[k] == _PD_P
+        for k, role in enumerate(self.role):
+            live.local.set_healthy(role == _PD_P, instance=k)
         self.local = [
-            _Prefill(k, s, live.local, tables.local_seconds, False, self.local_index)
+            _Prefill(k, s, live.local, tables.local_seconds, False)
             for k, s in enumerate(live.local.instances)
         ]
         self.pool: list[_Prefill] = []
         if live.pools:
             target = live.pools[0].target
             self.pool = [
-                _Prefill(k, s, target, tables.pool_seconds, True, self.pool_index)
+                _Prefill(k, s, target, tables.pool_seconds, True)
                 for k, s in enumerate(target.instances)
             ]
         self.link = Link(self.capacity, bucket_s)
@@ -351,7 +349,7 @@ class Engine:
             self._start(st, r, now)
         else:
             st.queue.append(r)
-            st.target.waiting += 1
+            st.target.add_waiting(1)
 
     def _start(self, st: _Prefill, r: _Req, now: float) -> None:
         st.current = r
@@ -365,7 +363,7 @@ class Engine:
     def _release(self, st: _Prefill, now: float) -> None:
         st.current = None
         if st.queue:
-            st.target.waiting -= 1
+            st.target.add_waiting(-1)
             self._start(st, st.queue.popleft(), now)
         elif not st.is_pool and self.role[st.index] == _TO_PD_D:
             self._push(now + self.opt.role_change_s, _ROLE, st.index)
@@ -374,10 +372,11 @@ class Engine:
         r = st.current
         assert r is not None
         d = r.d
-        self.router.prefilled(d)
         hashes = self.req.hashes
-        if hashes is not None and st.cluster is not None:
-            st.cluster.insert(hashes[r.i], int(self.req.tokens[r.i]), st.index)
+        if hashes is not None:  # the prefix lands in the index of the cluster that computed it
+            self.router.prefilled(d, hashes[r.i], int(self.req.tokens[r.i]))
+        else:
+            self.router.prefilled(d)
         if not st.is_pool:
             seconds = st.seconds[d.uncached_tokens]
             lag = mib_to_gbit(self.tab.kv_mib[d.uncached_tokens]) / self.rdma - seconds
@@ -476,10 +475,7 @@ class Engine:
             link.advance(now)
             router.meter(0, (link.delivered - self.metered) * _BYTES_PER_GBIT)
             self.metered = link.delivered
-            ls = router.live.pools[0].link
-            ls.capacity_gbps = link.capacity
-            ls.healthy = link.capacity > 0
-            ls.bytes_in_flight = link.in_flight(now) * _BYTES_PER_GBIT
+            router.live.pools[0].link.measured(link.capacity, link.in_flight(now) * _BYTES_PER_GBIT)
         router.observe(now)
         b = int(now // self.bucket_s)
         if b >= len(self.ticks):
@@ -539,7 +535,7 @@ class Engine:
             return False
         k = min(candidates, key=lambda j: live[j].load)
         self.role[k] = _TO_PD_D
-        live[k].healthy = False  # the router sends it nothing new
+        self.router.live.local.set_healthy(False, instance=k)  # the router sends it nothing new
         st = self.local[k]
         if st.current is None and not st.queue:
             self._push(now + self.opt.role_change_s, _ROLE, k)
@@ -549,7 +545,7 @@ class Engine:
     def _role_ready(self, k: int, now: float) -> None:
         if self.role[k] == _TO_PD_P:
             self.role[k] = _PD_P
-            self.router.live.local.instances[k].healthy = True
+            self.router.live.local.set_healthy(True, instance=k)
         elif self.role[k] == _TO_PD_D:
             self.role[k] = _PD_D
             self.free[k] = self.slots
