@@ -123,19 +123,7 @@ def from_trace(
         rows = rows[: options.requests]
     tokens = np.array([r.input_length for r in rows], dtype=np.int64)
     output = np.array([r.output_length for r in rows], dtype=np.int64)
-    if rows[0].timestamp_ms is not None:
-        stamps = np.array([r.timestamp_ms for r in rows], dtype=np.float64) / 1000.0
-        arrival = stamps - stamps[0]
-        span = float(arrival[-1])
-        if rate is not None:
-            if span <= 0:
-                raise TraceError(f"{options.trace}: all timestamps are equal; cannot rescale")
-            arrival = arrival * ((len(rows) - 1) / span / rate)
-    else:
-        rate = rate or untimed_rate
-        if rate is None:
-            raise TraceError(f"{options.trace}: the trace has no timestamps; give a rate")
-        arrival = poisson_times(rate, len(rows), None, rng)
+    arrival = _trace_times(options, rows, rate, untimed_rate, rng)
     if options.duration_s is not None:
         keep = arrival < float(options.duration_s)
         if not keep.any():
@@ -147,6 +135,28 @@ def from_trace(
         hashes = [r.hash_ids for r in rows if r.hash_ids is not None]
     pd, pool = (None, None) if hashes else hit_rate_prefixes(tokens, options.prefix, rng)
     return Requests(arrival, tokens, output, hashes, pd, pool)
+
+
+def _trace_times(
+    options: SimOptions,
+    rows: list[TraceRow],
+    rate: float | None,
+    untimed_rate: float | None,
+    rng: np.random.Generator,
+) -> FloatArray:
+    if rows[0].timestamp_ms is None:
+        rate = rate or untimed_rate
+        if rate is None:
+            raise TraceError(f"{options.trace}: the trace has no timestamps; give a rate")
+        return poisson_times(rate, len(rows), None, rng)
+    stamps: FloatArray = np.array([r.timestamp_ms for r in rows], dtype=np.float64) / 1000.0
+    arrival: FloatArray = stamps - stamps[0]
+    span = float(arrival[-1])
+    if rate is not None:
+        if span <= 0:
+            raise TraceError(f"{options.trace}: all timestamps are equal; cannot rescale")
+        arrival = arrival * ((len(rows) - 1) / span / rate)
+    return arrival
 
 
 def generate(

@@ -230,15 +230,15 @@ class Engine:
             self._push(start, _CAPACITY, gbps)
         if self.slowloop is not None:
             self._push(self.opt.replan_s, _REPLAN, None)
+        handle = self._handlers()
         heap, ai = self.heap, 0
         report_every = max(1, n // 200)
         while True:
             if ai < n and (not heap or arrival[ai] <= heap[0][0]):
-                now = arrival[ai]
-                if now > stop:
+                if arrival[ai] > stop:
                     break
-                self.now = now
-                self._arrive(ai, now)
+                self.now = arrival[ai]
+                self._arrive(ai, self.now)
                 ai += 1
                 if progress is not None and ai % report_every == 0:
                     progress(ai)
@@ -250,26 +250,31 @@ class Engine:
                 self.now = stop
                 break
             self.now = t
-            if kind == _PREFILL:
-                self._prefilled(payload, t)
-            elif kind == _LINK:
-                link, generation = payload
-                if generation == link.generation:
-                    self._link_wake(link, t)
-            elif kind == _DECODE:
-                self._decoded(payload[0], payload[1], t)
-            elif kind == _DELIVER:
-                self._to_decode(payload, t)
-            elif kind == _TICK:
-                self._tick(t)
-            elif kind == _CAPACITY:
-                self._set_capacity(payload, t)
-            elif kind == _REPLAN:
-                self._replan(t)
-            else:
-                self._role_ready(payload, t)
+            handle[kind](payload, t)
         if progress is not None:
             progress(n)
+        return self._record(arrival)
+
+    def _handlers(self) -> list[Callable[[Any, float], None]]:
+        """Event handlers indexed by event kind."""
+        by_kind: dict[int, Callable[[Any, float], None]] = {
+            _PREFILL: self._prefilled,
+            _LINK: self._link_event,
+            _DECODE: lambda payload, t: self._decoded(payload[0], payload[1], t),
+            _DELIVER: self._to_decode,
+            _TICK: lambda _, t: self._tick(t),
+            _CAPACITY: self._set_capacity,
+            _REPLAN: lambda _, t: self._replan(t),
+            _ROLE: self._role_ready,
+        }
+        return [by_kind[k] for k in range(len(by_kind))]
+
+    def _link_event(self, payload: tuple[Link, int], now: float) -> None:
+        link, generation = payload
+        if generation == link.generation:  # else superseded by a later reshare
+            self._link_wake(link, now)
+
+    def _record(self, arrival: list[float]) -> Record:
         end = self.now
         self.link.advance(end)
         self.reverse.advance(end)

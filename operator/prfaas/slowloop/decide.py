@@ -135,39 +135,13 @@ class Decision:
     def outcome(self, failed: Mapping[str, str] | None = None) -> Outcome:
         """Status and events once ``to_apply`` was attempted; ``failed``: group → error."""
         failed = failed or {}
-        r, old, obs = self.report, self.report.old, self.obs
+        r = self.report
         r.problems += [("ScaleFailed", f"{g}: scaling failed: {m}") for g, m in failed.items()]
         applied = [c for c in self.to_apply if c.group not in failed]
-        after: dict[GroupName, int | None] = {g: o.replicas for g, o in obs.groups.items()}
-        scaled = (old.scaled_at or ScaledAtStatus()).model_dump()
-        for c in applied:
-            after[c.group] = c.next  # type: ignore[index]
-            scaled[_SCALED_FIELD[c.group]] = r.at  # type: ignore[index]
-            r.event(
-                "Normal",
-                "Scaled",
-                f"{c.group} {c.current} → {c.next} (plan {c.desired}; {c.reason})",
-            )
+        after, scaled = self._scaled(applied)
         # the routing policy routes for the counts that run after this step
-        routed = (
-            self.now_plan if not applied else _plan_for_counts(self.scenario, after, self.planner)
-        )
-        policy = routing_policy(obs, routed, old.routing_policy)
-        if old.routing_policy is None or policy.version != old.routing_policy.version:
-            r.event(
-                "Normal",
-                "RoutingPolicy",
-                f"v{policy.version}: threshold {policy.threshold_tokens} tokens",
-            )
-        t = self.target
-        plan_status = plan_status_of(t, r.at)
-        if old.plan is None or _plan_key(old.plan) != _plan_key(plan_status):
-            r.event(
-                "Normal",
-                "Planned",
-                f"t={t.threshold_tokens} N_prfaas={t.n_prfaas} N_p={t.n_prefill} "
-                f"N_d={t.n_decode} Λ={t.throughput_rps:.2f} req/s ({t.binding}-bound)",
-            )
+        routed = _plan_for_counts(self.scenario, after, self.planner) if applied else self.now_plan
+        policy, plan_status = self._publish(routed)
         pending = [
             c
             for c in self.changes
@@ -187,10 +161,39 @@ class Decision:
             replicas=ReplicasStatus(
                 **{_SCALED_FIELD[g]: v for g, v in after.items() if v is not None}
             ),
-            scaled_at=ScaledAtStatus(**scaled),
+            scaled_at=scaled,
             last_applied_time=r.at if applied else None,
         )
         return Outcome(status, r.events, applied, self._pool_status(after), self._pool_name())
+
+    def _scaled(self, applied: list[Change]) -> tuple[dict[GroupName, int | None], ScaledAtStatus]:
+        """Counts after the applied changes, and when each group was last scaled."""
+        r = self.report
+        after: dict[GroupName, int | None] = {g: o.replicas for g, o in self.obs.groups.items()}
+        scaled = (r.old.scaled_at or ScaledAtStatus()).model_dump()
+        for c in applied:
+            after[c.group] = c.next  # type: ignore[index]
+            scaled[_SCALED_FIELD[c.group]] = r.at  # type: ignore[index]
+            message = f"{c.group} {c.current} → {c.next} (plan {c.desired}; {c.reason})"
+            r.event("Normal", "Scaled", message)
+        return after, ScaledAtStatus(**scaled)
+
+    def _publish(self, routed: Plan | None) -> tuple[RoutingPolicyStatus, PlanStatus]:
+        """The routing policy and the plan, with an event for each that changed."""
+        r, old, t = self.report, self.report.old, self.target
+        policy = routing_policy(self.obs, routed, old.routing_policy)
+        if old.routing_policy is None or policy.version != old.routing_policy.version:
+            message = f"v{policy.version}: threshold {policy.threshold_tokens} tokens"
+            r.event("Normal", "RoutingPolicy", message)
+        plan_status = plan_status_of(t, r.at)
+        if old.plan is None or _plan_key(old.plan) != _plan_key(plan_status):
+            r.event(
+                "Normal",
+                "Planned",
+                f"t={t.threshold_tokens} N_prfaas={t.n_prfaas} N_p={t.n_prefill} "
+                f"N_d={t.n_decode} Λ={t.throughput_rps:.2f} req/s ({t.binding}-bound)",
+            )
+        return policy, plan_status
 
     def _plan_applied(self, pending: list[Change]) -> None:
         cond = self.report.cond
