@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from prfaas.api.common import (
     Conditions,
@@ -14,7 +14,7 @@ from prfaas.api.common import (
     ReplicaBounds,
     ScaleTargetRef,
 )
-from prfaas.model.base import Spec, cel
+from prfaas.model.base import Spec, rule
 from prfaas.model.profiles import InstanceProfile, LinkProfile
 from prfaas.model.scenario import ModelProfile
 from prfaas.model.throughput import ServiceTime
@@ -78,31 +78,18 @@ class PrometheusSource(Spec):
 class WorkloadSource(Spec):
     """Exactly one: measured from Prometheus, or declared."""
 
-    model_config = cel(
-        (
-            "has(self.prometheus) != has(self.declared)",
-            "workload: give exactly one of prometheus or declared",
-        )
-    )
-
     prometheus: PrometheusSource | None = None
     declared: Workload | None = None
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.prometheus is None) == (self.declared is None):
-            raise ValueError("workload: give exactly one of prometheus or declared")
-        return self
+    @rule(
+        "has(self.prometheus) != has(self.declared)",
+        "workload: give exactly one of prometheus or declared",
+    )
+    def _exactly_one(self) -> bool:
+        return (self.prometheus is None) != (self.declared is None)
 
 
 class ThresholdPolicy(Spec):
-    model_config = cel(
-        (
-            "self.mode != 'Fixed' || has(self.tokens)",
-            "threshold.tokens is required when threshold.mode is Fixed",
-        )
-    )
-
     mode: Literal["Auto", "Fixed"] = "Auto"
     """Auto: solve t from the model every pass. Fixed: use ``tokens``."""
     tokens: Annotated[int, Field(ge=0, le=16_777_216)] | None = None
@@ -114,11 +101,12 @@ class ThresholdPolicy(Spec):
     Measured signals are noisy; every new policy version resets the routers' short-timescale
     adaptation, so moves of a few percent cost more than they gain (0: follow every move)."""
 
-    @model_validator(mode="after")
-    def _fixed_needs_tokens(self) -> Self:
-        if self.mode == "Fixed" and self.tokens is None:
-            raise ValueError("threshold.tokens is required when threshold.mode is Fixed")
-        return self
+    @rule(
+        "self.mode != 'Fixed' || has(self.tokens)",
+        "threshold.tokens is required when threshold.mode is Fixed",
+    )
+    def _fixed_needs_tokens(self) -> bool:
+        return self.mode != "Fixed" or self.tokens is not None
 
 
 class Policy(Spec):
@@ -145,25 +133,6 @@ class SLO(Spec):
 
 
 class PDClusterSpec(Spec):
-    model_config = cel(
-        (
-            "self.prefill.replicas.min + self.decode.replicas.min <= self.instances",
-            "prefill.replicas.min + decode.replicas.min must not exceed instances",
-        ),
-        (
-            "self.prefill.replicas.max >= 1 && self.decode.replicas.max >= 1",
-            "prefill and decode each need replicas.max >= 1",
-        ),
-        (
-            "!has(self.workload.declared) || self.policy.threshold.mode != 'Fixed' || "
-            "(has(self.workload.declared.inputLength.lognormal) ? "
-            "self.policy.threshold.tokens <= self.workload.declared.inputLength.lognormal.max : "
-            "self.policy.threshold.tokens <= self.workload.declared.inputLength.histogram.max)",
-            "policy.threshold.tokens must lie within the workload's length range",
-        ),
-        ("has(self.instance.decode)", "instance.decode is required for a PD cluster"),
-    )
-
     datacenter: str = Field(min_length=1, max_length=63)
     """Where this cluster runs (informational)."""
     model: ModelProfile
@@ -187,24 +156,36 @@ class PDClusterSpec(Spec):
     policy: Policy = Policy()
     slo: SLO | None = None
 
-    @model_validator(mode="after")
-    def _mirror_cel(self) -> Self:  # the same rules as x-kubernetes-validations above
-        if self.prefill.replicas.min + self.decode.replicas.min > self.instances:
-            raise ValueError("prefill.replicas.min + decode.replicas.min must not exceed instances")
-        if self.prefill.replicas.max < 1 or self.decode.replicas.max < 1:
-            raise ValueError("prefill and decode each need replicas.max >= 1")
-        if self.instance.decode is None:
-            raise ValueError("instance.decode is required for a PD cluster")
-        fixed = self.policy.threshold
-        declared = self.workload.declared
-        if (
-            fixed.mode == "Fixed"
-            and declared
-            and fixed.tokens is not None
-            and fixed.tokens > declared.input_length.max_tokens
-        ):
-            raise ValueError("policy.threshold.tokens must lie within the workload's length range")
-        return self
+    @rule(
+        "self.prefill.replicas.min + self.decode.replicas.min <= self.instances",
+        "prefill.replicas.min + decode.replicas.min must not exceed instances",
+    )
+    def _minima_fit(self) -> bool:
+        return self.prefill.replicas.min + self.decode.replicas.min <= self.instances
+
+    @rule(
+        "self.prefill.replicas.max >= 1 && self.decode.replicas.max >= 1",
+        "prefill and decode each need replicas.max >= 1",
+    )
+    def _both_can_run(self) -> bool:
+        return self.prefill.replicas.max >= 1 and self.decode.replicas.max >= 1
+
+    @rule(
+        "!has(self.workload.declared) || self.policy.threshold.mode != 'Fixed' || "
+        "(has(self.workload.declared.inputLength.lognormal) ? "
+        "self.policy.threshold.tokens <= self.workload.declared.inputLength.lognormal.max : "
+        "self.policy.threshold.tokens <= self.workload.declared.inputLength.histogram.max)",
+        "policy.threshold.tokens must lie within the workload's length range",
+    )
+    def _fixed_threshold_in_range(self) -> bool:
+        fixed, declared = self.policy.threshold, self.workload.declared
+        if declared is None or fixed.mode != "Fixed" or fixed.tokens is None:
+            return True  # a Fixed mode without tokens is ThresholdPolicy's rule
+        return fixed.tokens <= declared.input_length.max_tokens
+
+    @rule("has(self.instance.decode)", "instance.decode is required for a PD cluster")
+    def _has_decode(self) -> bool:
+        return self.instance.decode is not None
 
 
 class StagesStatus(Spec):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from prfaas.api.common import (
     Conditions,
@@ -13,7 +13,7 @@ from prfaas.api.common import (
     ReplicaBounds,
     ScaleTargetRef,
 )
-from prfaas.model.base import Spec, cel
+from prfaas.model.base import Spec, rule
 from prfaas.model.profiles import InstanceProfile
 
 
@@ -25,13 +25,6 @@ class Egress(Spec):
 
 
 class PrefillPoolSpec(Spec):
-    model_config = cel(
-        (
-            "self.replicas.max >= 1",
-            "replicas.max must allow at least one instance",
-        )
-    )
-
     datacenter: str = Field(min_length=1, max_length=63)
     instance: InstanceProfile
     replicas: ReplicaBounds
@@ -40,11 +33,9 @@ class PrefillPoolSpec(Spec):
     endpoints: Endpoints = Endpoints()
     egress: Egress | None = None
 
-    @model_validator(mode="after")
-    def _can_run(self) -> Self:
-        if self.replicas.max < 1:
-            raise ValueError("replicas.max must allow at least one instance")
-        return self
+    @rule("self.replicas.max >= 1", "replicas.max must allow at least one instance")
+    def _can_run(self) -> bool:
+        return self.replicas.max >= 1
 
 
 class PrefillPoolStatus(Spec):
