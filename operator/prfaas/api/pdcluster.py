@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -14,6 +14,7 @@ from prfaas.api.common import (
     ReplicaBounds,
     ScaleTargetRef,
 )
+from prfaas.api.resource import AGE, Column, Resource, condition_column
 from prfaas.model.base import Spec, rule
 from prfaas.model.profiles import InstanceProfile, LinkProfile
 from prfaas.model.scenario import ModelProfile
@@ -268,7 +269,24 @@ class PDClusterStatus(Spec):
 class PDCluster(Spec):
     """A local PD cluster that offloads long prefills to PrefillPools under the PrfaaS policy."""
 
-    api_version: Literal["prfaas.io/v1alpha1"] = "prfaas.io/v1alpha1"
-    kind: Literal["PDCluster"] = "PDCluster"
+    resource: ClassVar[Resource] = Resource(
+        kind="PDCluster",
+        plural="pdclusters",
+        short_names=("pdc",),
+        columns=(
+            Column("Mode", "string", ".spec.policy.mode"),
+            Column("Threshold", "integer", ".status.plan.thresholdTokens"),
+            Column("Np", "integer", ".status.plan.nPrefill"),
+            Column("Nd", "integer", ".status.plan.nDecode"),
+            Column("Throughput", "number", ".status.plan.throughputRps"),
+            Column("Phase", "string", ".status.phase"),
+            condition_column("Ready", "Ready", priority=1),
+            Column("Policy", "integer", ".status.routingPolicy.version", priority=1),
+            AGE,
+        ),
+    )
+
+    api_version: str = resource.api_version_field()
+    kind: str = resource.kind_field()
     spec: PDClusterSpec
     status: PDClusterStatus | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,7 @@ from prfaas.api.common import (
     ReplicaBounds,
     ScaleTargetRef,
 )
+from prfaas.api.resource import AGE, Column, Resource
 from prfaas.model.base import Spec, rule
 from prfaas.model.profiles import InstanceProfile
 
@@ -49,7 +50,21 @@ class PrefillPoolStatus(Spec):
 class PrefillPool(Spec):
     """A standalone prefill cluster: a stateless KVCache producer for PD clusters elsewhere."""
 
-    api_version: Literal["prfaas.io/v1alpha1"] = "prfaas.io/v1alpha1"
-    kind: Literal["PrefillPool"] = "PrefillPool"
+    resource: ClassVar[Resource] = Resource(
+        kind="PrefillPool",
+        plural="prefillpools",
+        short_names=("pp", "prefillpool"),
+        columns=(
+            Column("Datacenter", "string", ".spec.datacenter"),
+            Column("Accelerator", "string", ".spec.instance.accelerator"),
+            Column("Desired", "integer", ".status.desiredReplicas"),
+            Column("Replicas", "integer", ".status.replicas"),
+            Column("Phase", "string", ".status.phase"),
+            AGE,
+        ),
+    )
+
+    api_version: str = resource.api_version_field()
+    kind: str = resource.kind_field()
     spec: PrefillPoolSpec
     status: PrefillPoolStatus | None = None
