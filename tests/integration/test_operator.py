@@ -27,7 +27,7 @@ from kube_helpers import (
     replicas,
     wait_for,
 )
-from router_exporter import RouterLikeExporter, case_study_lengths
+from router_exporter import RouterMetricsExporter, case_study_lengths
 
 from prfaas.devprometheus import LocalPrometheus
 
@@ -372,7 +372,7 @@ def test_prometheus_signals_then_stale_holds_the_plan(
 ) -> None:
     ns = "measured"
     fresh_namespace(admin, ns)
-    exporter = RouterLikeExporter()
+    exporter = RouterMetricsExporter()
     prom = LocalPrometheus({"router": [f"127.0.0.1:{exporter.port}"]}).start()
     try:
         prom.wait_scraped()

@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
+from prfaas import metric_names as names
 from prfaas.api.common import (
     Conditions,
     Endpoints,
@@ -44,24 +45,26 @@ class PrometheusQueries(Spec):
     """PromQL; ``$window`` is replaced by ``window``. Defaults match the router's metric names."""
 
     arrival_rate: str = Field(
-        default="sum(rate(prfaas_router_requests_total[$window]))", max_length=4096
+        default=f"sum(rate({names.ROUTER_REQUESTS}_total[$window]))", max_length=4096
     )
     uncached_length_buckets: str = Field(
-        default="sum by (le) (increase(prfaas_router_uncached_tokens_bucket[$window]))",
+        default=f"sum by (le) (increase({names.ROUTER_UNCACHED_TOKENS}_bucket[$window]))",
         max_length=4096,
     )
     output_tokens_mean: str = Field(
         default=(
-            "sum(rate(prfaas_router_output_tokens_sum[$window])) / "
-            "sum(rate(prfaas_router_output_tokens_count[$window]))"
+            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_sum[$window])) / "
+            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_count[$window]))"
         ),
         max_length=4096,
     )
     egress_gbps: str = Field(
-        default="sum by (pool) (rate(prfaas_router_link_bytes_total[$window])) * 8 / 1e9",
+        default=f"sum by (pool) (rate({names.ROUTER_LINK_BYTES}_total[$window])) * 8 / 1e9",
         max_length=4096,
     )
-    queue_depth: str = Field(default="sum by (role) (vllm:num_requests_waiting)", max_length=4096)
+    queue_depth: str = Field(
+        default=f"sum by (role) ({names.ENGINE_REQUESTS_WAITING})", max_length=4096
+    )
 
 
 class PrometheusSource(Spec):
