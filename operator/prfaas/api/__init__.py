@@ -6,7 +6,7 @@ Names (group, version, plural, …) are on each kind: ``PDCluster.resource``.
 
 from prfaas.api.pdcluster import PDCluster, PDClusterSpec, PDClusterStatus
 from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec, PrefillPoolStatus
-from prfaas.api.resource import GROUP, VERSION, Resource
+from prfaas.api.resource import GROUP, VERSION, ResourceMeta
 
 __all__ = [
     "GROUP",
@@ -17,5 +17,5 @@ __all__ = [
     "PrefillPool",
     "PrefillPoolSpec",
     "PrefillPoolStatus",
-    "Resource",
+    "ResourceMeta",
 ]

@@ -17,7 +17,7 @@ import yaml
 
 from prfaas.api.pdcluster import PDCluster
 from prfaas.api.prefillpool import PrefillPool
-from prfaas.api.resource import Resource
+from prfaas.api.resource import ResourceMeta
 from prfaas.model.base import Spec
 
 _DROP = {"title", "additionalProperties"}
@@ -37,7 +37,7 @@ class CRDInfo:
     model: type[PDCluster] | type[PrefillPool]
 
     @property
-    def resource(self) -> Resource:
+    def resource(self) -> ResourceMeta:
         return self.model.resource
 
     @property

@@ -15,7 +15,7 @@ from prfaas.api.common import (
     ReplicaBounds,
     ScaleTargetRef,
 )
-from prfaas.api.resource import AGE, Column, Resource, condition_column
+from prfaas.api.resource import AGE, Column, ResourceMeta, condition_column
 from prfaas.model.base import Spec, rule
 from prfaas.model.profiles import InstanceProfile, LinkProfile
 from prfaas.model.scenario import ModelProfile
@@ -272,7 +272,7 @@ class PDClusterStatus(Spec):
 class PDCluster(Spec):
     """A local PD cluster that offloads long prefills to PrefillPools under the PrfaaS policy."""
 
-    resource: ClassVar[Resource] = Resource(
+    resource: ClassVar[ResourceMeta] = ResourceMeta(
         kind="PDCluster",
         plural="pdclusters",
         short_names=("pdc",),

@@ -13,7 +13,7 @@ from prfaas.api.common import (
     ReplicaBounds,
     ScaleTargetRef,
 )
-from prfaas.api.resource import AGE, Column, Resource
+from prfaas.api.resource import AGE, Column, ResourceMeta
 from prfaas.model.base import Spec, rule
 from prfaas.model.profiles import InstanceProfile
 
@@ -50,7 +50,7 @@ class PrefillPoolStatus(Spec):
 class PrefillPool(Spec):
     """A standalone prefill cluster: a stateless KVCache producer for PD clusters elsewhere."""
 
-    resource: ClassVar[Resource] = Resource(
+    resource: ClassVar[ResourceMeta] = ResourceMeta(
         kind="PrefillPool",
         plural="prefillpools",
         short_names=("pp", "prefillpool"),

@@ -1,6 +1,6 @@
 """What the API server knows a kind by: group, version, names, printer columns.
 
-Each top-level model declares one ``Resource`` as ``resource`` (``PDCluster.resource.plural``);
+Each top-level model declares one ``ResourceMeta`` as ``resource`` (``PDCluster.resource.plural``);
 crdgen, the operator, the router and the tests read the names from there.
 """
 
@@ -41,7 +41,7 @@ AGE = Column("Age", "date", ".metadata.creationTimestamp")
 
 
 @dataclass(frozen=True)
-class Resource:
+class ResourceMeta:
     kind: str
     plural: str
     short_names: tuple[str, ...] = ()
