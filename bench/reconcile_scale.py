@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from prfaas.api import PDCluster
 from prfaas.controller.kube import Cluster, Members
 from prfaas.controller.reconcile import Reconciler, Resource
 from prfaas.controller.signals import prometheus_query_factory
@@ -30,6 +31,7 @@ from prfaas.devcluster import ControlPlane, scale_target
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
+PDC = PDCluster.resource
 
 
 def objects(count: int) -> list[dict[str, object]]:
@@ -60,7 +62,7 @@ def main() -> None:
         try:
             print(f"control plane up in {cp.startup_seconds:.1f} s")
             cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            cp.kubectl("wait", "--for=condition=Established", "crd/pdclusters.prfaas.io")
+            cp.kubectl("wait", "--for=condition=Established", f"crd/{PDC.name}")
             manifest = Path(tmp) / "objects.yaml"
             manifest.write_text(yaml.safe_dump_all(objects(args.count)))
             t0 = time.perf_counter()
@@ -76,13 +78,13 @@ def main() -> None:
             t0 = time.perf_counter()
             for i in range(args.count):
                 name = f"pd-{i:03d}"
-                obj = local.get_custom("pdclusters", NS, name)
+                obj = local.get_custom(PDC.plural, NS, name)
                 assert obj is not None
                 start = time.perf_counter()
                 res = Resource.parse(name, NS, obj["metadata"]["generation"], obj["spec"], None)
                 out = rec.reconcile(res)
                 status = out.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-                local.patch_status("pdclusters", NS, name, status)
+                local.patch_status(PDC.plural, NS, name, status)
                 passes.append((time.perf_counter() - start) * 1e3)
             total = time.perf_counter() - t0
             passes.sort()
@@ -117,7 +119,7 @@ def main() -> None:
             try:
                 while True:
                     listing = yaml.safe_load(
-                        cp.kubectl("get", "pdclusters", "-n", NS, "-o", "yaml").stdout
+                        cp.kubectl("get", PDC.plural, "-n", NS, "-o", "yaml").stdout
                     )
                     done = sum(
                         1

@@ -1,48 +1,41 @@
-"""An exporter with the router's metric names, driven by tests (no router needed)."""
+"""The router's own metrics (``RouterMetrics``) on a loopback port, driven by tests.
+
+No router process is needed, and nothing is re-declared: the series Prometheus scrapes are
+the router's, so renaming one in ``prfaas.router.metrics`` breaks the tests that read it.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import start_http_server
 
 from prfaas.devprometheus import free_port
 from prfaas.model.scenario import case_study
-from prfaas.model.workload import LENGTH_BUCKETS
+from prfaas.router.metrics import RouterMetrics
+from prfaas.routing.decide import Reason
+
+POOL = "h200-pool"
 
 
-class RouterLikeExporter:
-    """The metric names the router exposes (and the operator's default queries read)."""
+class RouterMetricsExporter:
+    """Records requests as the router does for each one it routes (see ``router/server.py``)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("prfaas_router_requests", "requests", registry=self.registry)
-        self.uncached = Histogram(
-            "prfaas_router_uncached_tokens",
-            "uncached prompt tokens",
-            buckets=[float(b) for b in LENGTH_BUCKETS],
-            registry=self.registry,
-        )
-        self.output = Histogram(
-            "prfaas_router_output_tokens",
-            "output tokens",
-            buckets=[256, 1024, 4096],
-            registry=self.registry,
-        )
-        self.link = Counter(
-            "prfaas_router_link_bytes", "KV bytes sent", ["pool"], registry=self.registry
-        )
-        self.link.labels(pool="h200-pool")  # labelled series exist from the start
+        self.metrics = m = RouterMetrics()
+        # labelled series exist from the start, so increase() sees all of the traffic
+        self.routed = m.requests.labels("pool", Reason.LONG.value)
+        self.link = m.link_bytes.labels(POOL)
         self.port = free_port()
         self.server, self.thread = start_http_server(
-            self.port, addr="127.0.0.1", registry=self.registry
+            self.port, addr="127.0.0.1", registry=m.registry
         )
 
     def drive(self, lengths: np.ndarray, output: int = 1024) -> None:
         for length in lengths:
-            self.requests.inc()
-            self.uncached.observe(float(length))
-            self.output.observe(output)
-            self.link.labels(pool="h200-pool").inc(length * 17_000)
+            self.routed.inc()
+            self.metrics.uncached.observe(float(length))
+            self.metrics.output.observe(output)
+            self.link.inc(length * 17_000)
 
     def close(self) -> None:
         self.server.shutdown()

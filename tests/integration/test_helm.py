@@ -18,9 +18,12 @@ import pytest
 import yaml
 from kube_helpers import ROOT, get_json, kubectl, kubectl_binary
 
+from prfaas.api import PDCluster, PrefillPool
+
 pytestmark = pytest.mark.integration
 CHART = ROOT / "charts" / "prfaas-operator"
 RELEASE = "prfaas-operator-it"  # distinct from test_operator.py's prfaas-operator
+PDC, POOL = PDCluster.resource, PrefillPool.resource
 # Exactly what `make manifests` runs (Makefile: MANIFESTS_HELM_ARGS and the --show-only lists).
 MANIFESTS_ARGS = [
     "prfaas-operator",
@@ -102,8 +105,8 @@ def admin(control_plane: Any) -> Path:
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
-        "crd/pdclusters.prfaas.io",
-        "crd/prefillpools.prfaas.io",
+        f"crd/{PDC.name}",
+        f"crd/{POOL.name}",
     )
     return kc
 
@@ -241,7 +244,7 @@ def test_router_deployment_service_and_role(helm_env: dict[str, str]) -> None:
     _assert_hardened(pod)
     assert by_kind["Service"]["spec"]["ports"][0]["port"] == 8000
     assert by_kind["Role"]["rules"] == [
-        {"apiGroups": ["prfaas.io"], "resources": ["pdclusters"], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [PDC.group], "resources": [PDC.plural], "verbs": ["get", "list", "watch"]}
     ]
     off = render(helm_env, "--set", "router.enabled=false")
     assert not [d for d in off if "router" in d["metadata"]["name"]]
@@ -408,11 +411,9 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     ns, watched = installed
     op = sa(ns, RELEASE)
     # what the operator does, in the namespace it watches
-    assert can_i(admin, op, "patch", "pdclusters.prfaas.io", "--subresource=status", "-n", watched)
-    assert can_i(
-        admin, op, "patch", "prefillpools.prfaas.io", "--subresource=status", "-n", watched
-    )
-    assert can_i(admin, op, "watch", "pdclusters.prfaas.io", "-n", watched)
+    assert can_i(admin, op, "patch", PDC.name, "--subresource=status", "-n", watched)
+    assert can_i(admin, op, "patch", POOL.name, "--subresource=status", "-n", watched)
+    assert can_i(admin, op, "watch", PDC.name, "-n", watched)
     assert can_i(admin, op, "patch", "deployments.apps", "--subresource=scale", "-n", watched)
     assert can_i(admin, op, "patch", "statefulsets.apps", "--subresource=scale", "-n", watched)
     assert can_i(admin, op, "create", "events", "-n", watched)
@@ -423,10 +424,10 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     assert not can_i(admin, op, "get", "secrets/other", "-n", watched)
     assert not can_i(admin, op, "get", "secrets", "-A")
     assert not can_i(admin, op, "get", "secrets", "-n", ns)
-    assert not can_i(admin, op, "delete", "pdclusters.prfaas.io", "-n", watched)
-    assert not can_i(admin, op, "update", "pdclusters.prfaas.io", "-n", watched)
-    assert not can_i(admin, op, "create", "pdclusters.prfaas.io", "-n", watched)
-    assert not can_i(admin, op, "patch", "prefillpools.prfaas.io", "-n", watched)
+    assert not can_i(admin, op, "delete", PDC.name, "-n", watched)
+    assert not can_i(admin, op, "update", PDC.name, "-n", watched)
+    assert not can_i(admin, op, "create", PDC.name, "-n", watched)
+    assert not can_i(admin, op, "patch", POOL.name, "-n", watched)
     assert not can_i(admin, op, "patch", "deployments.apps", "-n", watched)  # only /scale
     assert not can_i(admin, op, "patch", "replicasets.apps", "--subresource=scale", "-n", watched)
     assert not can_i(
@@ -435,16 +436,16 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     assert not can_i(admin, op, "create", "configmaps", "-n", watched)
     assert not can_i(admin, op, "delete", "customresourcedefinitions.apiextensions.k8s.io")
     # watchNamespaces: nothing outside the watched namespace
-    assert not can_i(admin, op, "patch", "pdclusters.prfaas.io", "--subresource=status", "-A")
+    assert not can_i(admin, op, "patch", PDC.name, "--subresource=status", "-A")
     assert not can_i(
         admin, op, "patch", "deployments.apps", "--subresource=scale", "-n", "helm-it-other"
     )
     # the router reads its PDCluster, in its namespace, and does nothing else
     router = sa(watched, f"{RELEASE}-router")
-    assert can_i(admin, router, "watch", "pdclusters.prfaas.io", "-n", watched)
-    assert not can_i(admin, router, "list", "pdclusters.prfaas.io", "-n", "helm-it-other")
-    assert not can_i(admin, router, "patch", "pdclusters.prfaas.io", "-n", watched)
-    assert not can_i(admin, router, "patch", "pdclusters.prfaas.io", "--subresource=status")
+    assert can_i(admin, router, "watch", PDC.name, "-n", watched)
+    assert not can_i(admin, router, "list", PDC.name, "-n", "helm-it-other")
+    assert not can_i(admin, router, "patch", PDC.name, "-n", watched)
+    assert not can_i(admin, router, "patch", PDC.name, "--subresource=status")
     assert not can_i(admin, router, "get", "secrets", "-n", watched)
 
 
@@ -466,10 +467,10 @@ def test_helm_uninstall_removes_everything_but_the_crds(
         assert got.returncode != 0 and "NotFound" in got.stderr, (kind, name)
     for name in (RELEASE, f"{RELEASE}-crds"):
         assert kubectl(admin, "get", "clusterrole", name, check=False).returncode != 0
-    assert not can_i(admin, sa(ns, RELEASE), "patch", "pdclusters.prfaas.io", "-n", watched)
+    assert not can_i(admin, sa(ns, RELEASE), "patch", PDC.name, "-n", watched)
     # Helm's caveat: the CRDs in crds/ stay (and with them every PDCluster and PrefillPool)
-    get_json(admin, "crd", "pdclusters.prfaas.io")
-    get_json(admin, "crd", "prefillpools.prfaas.io")
+    get_json(admin, "crd", PDC.name)
+    get_json(admin, "crd", POOL.name)
 
 
 # -- the plain manifests -------------------------------------------------------------------------
@@ -481,10 +482,10 @@ def test_kubectl_apply_k_manifests_twice_changes_nothing(admin: Path) -> None:
     assert len(second) == 11, second  # namespace, 2 CRDs, SA, 2 ClusterRoles, 2 bindings, 3 more
     assert all(line.endswith(" unchanged") for line in second), second
     op = sa("prfaas-system", "prfaas-operator")
-    assert can_i(admin, op, "patch", "pdclusters.prfaas.io", "--subresource=status", "-A")
+    assert can_i(admin, op, "patch", PDC.name, "--subresource=status", "-A")
     assert can_i(admin, op, "patch", "deployments.apps", "--subresource=scale", "-A")
     assert not can_i(admin, op, "list", "secrets", "-A")
-    assert not can_i(admin, op, "delete", "pdclusters.prfaas.io", "-A")
+    assert not can_i(admin, op, "delete", PDC.name, "-A")
     deploy = get_json(admin, "deployment", "prfaas-operator", "-n", "prfaas-system")
     assert deploy["spec"]["template"]["spec"]["serviceAccountName"] == "prfaas-operator"
     assert kubectl(

@@ -27,8 +27,9 @@ from kube_helpers import (
     replicas,
     wait_for,
 )
-from router_exporter import RouterLikeExporter, case_study_lengths
+from router_exporter import RouterMetricsExporter, case_study_lengths
 
+from prfaas.api import PDCluster, PrefillPool
 from prfaas.devprometheus import LocalPrometheus
 
 pytestmark = pytest.mark.integration
@@ -39,6 +40,7 @@ SA_GROUPS = [
     "system:authenticated",
 ]
 NS = "prfaas-demo"
+PDC, POOL = PDCluster.resource, PrefillPool.resource
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -75,8 +77,8 @@ def admin(control_plane: Any) -> Path:
         "wait",
         "--for=condition=Established",
         "--timeout=60s",
-        "crd/pdclusters.prfaas.io",
-        "crd/prefillpools.prfaas.io",
+        f"crd/{PDC.name}",
+        f"crd/{POOL.name}",
     )
     kubectl(kc, "apply", "-f", str(ROOT / "manifests/operator"))
     apply(kc, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
@@ -120,7 +122,7 @@ def in_ns(doc: dict[str, Any], ns: str) -> dict[str, Any]:
 
 
 def pdcluster(admin: Path, ns: str, name: str = "h20-pd") -> dict[str, Any]:
-    return get_json(admin, "pdcluster", name, "-n", ns)
+    return get_json(admin, PDC.singular, name, "-n", ns)
 
 
 # -- applying the samples, and what the API server refuses ---------------------------------------
@@ -135,7 +137,7 @@ def test_samples_apply_server_side_and_idempotently(admin: Path) -> None:
         "-k",
         str(ROOT / "manifests/samples"),
     ).stdout
-    assert "pdcluster.prfaas.io/h20-pd serverside-applied" in out
+    assert f"{PDC.singular}.{PDC.group}/h20-pd serverside-applied" in out
     before = pdcluster(admin, NS)["metadata"]["generation"]
     kubectl(
         admin,
@@ -150,9 +152,9 @@ def test_samples_apply_server_side_and_idempotently(admin: Path) -> None:
     got = pdcluster(admin, NS)["spec"]
     assert got["policy"]["threshold"]["stepTokens"] == 100
     assert got["instance"]["prefill"]["interpolation"] == "pchip"
-    table = get_json(admin, "pdclusters", "-n", NS)
-    assert table["items"][0]["kind"] == "PDCluster"
-    columns = kubectl(admin, "get", "pdc", "-n", NS).stdout.splitlines()[0]
+    table = get_json(admin, PDC.plural, "-n", NS)
+    assert table["items"][0]["kind"] == PDC.kind
+    columns = kubectl(admin, "get", PDC.short_names[0], "-n", NS).stdout.splitlines()[0]
     for column in ("THRESHOLD", "NP", "ND", "THROUGHPUT", "PHASE"):
         assert column in columns
 
@@ -244,7 +246,7 @@ def test_operator_converges_the_case_study(admin: Path, operator: OperatorProces
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
     assert replicas(admin, ns, "h200-prefill") == 4
-    pool = get_json(admin, "prefillpool", "h200-pool", "-n", ns)
+    pool = get_json(admin, POOL.singular, "h200-pool", "-n", ns)
     assert pool["status"]["desiredReplicas"] == 4
     events = get_json(admin, "events", "-n", ns)["items"]
     reasons = {e["reason"] for e in events}
@@ -310,7 +312,7 @@ def test_spec_change_replans_at_once(admin: Path, operator: OperatorProcess) -> 
     kubectl(
         admin,
         "patch",
-        "pdcluster",
+        PDC.singular,
         "h20-pd",
         "-n",
         ns,
@@ -354,7 +356,7 @@ def test_operator_rbac_is_least_privilege(admin: Path) -> None:
             "auth",
             "can-i",
             "update",
-            "pdclusters.prfaas.io",
+            PDC.name,
             "-n",
             NS,
             f"--as={SA}",
@@ -372,7 +374,7 @@ def test_prometheus_signals_then_stale_holds_the_plan(
 ) -> None:
     ns = "measured"
     fresh_namespace(admin, ns)
-    exporter = RouterLikeExporter()
+    exporter = RouterMetricsExporter()
     prom = LocalPrometheus({"router": [f"127.0.0.1:{exporter.port}"]}).start()
     try:
         prom.wait_scraped()
@@ -460,7 +462,7 @@ def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
     assert policy["thresholdTokens"] == 19400
     assert policy["version"] >= 1
 
-    kubectl(admin, "delete", "pdcluster", "h20-pd", "-n", ns, "--wait=true", "--timeout=60s")
+    kubectl(admin, "delete", PDC.singular, "h20-pd", "-n", ns, "--wait=true", "--timeout=60s")
     wait_for("the ConfigMap gone", lambda: policy_in_member() is None, timeout=30)
     # a deleted CR stops all actions: a manual change is left alone
     kubectl(member, "scale", "deployment", "h20-decode", "-n", ns, "--replicas=2")

@@ -1,4 +1,4 @@
-"""Signals through a real Prometheus scraping an exporter that the test drives."""
+"""Signals through a real Prometheus scraping the router's metrics, driven by the test."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from router_exporter import RouterLikeExporter, case_study_lengths
+from router_exporter import RouterMetricsExporter, case_study_lengths
 
 from prfaas.api.pdcluster import PrometheusSource, WorkloadSource
 from prfaas.controller.signals import SignalsUnavailableError, gather, prometheus_query_factory
@@ -19,14 +19,14 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def exporter() -> Iterator[RouterLikeExporter]:
-    exp = RouterLikeExporter()
+def exporter() -> Iterator[RouterMetricsExporter]:
+    exp = RouterMetricsExporter()
     yield exp
     exp.close()
 
 
 @pytest.fixture
-def prometheus(exporter: RouterLikeExporter) -> Iterator[LocalPrometheus]:
+def prometheus(exporter: RouterMetricsExporter) -> Iterator[LocalPrometheus]:
     with LocalPrometheus({"router": [f"127.0.0.1:{exporter.port}"]}) as prom:
         prom.wait_scraped()  # series exist at zero before traffic, so increase() sees all of it
         yield prom
@@ -41,7 +41,7 @@ def source(prom: LocalPrometheus, window: str = "20s") -> WorkloadSource:
 
 
 def test_measured_workload_plans_like_the_declared_one(
-    exporter: RouterLikeExporter, prometheus: LocalPrometheus
+    exporter: RouterMetricsExporter, prometheus: LocalPrometheus
 ) -> None:
     exporter.drive(case_study_lengths(4000))
     wait_scrapes()
@@ -59,7 +59,7 @@ def test_measured_workload_plans_like_the_declared_one(
 
 
 def test_changed_traffic_moves_the_plan(
-    exporter: RouterLikeExporter, prometheus: LocalPrometheus
+    exporter: RouterMetricsExporter, prometheus: LocalPrometheus
 ) -> None:
     rng = np.random.default_rng(7)
     exporter.drive(rng.integers(1_000, 6_000, size=3000))  # short prompts only
@@ -79,7 +79,7 @@ def test_no_traffic_is_too_few_samples(prometheus: LocalPrometheus) -> None:
 
 
 def test_stopped_prometheus_is_unreachable(
-    exporter: RouterLikeExporter, prometheus: LocalPrometheus
+    exporter: RouterMetricsExporter, prometheus: LocalPrometheus
 ) -> None:
     url = prometheus.url
     prometheus.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from kube_helpers import ROOT, kubectl
 
+from prfaas.api import PDCluster
 from prfaas.devcluster import ControlPlane
 from prfaas.devprometheus import free_port
 
@@ -19,6 +20,7 @@ from procs import Stack, http_get
 
 pytestmark = pytest.mark.integration
 NS = "router-kube"
+PDC = PDCluster.resource
 
 ROLE = f"""
 apiVersion: v1
@@ -29,8 +31,8 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {{name: prfaas-router, namespace: {NS}}}
 rules:
-  - apiGroups: [prfaas.io]
-    resources: [pdclusters]
+  - apiGroups: [{PDC.group}]
+    resources: [{PDC.plural}]
     verbs: [get, list, watch]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -54,7 +56,7 @@ def _status(kc: Path, version: int, threshold: int, decode: list[str]) -> None:
         "-n",
         NS,
         "patch",
-        "pdcluster",
+        PDC.singular,
         "h20-pd",
         "--subresource=status",
         "--type=merge",
@@ -73,8 +75,8 @@ def test_router_follows_the_pdcluster_status(control_plane: ControlPlane, tmp_pa
     sa = control_plane.kubeconfig_for_serviceaccount(NS, "prfaas-router", path=tmp_path / "sa")
     # least privilege, checked by the API server itself
     for verb, resource, allowed in (
-        ("watch", "pdclusters", "yes"),
-        ("patch", "pdclusters", "no"),
+        ("watch", PDC.plural, "yes"),
+        ("patch", PDC.plural, "no"),
         ("list", "secrets", "no"),
         ("get", "configmaps", "no"),
     ):

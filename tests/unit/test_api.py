@@ -9,6 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from prfaas.api import PDCluster, PrefillPool
 from prfaas.api.crdgen import CRDS, crd, filename, render
 from prfaas.api.pdcluster import PDClusterSpec
 from prfaas.api.planning import scenario_for
@@ -81,6 +82,23 @@ def test_pdcluster_schema_carries_cel_rules_and_defaults() -> None:
     bucket = spec["properties"]["workload"]["properties"]["declared"]["properties"]["inputLength"]
     le = bucket["properties"]["histogram"]["properties"]["buckets"]["items"]["properties"]["le"]
     assert le.get("x-kubernetes-int-or-string") is True
+
+
+@pytest.mark.parametrize(
+    ("model", "name"), [(PDCluster, "pdcluster-h20.yaml"), (PrefillPool, "prefillpool-h200.yaml")]
+)
+def test_samples_are_of_the_kinds_the_models_declare(
+    model: type[PDCluster] | type[PrefillPool], name: str
+) -> None:
+    doc = sample(name)
+    res = model.resource
+    assert (doc["apiVersion"], doc["kind"]) == (res.api_version, res.kind)
+    body = {k: v for k, v in doc.items() if k != "metadata"}
+    obj = model.model_validate(body)
+    assert (obj.api_version, obj.kind) == (res.api_version, res.kind)
+    with pytest.raises(ValidationError, match=r"1 validation error .*\napiVersion"):
+        model.model_validate({**body, "apiVersion": f"{res.group}/v1"})
+    assert crd(next(i for i in CRDS if i.model is model))["metadata"]["name"] == res.name
 
 
 def test_samples_are_the_case_study() -> None:

@@ -143,6 +143,21 @@ def test_dashboard_reads_the_operators_real_metric_names() -> None:
     assert operator_side <= exported, sorted(operator_side - exported)
 
 
+def test_dashboard_reads_the_routers_real_metric_names() -> None:
+    """Every router series the dashboard reads is one ``RouterMetrics`` exports."""
+    from prfaas.router.metrics import RouterMetrics
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    exported = {
+        f"{f.name}{s}"
+        for f in RouterMetrics().registry.collect()
+        for s in suffixes.get(f.type, ("",))
+    }
+    used = {m for e in _exprs() for m in re.findall(r"\bprfaas_router_\w+", e)}
+    assert used, "the dashboard reads no router metric"
+    assert used <= exported, sorted(used - exported)
+
+
 def test_kustomization_lists_files_that_exist() -> None:
     kustomization = yaml.safe_load((ROOT / "manifests" / "kustomization.yaml").read_text())
     for resource in kustomization["resources"]:

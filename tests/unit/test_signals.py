@@ -1,20 +1,51 @@
-"""Prometheus results → a workload; thin or missing data → SignalsUnavailableError."""
+"""Prometheus results → a workload; thin or missing data → SignalsUnavailableError.
+
+The fake Prometheus answers by the series names the router's and engines' own metric objects
+expose, so the default queries must name what they export.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from prfaas.api.pdcluster import PrometheusSource, WorkloadSource
+from prfaas.api.pdcluster import PrometheusQueries, PrometheusSource, WorkloadSource
 from prfaas.controller.signals import (
     SignalsUnavailableError,
     from_prometheus,
     gather,
     histogram_from_buckets,
 )
+from prfaas.engine.metrics import EngineMetrics
 from prfaas.model.scenario import case_study
+from prfaas.router.metrics import RouterMetrics
 from prfaas.slowloop.conditions import set_condition
+
+ROUTER = RouterMetrics()
+ENGINE = EngineMetrics("model", "prefill")
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def series(metric: Any, suffix: str = "") -> str:
+    """The name a metric object's samples are exposed under (plus ``_total``, ``_bucket``…)."""
+    (family,) = metric.describe()
+    return f"{family.name}{suffix}"
+
+
+def exported(*registries: CollectorRegistry) -> set[str]:
+    return {
+        f"{f.name}{s}" for r in registries for f in r.collect() for s in SUFFIXES.get(f.type, ("",))
+    }
+
+
+REQUESTS = series(ROUTER.requests, "_total")
+LENGTHS = series(ROUTER.uncached, "_bucket")
+OUTPUT = series(ROUTER.output)  # the mean reads its _sum and _count
+LINK = series(ROUTER.link_bytes, "_total")
+WAITING = series(ENGINE.waiting)
 
 
 def vec(values: dict[str, float], label: str = "le") -> list[dict[str, Any]]:
@@ -36,11 +67,11 @@ def fake(responses: dict[str, list[dict[str, Any]]]) -> Any:
 
 def healthy() -> dict[str, list[dict[str, Any]]]:
     return {
-        "requests_total": vec({"": 3.1}, "x"),
-        "uncached_tokens_bucket": vec(BUCKETS),
-        "output_tokens": vec({"": 1024.0}, "x"),
-        "link_bytes_total": vec({"h200-pool": 12.5}, "pool"),
-        "num_requests_waiting": vec({"prefill": 3, "decode": 1}, "role"),
+        REQUESTS: vec({"": 3.1}, "x"),
+        LENGTHS: vec(BUCKETS),
+        OUTPUT: vec({"": 1024.0}, "x"),
+        LINK: vec({"h200-pool": 12.5}, "pool"),
+        WAITING: vec({"prefill": 3, "decode": 1}, "role"),
     }
 
 
@@ -82,9 +113,9 @@ def test_window_is_substituted() -> None:
 @pytest.mark.parametrize(
     ("drop", "reason"),
     [
-        ("requests_total", "NoData"),
-        ("uncached_tokens_bucket", "NoData"),
-        ("output_tokens", "NoData"),
+        (REQUESTS, "NoData"),
+        (LENGTHS, "NoData"),
+        (OUTPUT, "NoData"),
     ],
 )
 def test_missing_series_is_no_data(drop: str, reason: str) -> None:
@@ -97,7 +128,7 @@ def test_missing_series_is_no_data(drop: str, reason: str) -> None:
 
 def test_too_few_samples_is_stale() -> None:
     responses = healthy()
-    responses["uncached_tokens_bucket"] = vec({"1024": 1, "+Inf": 10})
+    responses[LENGTHS] = vec({"1024": 1, "+Inf": 10})
     with pytest.raises(SignalsUnavailableError) as err:
         from_prometheus(SOURCE, fake(responses))
     assert err.value.reason == "TooFewSamples"
@@ -120,6 +151,14 @@ def test_declared_workload_needs_no_prometheus() -> None:
     declared = case_study().workload
     sig = gather(WorkloadSource(declared=declared), lambda url: pytest.fail("queried"))
     assert sig.source == "Declared" and sig.workload == declared
+
+
+def test_default_queries_read_only_series_the_router_and_engines_export() -> None:
+    available = exported(ROUTER.registry, ENGINE.registry)
+    for field, promql in PrometheusQueries().model_dump().items():
+        used = set(re.findall(r"\bprfaas_\w+|\b\w+:\w+", promql))
+        assert used, f"{field}: names no metric"
+        assert used <= available, f"{field}: {sorted(used - available)} not exported"
 
 
 def test_condition_transition_time_moves_only_on_flip() -> None:

@@ -1,13 +1,12 @@
 """The CRDs (``prfaas.io/v1alpha1``) as pydantic models: the single source of truth.
 
 ``prfaas crds`` renders them to ``crds/*.yaml``; a test fails when the committed YAML drifts.
+Names (group, version, plural, …) are on each kind: ``PDCluster.resource``.
 """
 
 from prfaas.api.pdcluster import PDCluster, PDClusterSpec, PDClusterStatus
 from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec, PrefillPoolStatus
-
-GROUP = "prfaas.io"
-VERSION = "v1alpha1"
+from prfaas.api.resource import GROUP, VERSION, ResourceMeta
 
 __all__ = [
     "GROUP",
@@ -18,4 +17,5 @@ __all__ = [
     "PrefillPool",
     "PrefillPoolSpec",
     "PrefillPoolStatus",
+    "ResourceMeta",
 ]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from prfaas.model.base import Spec, cel
+from prfaas.model.base import Spec, rule
 
 Name = Annotated[
     str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -18,13 +18,15 @@ Url = Annotated[str, Field(min_length=8, max_length=2048, pattern=r"^https?://[^
 class ScaleTargetRef(Spec):
     """Any object with a ``/scale`` subresource (Deployment, StatefulSet, LeaderWorkerSet, …)."""
 
-    model_config = cel(("self.kind != '' && self.name != ''", "scaleTargetRef needs kind and name"))
-
     api_version: str = Field(default="apps/v1", min_length=1, max_length=253)
     kind: str = Field(min_length=1, max_length=63)
     name: Name
     namespace: Name | None = None
     """Default: the custom resource's namespace."""
+
+    @rule("self.kind != '' && self.name != ''", "scaleTargetRef needs kind and name")
+    def _named(self) -> bool:
+        return self.kind != "" and self.name != ""
 
 
 class SecretKeyRef(Spec):
@@ -42,16 +44,16 @@ class Placement(Spec):
 
 
 class ReplicaBounds(Spec):
-    model_config = cel(("self.min <= self.max", "replicas: min must not exceed max"))
-
     min: Replicas = 0
     max: Replicas
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.min > self.max:
-            raise ValueError(f"replicas: min ({self.min}) must not exceed max ({self.max})")
-        return self
+    @rule(
+        "self.min <= self.max",
+        "replicas: min must not exceed max",
+        detail=lambda s: f"replicas: min ({s.min}) must not exceed max ({s.max})",
+    )
+    def _ordered(self) -> bool:
+        return self.min <= self.max
 
     def clamp(self, value: int) -> int:
         return max(self.min, min(self.max, value))

@@ -9,78 +9,59 @@ server prunes unknown fields; ``kubectl --validate=strict`` rejects them).
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
-from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
+from prfaas.api.pdcluster import PDCluster
+from prfaas.api.prefillpool import PrefillPool
+from prfaas.api.resource import ResourceMeta
 from prfaas.model.base import Spec
 
-GROUP = "prfaas.io"
-VERSION = "v1alpha1"
 _DROP = {"title", "additionalProperties"}
+
+
+def _model(annotation: Any) -> type[Spec]:
+    """``X`` of a field annotated ``X`` or ``X | None``."""
+    (model,) = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    assert isinstance(model, type) and issubclass(model, Spec), annotation
+    return model
 
 
 @dataclass(frozen=True)
 class CRDInfo:
-    kind: str
-    plural: str
-    short_names: tuple[str, ...]
-    spec: type[Spec]
-    status: type[Spec]
-    columns: tuple[dict[str, Any], ...]
+    """A top-level model (``PDCluster``), seen as what a CRD needs."""
+
+    model: type[PDCluster] | type[PrefillPool]
+
+    @property
+    def resource(self) -> ResourceMeta:
+        return self.model.resource
+
+    @property
+    def kind(self) -> str:
+        return self.resource.kind
+
+    @property
+    def plural(self) -> str:
+        return self.resource.plural
+
+    @property
+    def short_names(self) -> tuple[str, ...]:
+        return self.resource.short_names
+
+    @property
+    def spec(self) -> type[Spec]:
+        return _model(self.model.model_fields["spec"].annotation)
+
+    @property
+    def status(self) -> type[Spec]:
+        return _model(self.model.model_fields["status"].annotation)
 
 
-def _condition_column(name: str, ctype: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "type": "string",
-        "jsonPath": f".status.conditions[?(@.type=='{ctype}')].status",
-    }
-
-
-CRDS = (
-    CRDInfo(
-        kind="PrefillPool",
-        plural="prefillpools",
-        short_names=("pp", "prefillpool"),
-        spec=PrefillPoolSpec,
-        status=PrefillPoolStatus,
-        columns=(
-            {"name": "Datacenter", "type": "string", "jsonPath": ".spec.datacenter"},
-            {"name": "Accelerator", "type": "string", "jsonPath": ".spec.instance.accelerator"},
-            {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
-            {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
-            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        ),
-    ),
-    CRDInfo(
-        kind="PDCluster",
-        plural="pdclusters",
-        short_names=("pdc",),
-        spec=PDClusterSpec,
-        status=PDClusterStatus,
-        columns=(
-            {"name": "Mode", "type": "string", "jsonPath": ".spec.policy.mode"},
-            {"name": "Threshold", "type": "integer", "jsonPath": ".status.plan.thresholdTokens"},
-            {"name": "Np", "type": "integer", "jsonPath": ".status.plan.nPrefill"},
-            {"name": "Nd", "type": "integer", "jsonPath": ".status.plan.nDecode"},
-            {"name": "Throughput", "type": "number", "jsonPath": ".status.plan.throughputRps"},
-            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-            _condition_column("Ready", "Ready") | {"priority": 1},
-            {
-                "name": "Policy",
-                "type": "integer",
-                "jsonPath": ".status.routingPolicy.version",
-                "priority": 1,
-            },
-            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-        ),
-    ),
-)
+CRDS = (CRDInfo(PrefillPool), CRDInfo(PDCluster))
 
 
 def _without_nulls(value: Any) -> Any:
@@ -144,6 +125,7 @@ def openapi_schema(model: type[Spec]) -> dict[str, Any]:
 
 
 def crd(info: CRDInfo) -> dict[str, Any]:
+    res = info.resource
     spec_schema = openapi_schema(info.spec)
     status_schema = openapi_schema(info.status)
     description = spec_schema.pop("description", None)
@@ -151,31 +133,31 @@ def crd(info: CRDInfo) -> dict[str, Any]:
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{info.plural}.{GROUP}",
+            "name": res.name,
             "labels": {"app.kubernetes.io/part-of": "prfaas-operator"},
         },
         "spec": {
-            "group": GROUP,
+            "group": res.group,
             "scope": "Namespaced",
             "names": {
-                "kind": info.kind,
-                "listKind": f"{info.kind}List",
-                "plural": info.plural,
-                "singular": info.kind.lower(),
-                "shortNames": list(info.short_names),
-                "categories": ["prfaas"],
+                "kind": res.kind,
+                "listKind": res.list_kind,
+                "plural": res.plural,
+                "singular": res.singular,
+                "shortNames": list(res.short_names),
+                "categories": list(res.categories),
             },
             "versions": [
                 {
-                    "name": VERSION,
+                    "name": res.version,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": list(info.columns),
+                    "additionalPrinterColumns": [c.crd() for c in res.columns],
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "description": description or info.kind,
+                            "description": description or res.kind,
                             "required": ["spec"],
                             "properties": {
                                 "apiVersion": {"type": "string"},
@@ -200,4 +182,4 @@ def render(info: CRDInfo) -> str:
 
 
 def filename(info: CRDInfo) -> str:
-    return f"{GROUP}_{info.plural}.yaml"
+    return f"{info.resource.group}_{info.plural}.yaml"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
+from prfaas import metric_names as names
 from prfaas.api.common import (
     Conditions,
     Endpoints,
@@ -14,7 +15,8 @@ from prfaas.api.common import (
     ReplicaBounds,
     ScaleTargetRef,
 )
-from prfaas.model.base import Spec, cel
+from prfaas.api.resource import AGE, Column, ResourceMeta, condition_column
+from prfaas.model.base import Spec, rule
 from prfaas.model.profiles import InstanceProfile, LinkProfile
 from prfaas.model.scenario import ModelProfile
 from prfaas.model.throughput import ServiceTime
@@ -43,24 +45,26 @@ class PrometheusQueries(Spec):
     """PromQL; ``$window`` is replaced by ``window``. Defaults match the router's metric names."""
 
     arrival_rate: str = Field(
-        default="sum(rate(prfaas_router_requests_total[$window]))", max_length=4096
+        default=f"sum(rate({names.ROUTER_REQUESTS}_total[$window]))", max_length=4096
     )
     uncached_length_buckets: str = Field(
-        default="sum by (le) (increase(prfaas_router_uncached_tokens_bucket[$window]))",
+        default=f"sum by (le) (increase({names.ROUTER_UNCACHED_TOKENS}_bucket[$window]))",
         max_length=4096,
     )
     output_tokens_mean: str = Field(
         default=(
-            "sum(rate(prfaas_router_output_tokens_sum[$window])) / "
-            "sum(rate(prfaas_router_output_tokens_count[$window]))"
+            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_sum[$window])) / "
+            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_count[$window]))"
         ),
         max_length=4096,
     )
     egress_gbps: str = Field(
-        default="sum by (pool) (rate(prfaas_router_link_bytes_total[$window])) * 8 / 1e9",
+        default=f"sum by (pool) (rate({names.ROUTER_LINK_BYTES}_total[$window])) * 8 / 1e9",
         max_length=4096,
     )
-    queue_depth: str = Field(default="sum by (role) (vllm:num_requests_waiting)", max_length=4096)
+    queue_depth: str = Field(
+        default=f"sum by (role) ({names.ENGINE_REQUESTS_WAITING})", max_length=4096
+    )
 
 
 class PrometheusSource(Spec):
@@ -78,31 +82,18 @@ class PrometheusSource(Spec):
 class WorkloadSource(Spec):
     """Exactly one: measured from Prometheus, or declared."""
 
-    model_config = cel(
-        (
-            "has(self.prometheus) != has(self.declared)",
-            "workload: give exactly one of prometheus or declared",
-        )
-    )
-
     prometheus: PrometheusSource | None = None
     declared: Workload | None = None
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.prometheus is None) == (self.declared is None):
-            raise ValueError("workload: give exactly one of prometheus or declared")
-        return self
+    @rule(
+        "has(self.prometheus) != has(self.declared)",
+        "workload: give exactly one of prometheus or declared",
+    )
+    def _exactly_one(self) -> bool:
+        return (self.prometheus is None) != (self.declared is None)
 
 
 class ThresholdPolicy(Spec):
-    model_config = cel(
-        (
-            "self.mode != 'Fixed' || has(self.tokens)",
-            "threshold.tokens is required when threshold.mode is Fixed",
-        )
-    )
-
     mode: Literal["Auto", "Fixed"] = "Auto"
     """Auto: solve t from the model every pass. Fixed: use ``tokens``."""
     tokens: Annotated[int, Field(ge=0, le=16_777_216)] | None = None
@@ -114,11 +105,12 @@ class ThresholdPolicy(Spec):
     Measured signals are noisy; every new policy version resets the routers' short-timescale
     adaptation, so moves of a few percent cost more than they gain (0: follow every move)."""
 
-    @model_validator(mode="after")
-    def _fixed_needs_tokens(self) -> Self:
-        if self.mode == "Fixed" and self.tokens is None:
-            raise ValueError("threshold.tokens is required when threshold.mode is Fixed")
-        return self
+    @rule(
+        "self.mode != 'Fixed' || has(self.tokens)",
+        "threshold.tokens is required when threshold.mode is Fixed",
+    )
+    def _fixed_needs_tokens(self) -> bool:
+        return self.mode != "Fixed" or self.tokens is not None
 
 
 class Policy(Spec):
@@ -145,25 +137,6 @@ class SLO(Spec):
 
 
 class PDClusterSpec(Spec):
-    model_config = cel(
-        (
-            "self.prefill.replicas.min + self.decode.replicas.min <= self.instances",
-            "prefill.replicas.min + decode.replicas.min must not exceed instances",
-        ),
-        (
-            "self.prefill.replicas.max >= 1 && self.decode.replicas.max >= 1",
-            "prefill and decode each need replicas.max >= 1",
-        ),
-        (
-            "!has(self.workload.declared) || self.policy.threshold.mode != 'Fixed' || "
-            "(has(self.workload.declared.inputLength.lognormal) ? "
-            "self.policy.threshold.tokens <= self.workload.declared.inputLength.lognormal.max : "
-            "self.policy.threshold.tokens <= self.workload.declared.inputLength.histogram.max)",
-            "policy.threshold.tokens must lie within the workload's length range",
-        ),
-        ("has(self.instance.decode)", "instance.decode is required for a PD cluster"),
-    )
-
     datacenter: str = Field(min_length=1, max_length=63)
     """Where this cluster runs (informational)."""
     model: ModelProfile
@@ -187,24 +160,36 @@ class PDClusterSpec(Spec):
     policy: Policy = Policy()
     slo: SLO | None = None
 
-    @model_validator(mode="after")
-    def _mirror_cel(self) -> Self:  # the same rules as x-kubernetes-validations above
-        if self.prefill.replicas.min + self.decode.replicas.min > self.instances:
-            raise ValueError("prefill.replicas.min + decode.replicas.min must not exceed instances")
-        if self.prefill.replicas.max < 1 or self.decode.replicas.max < 1:
-            raise ValueError("prefill and decode each need replicas.max >= 1")
-        if self.instance.decode is None:
-            raise ValueError("instance.decode is required for a PD cluster")
-        fixed = self.policy.threshold
-        declared = self.workload.declared
-        if (
-            fixed.mode == "Fixed"
-            and declared
-            and fixed.tokens is not None
-            and fixed.tokens > declared.input_length.max_tokens
-        ):
-            raise ValueError("policy.threshold.tokens must lie within the workload's length range")
-        return self
+    @rule(
+        "self.prefill.replicas.min + self.decode.replicas.min <= self.instances",
+        "prefill.replicas.min + decode.replicas.min must not exceed instances",
+    )
+    def _minima_fit(self) -> bool:
+        return self.prefill.replicas.min + self.decode.replicas.min <= self.instances
+
+    @rule(
+        "self.prefill.replicas.max >= 1 && self.decode.replicas.max >= 1",
+        "prefill and decode each need replicas.max >= 1",
+    )
+    def _both_can_run(self) -> bool:
+        return self.prefill.replicas.max >= 1 and self.decode.replicas.max >= 1
+
+    @rule(
+        "!has(self.workload.declared) || self.policy.threshold.mode != 'Fixed' || "
+        "(has(self.workload.declared.inputLength.lognormal) ? "
+        "self.policy.threshold.tokens <= self.workload.declared.inputLength.lognormal.max : "
+        "self.policy.threshold.tokens <= self.workload.declared.inputLength.histogram.max)",
+        "policy.threshold.tokens must lie within the workload's length range",
+    )
+    def _fixed_threshold_in_range(self) -> bool:
+        fixed, declared = self.policy.threshold, self.workload.declared
+        if declared is None or fixed.mode != "Fixed" or fixed.tokens is None:
+            return True  # a Fixed mode without tokens is ThresholdPolicy's rule
+        return fixed.tokens <= declared.input_length.max_tokens
+
+    @rule("has(self.instance.decode)", "instance.decode is required for a PD cluster")
+    def _has_decode(self) -> bool:
+        return self.instance.decode is not None
 
 
 class StagesStatus(Spec):
@@ -287,7 +272,24 @@ class PDClusterStatus(Spec):
 class PDCluster(Spec):
     """A local PD cluster that offloads long prefills to PrefillPools under the PrfaaS policy."""
 
-    api_version: Literal["prfaas.io/v1alpha1"] = "prfaas.io/v1alpha1"
-    kind: Literal["PDCluster"] = "PDCluster"
+    resource: ClassVar[ResourceMeta] = ResourceMeta(
+        kind="PDCluster",
+        plural="pdclusters",
+        short_names=("pdc",),
+        columns=(
+            Column("Mode", "string", ".spec.policy.mode"),
+            Column("Threshold", "integer", ".status.plan.thresholdTokens"),
+            Column("Np", "integer", ".status.plan.nPrefill"),
+            Column("Nd", "integer", ".status.plan.nDecode"),
+            Column("Throughput", "number", ".status.plan.throughputRps"),
+            Column("Phase", "string", ".status.phase"),
+            condition_column("Ready", "Ready", priority=1),
+            Column("Policy", "integer", ".status.routingPolicy.version", priority=1),
+            AGE,
+        ),
+    )
+
+    api_version: str = resource.api_version_field()
+    kind: str = resource.kind_field()
     spec: PDClusterSpec
     status: PDClusterStatus | None = None

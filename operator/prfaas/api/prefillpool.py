@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from prfaas.api.common import (
     Conditions,
@@ -13,7 +13,8 @@ from prfaas.api.common import (
     ReplicaBounds,
     ScaleTargetRef,
 )
-from prfaas.model.base import Spec, cel
+from prfaas.api.resource import AGE, Column, ResourceMeta
+from prfaas.model.base import Spec, rule
 from prfaas.model.profiles import InstanceProfile
 
 
@@ -25,13 +26,6 @@ class Egress(Spec):
 
 
 class PrefillPoolSpec(Spec):
-    model_config = cel(
-        (
-            "self.replicas.max >= 1",
-            "replicas.max must allow at least one instance",
-        )
-    )
-
     datacenter: str = Field(min_length=1, max_length=63)
     instance: InstanceProfile
     replicas: ReplicaBounds
@@ -40,11 +34,9 @@ class PrefillPoolSpec(Spec):
     endpoints: Endpoints = Endpoints()
     egress: Egress | None = None
 
-    @model_validator(mode="after")
-    def _can_run(self) -> Self:
-        if self.replicas.max < 1:
-            raise ValueError("replicas.max must allow at least one instance")
-        return self
+    @rule("self.replicas.max >= 1", "replicas.max must allow at least one instance")
+    def _can_run(self) -> bool:
+        return self.replicas.max >= 1
 
 
 class PrefillPoolStatus(Spec):
@@ -58,7 +50,21 @@ class PrefillPoolStatus(Spec):
 class PrefillPool(Spec):
     """A standalone prefill cluster: a stateless KVCache producer for PD clusters elsewhere."""
 
-    api_version: Literal["prfaas.io/v1alpha1"] = "prfaas.io/v1alpha1"
-    kind: Literal["PrefillPool"] = "PrefillPool"
+    resource: ClassVar[ResourceMeta] = ResourceMeta(
+        kind="PrefillPool",
+        plural="prefillpools",
+        short_names=("pp", "prefillpool"),
+        columns=(
+            Column("Datacenter", "string", ".spec.datacenter"),
+            Column("Accelerator", "string", ".spec.instance.accelerator"),
+            Column("Desired", "integer", ".status.desiredReplicas"),
+            Column("Replicas", "integer", ".status.replicas"),
+            Column("Phase", "string", ".status.phase"),
+            AGE,
+        ),
+    )
+
+    api_version: str = resource.api_version_field()
+    kind: str = resource.kind_field()
     spec: PrefillPoolSpec
     status: PrefillPoolStatus | None = None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prfaas.api.crdgen import CRDS, GROUP, VERSION, CRDInfo, openapi_schema
+from prfaas.api.crdgen import CRDS, CRDInfo, openapi_schema
+from prfaas.api.resource import GROUP, VERSION
 
 
 def _type(node: dict[str, Any]) -> str:

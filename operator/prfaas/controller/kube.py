@@ -16,9 +16,10 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from prfaas.api.common import Placement, ScaleTargetRef
+from prfaas.api.resource import GROUP as GROUP  # re-exported until handlers.py names
+from prfaas.api.resource import VERSION as VERSION  # PDCluster.resource itself
 
 TIMEOUT = (3.0, 10.0)  # connect, read: a member cluster that does not answer is unreachable
-GROUP, VERSION = "prfaas.io", "v1alpha1"
 
 
 class UnreachableError(Exception):
@@ -109,6 +110,7 @@ class Cluster:
             raise TargetError(f"{ref.kind}/{ref.name}: HTTP {exc.status} {exc.reason}") from None
 
     def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """One of our custom resources (``plural``: e.g. ``PrefillPool.resource.plural``)."""
         api = client.CustomObjectsApi(self.api)
         try:
             obj: dict[str, Any] = self._call(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from prfaas import metric_names as names
+
 
 class EngineMetrics:
     def __init__(self, model: str, role: str) -> None:
@@ -14,7 +16,7 @@ class EngineMetrics:
         labels = ["model_name"]
         self.running = Gauge("vllm:num_requests_running", "in prefill or decode", labels,
                              registry=r).labels(model)  # fmt: skip
-        self.waiting = Gauge("vllm:num_requests_waiting", "queued for prefill or a decode slot",
+        self.waiting = Gauge(names.ENGINE_REQUESTS_WAITING, "queued for prefill or a decode slot",
                              labels, registry=r).labels(model)  # fmt: skip
         self.prompt_tokens = Counter("vllm:prompt_tokens", "prompt tokens prefilled", labels,
                                      registry=r).labels(model)  # fmt: skip

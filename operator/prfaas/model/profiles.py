@@ -6,11 +6,12 @@ All lengths are *uncached* prompt tokens; KVCache sizes are MiB, times are secon
 from __future__ import annotations
 
 import itertools
-from typing import Annotated, Self
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Self
 
 from pydantic import Field, model_validator
 
-from prfaas.model.base import Spec, cel
+from prfaas.model.base import Spec, rule
 from prfaas.model.curves import Curve, Interpolation, make_curve
 
 Tokens = Annotated[int, Field(gt=0, le=16_777_216)]
@@ -26,25 +27,39 @@ class KVPoint(Spec):
     mib: Annotated[float, Field(ge=0)]
 
 
-def _check_table(tokens: list[int], values: list[float], what: str) -> None:
-    if any(b <= a for a, b in itertools.pairwise(tokens)):
-        raise ValueError(f"{what} table: tokens must be strictly increasing, got {tokens}")
-    if any(b < a for a, b in itertools.pairwise(values)):
-        raise ValueError(f"{what} table: values must not decrease with length, got {values}")
+TableRule = Callable[[Any], bool]
 
 
-def _table_rules(value: str) -> list[tuple[str, str]]:
-    return [
-        (
-            "!has(self.table) || (self.table.map(p, p.tokens).isSorted() && "
-            "self.table.all(p, self.table.exists_one(q, q.tokens == p.tokens)))",
-            "table: tokens must be strictly increasing",
-        ),
-        (
-            f"!has(self.table) || self.table.map(p, p.{value}).isSorted()",
-            "table: values must not decrease with length",
-        ),
-    ]
+def _table_rules(value: str, what: str) -> tuple[TableRule, TableRule]:
+    """The rules of a ``table`` of points (``tokens``, ``value``), which may be absent."""
+
+    def tokens(self: Any) -> list[int]:
+        return [p.tokens for p in self.table or ()]
+
+    def values(self: Any) -> list[float]:
+        return [getattr(p, value) for p in self.table or ()]
+
+    def increasing(xs: Sequence[float], strictly: bool) -> bool:
+        return all(a < b if strictly else a <= b for a, b in itertools.pairwise(xs))
+
+    @rule(
+        "!has(self.table) || (self.table.map(p, p.tokens).isSorted() && "
+        "self.table.all(p, self.table.exists_one(q, q.tokens == p.tokens)))",
+        "table: tokens must be strictly increasing",
+        detail=lambda s: f"{what} table: tokens must be strictly increasing, got {tokens(s)}",
+    )
+    def tokens_increase(self: Any) -> bool:
+        return increasing(tokens(self), strictly=True)
+
+    @rule(
+        f"!has(self.table) || self.table.map(p, p.{value}).isSorted()",
+        "table: values must not decrease with length",
+        detail=lambda s: f"{what} table: values must not decrease with length, got {values(s)}",
+    )
+    def values_do_not_decrease(self: Any) -> bool:
+        return increasing(values(self), strictly=False)
+
+    return tokens_increase, values_do_not_decrease
 
 
 class KVCacheProfile(Spec):
@@ -54,31 +69,33 @@ class KVCacheProfile(Spec):
     (fixed linear-attention/SWA state plus growing full-attention KV).
     """
 
-    model_config = cel(
-        *_table_rules("mib"),
-        (
-            "has(self.table) != (has(self.fixedMiB) || has(self.perTokenKiB))",
-            "give either 'table' or 'fixedMiB' and 'perTokenKiB'",
-        ),
-        ("has(self.fixedMiB) == has(self.perTokenKiB)", "'fixedMiB' and 'perTokenKiB' go together"),
-    )
-
     table: list[KVPoint] | None = Field(default=None, min_length=2, max_length=64)
     fixed_mib: Annotated[float, Field(ge=0)] | None = Field(default=None, alias="fixedMiB")
     per_token_kib: Annotated[float, Field(ge=0)] | None = Field(default=None, alias="perTokenKiB")
     interpolation: Interpolation = "linear"
 
-    @model_validator(mode="after")
-    def _one_form(self) -> Self:
+    _tokens_increase, _values_do_not_decrease = _table_rules("mib", "kvCache")
+
+    @rule(
+        "has(self.table) != (has(self.fixedMiB) || has(self.perTokenKiB))",
+        "give either 'table' or 'fixedMiB' and 'perTokenKiB'",
+        detail=lambda s: (
+            "give either 'table' or 'fixedMiB' and 'perTokenKiB'"
+            if s.table is None
+            else "give either 'table' or 'fixedMiB'/'perTokenKiB', not both"
+        ),
+    )
+    def _one_form(self) -> bool:
         formula = self.fixed_mib is not None or self.per_token_kib is not None
-        if (self.table is None) == (not formula):
-            if self.table is None:
-                raise ValueError("give either 'table' or 'fixedMiB' and 'perTokenKiB'")
-            raise ValueError("give either 'table' or 'fixedMiB'/'perTokenKiB', not both")
-        if formula and (self.fixed_mib is None or self.per_token_kib is None):
-            raise ValueError("'fixedMiB' and 'perTokenKiB' go together")
+        return (self.table is not None) != formula
+
+    @rule("has(self.fixedMiB) == has(self.perTokenKiB)", "'fixedMiB' and 'perTokenKiB' go together")
+    def _formula_whole(self) -> bool:
+        return (self.fixed_mib is None) == (self.per_token_kib is None)
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
         if self.table is not None:
-            _check_table([p.tokens for p in self.table], [p.mib for p in self.table], "kvCache")
             make_curve(  # surfaces a bad fit at validation time
                 [p.tokens for p in self.table],
                 [p.mib for p in self.table],
@@ -103,15 +120,14 @@ class KVCacheProfile(Spec):
 class PrefillProfile(Spec):
     """Prefill latency of one instance by uncached length (interpolations: ``curves``)."""
 
-    model_config = cel(*_table_rules("seconds"))
-
     table: list[LatencyPoint] = Field(min_length=2, max_length=64)
     interpolation: Interpolation = "quadratic"
 
+    _tokens_increase, _values_do_not_decrease = _table_rules("seconds", "prefill")
+
     @model_validator(mode="after")
-    def _valid_table(self) -> Self:
+    def _fits(self) -> Self:
         tokens = [p.tokens for p in self.table]
-        _check_table(tokens, [p.seconds for p in self.table], "prefill")
         make_curve(tokens, [p.seconds for p in self.table], self.interpolation, tokens[-1])
         return self
 

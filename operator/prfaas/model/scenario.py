@@ -12,7 +12,7 @@ from typing import Annotated, Any, Self
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from prfaas.model.base import Spec, cel
+from prfaas.model.base import Spec, rule
 from prfaas.model.profiles import InstanceProfile, KVCacheProfile, LinkProfile
 from prfaas.model.throughput import ServiceTime
 from prfaas.model.workload import Workload
@@ -26,16 +26,16 @@ class ModelProfile(Spec):
 
 
 class Range(Spec):
-    model_config = cel(("self.min <= self.max", "min must not exceed max"))
-
     min: Count
     max: Count
 
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        return self
+    @rule(
+        "self.min <= self.max",
+        "min must not exceed max",
+        detail=lambda s: f"min ({s.min}) must not exceed max ({s.max})",
+    )
+    def _ordered(self) -> bool:
+        return self.min <= self.max
 
 
 class PoolSpec(Spec):

@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Self
 import numpy as np
 from pydantic import Field, model_validator
 
-from prfaas.model.base import Spec, cel
+from prfaas.model.base import Spec, rule
 from prfaas.model.curves import FloatArray
 from prfaas.model.profiles import Tokens
 
@@ -67,6 +67,10 @@ class LengthGrid:
         return float(self.lengths @ self.weights)
 
 
+def _min_below_max(s: LogNormalLengths | HistogramLengths) -> str:
+    return f"min ({s.min}) must be below max ({s.max})"
+
+
 def _grid(lo: int, hi: int) -> FloatArray:
     step = max(1, math.ceil((hi - lo + 1) / MAX_GRID_POINTS))
     return np.arange(lo, hi + 1, step, dtype=np.float64)
@@ -75,18 +79,14 @@ def _grid(lo: int, hi: int) -> FloatArray:
 class LogNormalLengths(Spec):
     """ln L ~ Normal(mu, sigma), truncated to [min, max] tokens (the paper's workload)."""
 
-    model_config = cel(("self.min < self.max", "min must be below max"))
-
     mu: Annotated[float, Field(gt=0, le=20)]
     sigma: Annotated[float, Field(gt=0, le=10)]
     min: Tokens = 1
     max: Tokens
 
-    @model_validator(mode="after")
-    def _range(self) -> Self:
-        if self.min >= self.max:
-            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
-        return self
+    @rule("self.min < self.max", "min must be below max", detail=_min_below_max)
+    def _range(self) -> bool:
+        return self.min < self.max
 
     def grid(self) -> LengthGrid:
         lengths = _grid(self.min, self.max)
@@ -112,11 +112,13 @@ class HistogramLengths(Spec):
     bucket ends at ``max``.
     """
 
-    model_config = cel(("self.min < self.max", "min must be below max"))
-
     min: Tokens = 1
     max: Tokens
     buckets: list[HistogramBucket] = Field(min_length=1, max_length=256)
+
+    @rule("self.min < self.max", "min must be below max", detail=_min_below_max)
+    def _range(self) -> bool:
+        return self.min < self.max
 
     @model_validator(mode="after")
     def _buckets(self) -> Self:
@@ -126,8 +128,6 @@ class HistogramLengths(Spec):
         counts = [b.count for b in self.buckets]
         if any(b < a for a, b in itertools.pairwise(counts)):
             raise ValueError("buckets: cumulative counts must not decrease")
-        if self.min >= self.max:
-            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
         if edges[0] < self.min:
             raise ValueError(f"buckets: first 'le' ({edges[0]:g}) is below min ({self.min})")
         if edges[-1] > self.max:
@@ -163,18 +163,16 @@ class HistogramLengths(Spec):
 class LengthDistribution(Spec):
     """Exactly one of ``lognormal`` or ``histogram``."""
 
-    model_config = cel(
-        ("has(self.lognormal) != has(self.histogram)", "give exactly one of lognormal or histogram")
-    )
-
     lognormal: LogNormalLengths | None = None
     histogram: HistogramLengths | None = None
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Self:
-        if (self.lognormal is None) == (self.histogram is None):
-            raise ValueError("give exactly one of 'lognormal' or 'histogram'")
-        return self
+    @rule(
+        "has(self.lognormal) != has(self.histogram)",
+        "give exactly one of lognormal or histogram",
+        detail=lambda _: "give exactly one of 'lognormal' or 'histogram'",
+    )
+    def _exactly_one(self) -> bool:
+        return (self.lognormal is None) != (self.histogram is None)
 
     def grid(self) -> LengthGrid:
         if self.lognormal is not None:

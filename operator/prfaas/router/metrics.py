@@ -1,11 +1,11 @@
 """The router's ``/metrics`` (stable ``prfaas_router_`` prefix). The operator's default
-Prometheus queries read ``requests_total``, ``uncached_tokens_bucket``, ``output_tokens`` and
-``link_bytes_total``; dashboards read the rest."""
+Prometheus queries read the metrics named in ``prfaas.metric_names``; dashboards read the rest."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from prfaas import metric_names as names
 from prfaas.model.workload import LENGTH_BUCKETS
 
 _LENGTHS = [float(b) for b in LENGTH_BUCKETS]
@@ -16,16 +16,16 @@ _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 class RouterMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("prfaas_router_requests", "routed requests by prefill target "
+        self.requests = Counter(names.ROUTER_REQUESTS, "routed requests by prefill target "
                                 "and reason", ["target", "reason"], registry=r)  # fmt: skip
         self.decisions = Counter("prfaas_router_decisions", "decision-only API answers",
                                  ["target", "reason"], registry=r)  # fmt: skip
-        self.uncached = Histogram("prfaas_router_uncached_tokens", "uncached prompt tokens of "
+        self.uncached = Histogram(names.ROUTER_UNCACHED_TOKENS, "uncached prompt tokens of "
                                   "routed requests (what the operator plans from)",
                                   buckets=_LENGTHS, registry=r)  # fmt: skip
-        self.output = Histogram("prfaas_router_output_tokens", "requested output tokens",
+        self.output = Histogram(names.ROUTER_OUTPUT_TOKENS, "requested output tokens",
                                 buckets=(16, 64, 256, 1024, 4096, 16384), registry=r)  # fmt: skip
-        self.link_bytes = Counter("prfaas_router_link_bytes", "nominal KV bytes this router sent "
+        self.link_bytes = Counter(names.ROUTER_LINK_BYTES, "nominal KV bytes this router sent "
                                   "over each pool's link", ["pool"], registry=r)  # fmt: skip
         self.link_utilisation = Gauge("prfaas_router_link_utilisation", "recent egress / usable "
                                       "bandwidth", ["pool"], registry=r)  # fmt: skip

@@ -19,7 +19,6 @@ import yaml
 from prfaas.routing.policy import PolicyError, RoutingPolicy
 
 log = logging.getLogger("prfaas.router")
-GROUP, VERSION, PLURAL = "prfaas.io", "v1alpha1", "pdclusters"
 Sink = Callable[[RoutingPolicy], None]
 
 
@@ -112,9 +111,13 @@ class KubeSource:
             self._stop.set()
 
     def _loop(self, deliver: Callable[[Mapping[str, Any]], None]) -> None:
+        # imported here: a router reading a policy file needs neither
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
+        from prfaas.api.pdcluster import PDCluster
+
+        pdc = PDCluster.resource
         api = None
         while not self._stop.is_set():
             try:
@@ -122,10 +125,10 @@ class KubeSource:
                 w = watch.Watch()  # type: ignore[no-untyped-call]
                 for event in w.stream(  # type: ignore[no-untyped-call]
                     api.list_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
+                    pdc.group,
+                    pdc.version,
                     self.namespace,
-                    PLURAL,
+                    pdc.plural,
                     field_selector=f"metadata.name={self.name}",
                     timeout_seconds=60,
                 ):
