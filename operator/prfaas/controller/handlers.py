@@ -15,16 +15,18 @@ from typing import Any
 
 import kopf
 
+from prfaas.api import PDCluster, PrefillPool
 from prfaas.api.common import Placement
 from prfaas.controller import metrics
-from prfaas.controller.kube import GROUP, VERSION, Cluster, Members, UnreachableError, local_api
+from prfaas.controller.kube import Cluster, Members, UnreachableError, local_api
 from prfaas.controller.reconcile import Reconciler, Resource, parse_status, routing_configmap
 from prfaas.controller.signals import prometheus_query_factory
 from prfaas.slowloop.conditions import is_true, set_condition
 from prfaas.slowloop.decide import Outcome
 
 log = logging.getLogger("prfaas.operator")
-FINALIZER = "prfaas.io/finalizer"
+PDC, POOL = PDCluster.resource, PrefillPool.resource
+FINALIZER = f"{PDC.group}/finalizer"
 
 
 class Runtime:
@@ -42,9 +44,9 @@ def policy_configmap_name(name: str) -> str:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="prfaas.io")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PDC.group)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="prfaas.io", key="last-handled-configuration"
+        prefix=PDC.group, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # events are posted explicitly, one per change
     settings.watching.server_timeout = 300
@@ -63,7 +65,7 @@ def _interval(spec: Any) -> float:
         return 60.0
 
 
-@kopf.daemon(GROUP, VERSION, "pdclusters", cancellation_timeout=10.0)
+@kopf.daemon(PDC.group, PDC.version, PDC.plural, cancellation_timeout=10.0)
 async def pdcluster_loop(
     *, name: str, namespace: str | None, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
@@ -101,7 +103,7 @@ async def _report_error(name: str, namespace: str, body: kopf.Body, exc: Excepti
     )
     patch = {"conditions": [c.model_dump(by_alias=True, exclude_none=True) for c in conditions]}
     try:
-        await asyncio.to_thread(local.patch_status, "pdclusters", namespace, name, patch)
+        await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, patch)
     except Exception as err:  # the API server itself may be the problem
         log.warning("could not report the error on %s/%s: %s", namespace, name, err)
 
@@ -114,13 +116,13 @@ async def _one_pass(name: str, namespace: str, body: kopf.Body, labels: dict[str
     )
     outcome = await asyncio.to_thread(reconciler.reconcile, res)
     status = outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-    await asyncio.to_thread(local.patch_status, "pdclusters", namespace, name, status)
+    await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, status)
     if outcome.pool_status is not None and outcome.pool_name:
         pool_status = outcome.pool_status.model_dump(by_alias=True, exclude_none=True, mode="json")
         pool_status.pop("conditions", None)  # not managed here: never clear them
         try:
             await asyncio.to_thread(
-                local.patch_status, "prefillpools", namespace, outcome.pool_name, pool_status
+                local.patch_status, POOL.plural, namespace, outcome.pool_name, pool_status
             )
         except Exception as exc:  # the pool may be gone; its own status is best-effort
             log.warning("PrefillPool %s status not written: %s", outcome.pool_name, exc)
@@ -180,7 +182,7 @@ def _record(outcome: Outcome, labels: dict[str, str]) -> None:
 
 
 @kopf.on.delete(
-    GROUP, VERSION, "pdclusters", retries=3, backoff=5.0, errors=kopf.ErrorsMode.IGNORED
+    PDC.group, PDC.version, PDC.plural, retries=3, backoff=5.0, errors=kopf.ErrorsMode.IGNORED
 )
 async def pdcluster_deleted(*, name: str, namespace: str | None, spec: kopf.Spec, **_: Any) -> None:
     """Delete what the operator created in a member cluster (the policy ConfigMap), only that."""

@@ -16,8 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from prfaas.api.common import Placement, ScaleTargetRef
-from prfaas.api.resource import GROUP as GROUP  # re-exported until handlers.py names
-from prfaas.api.resource import VERSION as VERSION  # PDCluster.resource itself
+from prfaas.api.resource import GROUP, VERSION
 
 TIMEOUT = (3.0, 10.0)  # connect, read: a member cluster that does not answer is unreachable
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from prfaas.api.common import Placement, ScaleTargetRef
 from prfaas.api.pdcluster import PDClusterSpec
-from prfaas.api.prefillpool import PrefillPoolSpec
+from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec
 from prfaas.controller.kube import Cluster, Members, TargetError, UnreachableError
 from prfaas.controller.signals import Query, SignalsUnavailableError, gather
 from prfaas.slowloop.observation import (
@@ -69,7 +69,7 @@ def _pool(members: Members, namespace: str, spec: PDClusterSpec) -> PoolObservat
     if not spec.prefill_pools:
         return None
     link = spec.prefill_pools[0]
-    raw = members.local.get_custom("prefillpools", namespace, link.name)
+    raw = members.local.get_custom(PrefillPool.resource.plural, namespace, link.name)
     if raw is None:
         return PoolObservation(
             link, None, ("PrefillPoolNotFound", f"PrefillPool {link.name} not found")

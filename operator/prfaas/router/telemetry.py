@@ -10,11 +10,12 @@ import time
 
 import aiohttp
 
+from prfaas import metric_names
 from prfaas.router.fleet import Engine, Fleet
 from prfaas.router.metrics import RouterMetrics
 
 log = logging.getLogger("prfaas.router")
-_WAITING = "vllm:num_requests_waiting"
+_WAITING = metric_names.ENGINE_REQUESTS_WAITING
 _RUNNING = "vllm:num_requests_running"
 
 
