@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from types import TracebackType
 from urllib.parse import urlsplit
 
 from prfaas.routing.config import ModeThresholds, RoutingConfig
@@ -47,12 +46,7 @@ class Engine:
         self.active += 1
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.active -= 1
 
 

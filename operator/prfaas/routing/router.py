@@ -16,7 +16,6 @@ import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from types import TracebackType
 
 from prfaas.routing.adapt import Adapter
 from prfaas.routing.config import RoutingConfig
@@ -190,12 +189,7 @@ class InFlight:
         if self._instance is not None:
             self._instance.load += self._d.uncached_tokens
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         hashes = self._hashes if exc_type is None else ()
         _prefilled(self._instance, self._d, self._index, hashes, self._tokens)
 
@@ -215,12 +209,7 @@ class KVInFlight:
         self._router.meter(self._pool, self._nbytes)
         self._link.sent(self._nbytes)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self._link.landed(self._nbytes)
 
 
