@@ -39,11 +39,13 @@ def observation(
     pool: int | None = 4,
     *,
     mode: str = "Enforce",
+    plan_pool: bool = False,
     pool_reachable: bool = True,
     signals: Signals | SignalsUnavailable | None = None,
 ) -> Observation:
     raw = _spec("pdcluster-h20.yaml")
     raw["policy"]["mode"] = mode
+    raw["policy"]["planPoolSize"] = plan_pool
     spec = PDClusterSpec.model_validate(raw)
     pool_spec = PrefillPoolSpec.model_validate(_spec("prefillpool-h200.yaml"))
     assert spec.workload.declared is not None
@@ -109,6 +111,20 @@ def test_enforce_steps_toward_the_plan_growth_first() -> None:
     )
     assert reason(out, "PlanApplied") == "False/InProgress"
     assert [e.reason for e in out.events][:2] == ["Scaled", "Scaled"]
+
+
+def test_the_pool_is_scaled_and_its_status_reported() -> None:
+    d = decided(observation(pool=2, plan_pool=True))
+    pool = next(c for c in d.to_apply if c.group == POOL)
+    assert (pool.current, pool.next) == (2, 4)  # maxStep 2 toward a bigger pool
+    out = d.outcome()
+    s = out.status
+    assert s.replicas is not None and s.replicas.prefill_pool == 4
+    assert s.scaled_at is not None and s.scaled_at.prefill_pool == "2026-11-30T12:00:00Z"
+    assert out.pool_name == "h200-pool" and out.pool_status is not None
+    assert out.pool_status.replicas == 4 and out.pool_status.desired_replicas == pool.desired
+    again = decided(observation(pool=4, plan_pool=True), s)  # within the cooldown
+    assert again.to_apply == [] and again.outcome().status.scaled_at == s.scaled_at
 
 
 def test_a_failed_write_is_reported_and_routing_follows_what_runs() -> None:

@@ -170,13 +170,13 @@ class Decision:
         """Counts after the applied changes, and when each group was last scaled."""
         r = self.report
         after: dict[GroupName, int | None] = {g: o.replicas for g, o in self.obs.groups.items()}
-        scaled = (r.old.scaled_at or ScaledAtStatus()).model_dump()
+        stamps: dict[str, str] = {}
         for c in applied:
             after[c.group] = c.next  # type: ignore[index]
-            scaled[_SCALED_FIELD[c.group]] = r.at  # type: ignore[index]
+            stamps[_SCALED_FIELD[c.group]] = r.at  # type: ignore[index]
             message = f"{c.group} {c.current} → {c.next} (plan {c.desired}; {c.reason})"
             r.event("Normal", "Scaled", message)
-        return after, ScaledAtStatus(**scaled)
+        return after, (r.old.scaled_at or ScaledAtStatus()).model_copy(update=stamps)
 
     def _publish(self, routed: Plan | None) -> tuple[RoutingPolicyStatus, PlanStatus]:
         """The routing policy and the plan, with an event for each that changed."""
