@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from prfaas.devprometheus import free_port
 from prfaas.model.scenario import case_study
 from prfaas.model.workload import LENGTH_BUCKETS
+from prfaas_dev.ports import free_port
 
 
 class RouterLikeExporter:

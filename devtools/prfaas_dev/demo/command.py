@@ -77,7 +77,7 @@ def _offer_existing(args: argparse.Namespace) -> Path | None:
     path = Path(env.split(os.pathsep)[0])
     if not path.is_file():
         return None
-    from prfaas.demo.kube import kubectl
+    from prfaas_dev.kubectl import kubectl
 
     try:
         reachable = kubectl(path, "version", "--request-timeout=3s", check=False).returncode == 0
@@ -92,9 +92,10 @@ def _offer_existing(args: argparse.Namespace) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from prfaas.demo.kube import KubeError, quiet_env
-    from prfaas.demo.procs import ProcessError
-    from prfaas.demo.run import Demo, DemoError, Options, results_json, summary
+    from prfaas_dev.demo.kube import quiet_env
+    from prfaas_dev.demo.run import Demo, DemoError, Options, results_json, summary
+    from prfaas_dev.kubectl import KubeError
+    from prfaas_dev.procs import ProcessError
 
     existing = _offer_existing(args)
     opts = Options(
