@@ -166,11 +166,12 @@ class Proc:
 
 
 class Group:
-    """Processes logged under ``log_dir`` (``<name>.log``) and stopped together, newest first,
-    also when a start-up fails half-way."""
+    """Processes logged under ``log_dir`` (``<name>.log``; ``append``: a restarted name keeps
+    its earlier log) and stopped together, newest first, also when a start-up fails half-way."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, append: bool = False) -> None:
         self.log_dir = log_dir
+        self.append = append
         self.procs: list[Proc] = []
 
     def start(
@@ -180,7 +181,8 @@ class Group:
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
     ) -> Proc:
-        proc = Proc.spawn(name, argv, self.log_dir / f"{name}.log", env=env, cwd=cwd)
+        log = self.log_dir / f"{name}.log"
+        proc = Proc.spawn(name, argv, log, env=env, cwd=cwd, append=self.append)
         self.procs.append(proc)
         return proc
 

@@ -170,7 +170,7 @@ class Demo:
             f"baseline: homogeneous PD, {n_p} prefill + {n_d} decode H20 engines "
             f"(the planner's best split of {n_p + n_d}), no PrefillPool"
         )
-        group = Group(self.log_dir)
+        group = Group(self.log_dir, append=True)
         try:
             pre = [self._engine(group, f"homo-prefill-{k}", "prefill", "h20") for k in range(n_p)]
             dec = [self._engine(group, f"homo-decode-{k}", "decode", "h20") for k in range(n_d)]
@@ -236,7 +236,7 @@ class Demo:
     # -- PrfaaS under the operator -----------------------------------------------------------
     def prfaas(self, stack: contextlib.ExitStack) -> None:
         west, east = self._clusters(stack)
-        group = Group(self.log_dir)
+        group = Group(self.log_dir, append=True)
         stack.callback(group.stop)
         self.say("installing CRDs, the case-study PrefillPool and PDCluster (time-scaled)")
         for cluster in dict.fromkeys((west, east)):
