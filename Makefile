@@ -4,7 +4,7 @@ SHELL := bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml devtools/pyproject.toml | sha1sum | cut -c1-12)
 OUT := .local
 
 -include hack/k8s.mk
@@ -14,14 +14,15 @@ OUT := .local
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The package and, next to it, the dev tooling (devtools/: prfaas_dev, `prfaas demo`), both editable.
+$(STAMP): pyproject.toml devtools/pyproject.toml
 	@echo "==> setting up $(VENV) (first time: ~1-2 min)"
 	@$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv"; exit 1; }
 	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -e '.[dev]' -e ./devtools
 	@rm -f $(VENV)/.installed-*; touch $@
 
-venv: $(STAMP) ## create .venv with the package and dev tools
+venv: $(STAMP) ## create .venv with the package, the dev tooling (devtools/) and dev tools
 
 deps: ## system packages the integration tests use (Debian's prometheus)
 	@command -v prometheus >/dev/null || { \
@@ -30,8 +31,8 @@ deps: ## system packages the integration tests use (Debian's prometheus)
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator devtools tests bench
+	$(VENV)/bin/ruff format --check operator devtools tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint Dockerfile

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from peers import Aiperf, venv_dir
+from prfaas_dev.peers import Aiperf, venv_dir
 
 
 def tokenizer_file(aiperf: Aiperf | None = None) -> Path:

@@ -64,21 +64,16 @@ from rich.table import Table
 
 import aiperf_run
 from loadgen import Via, open_loop, pct
-from peers import PeersMissingError, require_all
 from prfaas.model.planner import plan as plan_case
 from prfaas.model.scenario import case_study
 from prfaas.report.plan import plan_json
 from prfaas.routing.tokens import BYTES_PER_TOKEN
 from prfaas.sim.arrivals import sample_lengths
-from procs import (
-    Engine,
-    Service,
-    Stack,
-    StartError,
-    free_port,
-    http_post_json,
-    scrape,
-)
+from prfaas_dev.http import http_post_json, scrape
+from prfaas_dev.peers import PeersMissingError, require_all
+from prfaas_dev.ports import free_port
+from prfaas_dev.procs import ProcessError
+from prfaas_dev.stack import Engine, Service, Stack
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / ".local" / "bench"
@@ -241,7 +236,7 @@ def aiperf_bench(
     with Stack(logs / "aiperf") as stack:
         try:
             cl = start_cluster(stack, speed, ours, naive, wanted, tools, tokenizer=tok)
-        except StartError as e:
+        except ProcessError as e:
             console.print(f"[red]aiperf start-up failed: {e}[/]")
             return {"error": str(e)}
         for name, router in cl.routers.items():
@@ -404,7 +399,7 @@ def main() -> int:
                 if args.aiperf_only
                 else start_cluster(stack, speed, ours, naive, wanted, tools)
             )
-        except StartError as e:
+        except ProcessError as e:
             console.print(f"[red]start-up failed: {e}[/]")
             return 1
         pool, link, local_p, decode = (cl.pool, cl.link, cl.local_p, cl.decode) if cl else ([],) * 4

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,8 @@ from prfaas.api import PDCluster
 from prfaas.controller.kube import Cluster, Members
 from prfaas.controller.reconcile import Reconciler, Resource
 from prfaas.controller.signals import prometheus_query_factory
-from prfaas.devcluster import ControlPlane, scale_target
+from prfaas_dev.cluster import ControlPlane, scale_target
+from prfaas_dev.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
@@ -97,24 +96,11 @@ def main() -> None:
             # the operator as a process, as deployed: time until every CR was planned anew
             started = datetime.now(UTC).replace(microsecond=0)
             time.sleep(1.1)  # observedAt has one-second resolution
-            env = {**os.environ, "KUBECONFIG": str(cp.kubeconfig)}
+            argv = [sys.executable, "-m", "prfaas.cli", "operator", "--metrics-port", "0"]
+            argv += ["--liveness", "none", "--log-format", "plain"]
             t0 = time.perf_counter()
-            op = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "prfaas.cli",
-                    "operator",
-                    "--metrics-port",
-                    "0",
-                    "--liveness",
-                    "none",
-                    "--log-format",
-                    "plain",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            op = Proc.spawn(
+                "operator", argv, Path(tmp) / "operator.log", env={"KUBECONFIG": str(cp.kubeconfig)}
             )
             try:
                 while True:
@@ -137,8 +123,7 @@ def main() -> None:
                     f"{time.perf_counter() - t0:.1f} s after start"
                 )
             finally:
-                op.terminate()
-                op.wait(timeout=20)
+                op.stop(grace_s=20)
         finally:
             cp.stop()
 

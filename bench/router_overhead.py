@@ -50,8 +50,10 @@ from loadgen import (
     open_loop,
     pct,
 )
-from peers import PeersMissingError, require_all
-from procs import Stack, StartError, scrape
+from prfaas_dev.http import scrape
+from prfaas_dev.peers import PeersMissingError, require_all
+from prfaas_dev.procs import ProcessError
+from prfaas_dev.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / ".local" / "bench"
@@ -167,7 +169,7 @@ def main() -> int:
             routers = {"prfaas-router": stack.prfaas_router(pre, dec)}
             routers["sglang-router"] = stack.sglang_router(tools.sglang_router, pre, dec)
             routers["vllm-router"] = stack.vllm_router(tools.vllm_router, pre, dec)
-        except StartError as e:
+        except ProcessError as e:
             console.print(f"[red]start-up failed: {e}[/]")
             return 1
         targets: list[Target] = [

@@ -18,13 +18,13 @@ k8s-bin: ## build kube-apiserver, etcd, kubectl, helm from Go modules (first tim
 	@$(K8S_BUILD) >/dev/null
 
 cluster: k8s-bin venv ## start a local control plane (etcd + kube-apiserver); kubeconfig in .local/kubeconfig
-	@$(PY) -m prfaas.devcluster up --bin-dir "$(K8S_BIN_DIR)" \
+	@$(PY) -m prfaas_dev.cluster up --bin-dir "$(K8S_BIN_DIR)" \
 		--state-dir $(CLUSTER_STATE) --kubeconfig $(CLUSTER_KUBECONFIG)
 
 cluster-down: ## stop the local control plane started by `make cluster`
 	@if [ -x "$(PY)" ]; then \
-		$(PY) -m prfaas.devcluster down --state-dir $(CLUSTER_STATE) --kubeconfig $(CLUSTER_KUBECONFIG); \
+		$(PY) -m prfaas_dev.cluster down --state-dir $(CLUSTER_STATE) --kubeconfig $(CLUSTER_KUBECONFIG); \
 	else echo "no venv, so no cluster to stop"; fi
 
 cluster-status: ## is the local control plane running?
-	@$(PY) -m prfaas.devcluster status --state-dir $(CLUSTER_STATE)
+	@$(PY) -m prfaas_dev.cluster status --state-dir $(CLUSTER_STATE)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 
 from prfaas import __version__
-from prfaas.commands import crds, demo, engine, link, operator, plan, router, simulate
+from prfaas.commands import crds, engine, link, operator, plan, router, simulate
 from prfaas.commands.errors import CommandError
 
 EXIT_USAGE = 2
@@ -20,8 +21,11 @@ COMMANDS = [
     router,
     engine,
     link,
-    demo,
 ]
+# Subcommands of other installed distributions: entry points naming a ``register(sub)`` like
+# the modules above. prfaas-dev (devtools/) adds `demo` this way, so the runtime wheel and the
+# image carry no development tooling and `prfaas demo` works wherever that is installed.
+PLUGIN_GROUP = "prfaas.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.register(sub)
+    for plugin in sorted(entry_points(group=PLUGIN_GROUP), key=lambda ep: ep.name):
+        plugin.load()(sub)
     return parser
 
 

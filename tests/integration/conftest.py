@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 from existing_cluster import ENV, ExistingCluster, configured
 
-from prfaas.devcluster import BinariesMissingError, ControlPlane, DevClusterError
+from prfaas_dev.cluster import BinariesMissingError, ControlPlane, DevClusterError
 
 ControlPlaneFactory = Callable[[], ControlPlane]
 

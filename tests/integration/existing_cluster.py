@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from prfaas.devcluster import find_binaries
+from prfaas_dev.kubectl import kubectl
 
 ENV = "PRFAAS_E2E_KUBECONFIGS"
 
@@ -32,14 +32,7 @@ class ExistingCluster:
         self._dir = Path(tempfile.mkdtemp(prefix=f"prfaas-e2e-{index}-"))
 
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        binary = str(find_binaries()["kubectl"])
-        return subprocess.run(
-            [binary, f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
-        )
+        return kubectl(self.kubeconfig, *args, check=check)
 
     def kubeconfig_for_serviceaccount(self, namespace: str, name: str) -> Path:
         token = self.kubectl("create", "token", name, "-n", namespace).stdout.strip()

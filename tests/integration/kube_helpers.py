@@ -1,42 +1,21 @@
-"""Helpers for tests against a real API server: kubectl, waiting, a running operator."""
+"""Helpers for tests against a real API server: reading objects, waiting, a running operator
+(kubectl itself: :mod:`prfaas_dev.kubectl`)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prfaas.devcluster import scale_target
-from prfaas.devprometheus import free_port
+from prfaas_dev.cluster import scale_target
+from prfaas_dev.kubectl import KubeError, kubectl
+from prfaas_dev.ports import free_port
+from prfaas_dev.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def kubectl_binary() -> str:
-    from prfaas.devcluster import find_binaries
-
-    return str(find_binaries()["kubectl"])
-
-
-def kubectl(
-    kubeconfig: Path | str, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [kubectl_binary(), f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc
 
 
 def get_json(kubeconfig: Path | str, *args: str) -> dict[str, Any]:
@@ -50,7 +29,7 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, every: 
     while time.monotonic() < deadline:
         try:
             last = probe()
-        except AssertionError as exc:
+        except (AssertionError, KubeError) as exc:  # not there yet
             last = exc
         else:
             if last:
@@ -84,42 +63,20 @@ class OperatorProcess:
         self.extra = extra
         self.metrics_port = free_port()
         self.health_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Proc | None = None
 
     def start(self) -> OperatorProcess:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "prfaas.cli",
-                "operator",
-                "--log-format",
-                "plain",
-                "--metrics-address",
-                "127.0.0.1",
-                "--metrics-port",
-                str(self.metrics_port),
-                "--liveness",
-                f"http://127.0.0.1:{self.health_port}/healthz",
-                *self.extra,
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        argv = [sys.executable, "-m", "prfaas.cli", "operator", "--log-format", "plain"]
+        argv += ["--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port)]
+        argv += ["--liveness", f"http://127.0.0.1:{self.health_port}/healthz", *self.extra]
+        env = {"KUBECONFIG": str(self.kubeconfig)}
+        # appended: a restarted operator keeps the first one's log
+        self.proc = Proc.spawn("operator", argv, self.log_path, env=env, append=True)
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            self.proc.stop(grace_s=15)
         self.proc = None
 
     def log(self) -> str:

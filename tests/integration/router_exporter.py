@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from prometheus_client import start_http_server
 
-from prfaas.devprometheus import free_port
 from prfaas.model.scenario import case_study
 from prfaas.router.metrics import RouterMetrics
 from prfaas.routing.decide import Reason
+from prfaas_dev.ports import free_port
 
 POOL = "h200-pool"
 

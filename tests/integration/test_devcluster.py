@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from prfaas.devcluster import (
+from prfaas_dev.cluster import (
     K8S_VERSION,
     ControlPlane,
     DevClusterError,
@@ -207,7 +207,7 @@ def running(pid: int) -> bool:
 
 def test_cli_up_and_down_leave_nothing_running(tmp_path: Path) -> None:
     state, kubeconfig = tmp_path / "cluster", tmp_path / "kubeconfig"
-    cli = [sys.executable, "-m", "prfaas.devcluster"]
+    cli = [sys.executable, "-m", "prfaas_dev.cluster"]
     up = subprocess.run(
         [*cli, "up", "--state-dir", str(state), "--kubeconfig", str(kubeconfig)],
         capture_output=True,

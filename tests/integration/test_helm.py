@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
-from kube_helpers import ROOT, get_json, kubectl, kubectl_binary
+from kube_helpers import ROOT, get_json
 
 from prfaas.api import PDCluster, PrefillPool
+from prfaas_dev.kubectl import kubectl, kubectl_binary
 
 pytestmark = pytest.mark.integration
 CHART = ROOT / "charts" / "prfaas-operator"

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,18 +15,24 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^USER 65532:65532$", dockerfile, re.M), "the image must run as non-root"
-    assert 'ENTRYPOINT ["prfaas"]' in dockerfile
-    wheels = tmp_path / "wheels"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runtime wheel, built as the Dockerfile's build stage builds it."""
+    wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)],
         check=True,
         capture_output=True,
         timeout=300,
     )
-    (wheel,) = wheels.glob("prfaas_operator-*.whl")
+    (found,) = wheels.glob("prfaas_operator-*.whl")
+    return found
+
+
+def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path, wheel: Path) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^USER 65532:65532$", dockerfile, re.M), "the image must run as non-root"
+    assert 'ENTRYPOINT ["prfaas"]' in dockerfile
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     py = env_dir / "bin" / "python"
@@ -53,3 +60,16 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     ).stdout
     assert "prfaas/model/case_study.yaml" in listing
     assert "tests/" not in listing
+
+
+def test_wheel_carries_no_dev_tooling(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    packages = {n.split("/")[0] for n in names if ".dist-info/" not in n}
+    assert packages == {"prfaas"}
+    dev = ("prfaas/demo/", "prfaas/devcluster.py", "prfaas/devprometheus.py")
+    assert not [n for n in names if n.startswith(dev)]
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    runtime = [r for r in requires if "extra ==" not in r]
+    assert not [r for r in runtime if "cryptography" in r], "cryptography is a dev dependency"

@@ -30,7 +30,7 @@ from kube_helpers import (
 from router_exporter import RouterMetricsExporter, case_study_lengths
 
 from prfaas.api import PDCluster, PrefillPool
-from prfaas.devprometheus import LocalPrometheus
+from prfaas_dev.prometheus import LocalPrometheus
 
 pytestmark = pytest.mark.integration
 SA = "system:serviceaccount:prfaas-system:prfaas-operator"

@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import itertools
 import json
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import peers
 from prfaas.engine.server import expected_text
 from prfaas.serving import openai
 from prfaas.serving.tokenizer import Counter
-from procs import Engine, Service, Stack, scrape
+from prfaas_dev import peers
+from prfaas_dev.http import scrape
+from prfaas_dev.stack import Engine, Service, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from router_exporter import RouterMetricsExporter, case_study_lengths
 
 from prfaas.api.pdcluster import PrometheusSource, WorkloadSource
 from prfaas.controller.signals import SignalsUnavailableError, gather, prometheus_query_factory
-from prfaas.devprometheus import LocalPrometheus
 from prfaas.model.planner import plan
 from prfaas.model.scenario import case_study
+from prfaas_dev.prometheus import LocalPrometheus
 
 pytestmark = pytest.mark.integration
 

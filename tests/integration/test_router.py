@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,16 +20,10 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-from prfaas.devprometheus import free_port
 from prfaas.engine.server import expected_text
-from procs import (
-    Engine,
-    Service,
-    Stack,
-    http_get,
-    http_post_json,
-)
+from prfaas_dev.http import http_get, http_post_json
+from prfaas_dev.ports import free_port
+from prfaas_dev.stack import Engine, Service, Stack
 
 pytestmark = pytest.mark.integration
 

@@ -4,19 +4,18 @@ ServiceAccount that may only get/list/watch ``pdclusters`` in its namespace."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from kube_helpers import ROOT, kubectl
+from kube_helpers import ROOT
 
 from prfaas.api import PDCluster
-from prfaas.devcluster import ControlPlane
-from prfaas.devprometheus import free_port
-
-sys.path.insert(0, str(ROOT / "bench"))
-from procs import Stack, http_get
+from prfaas_dev.cluster import ControlPlane
+from prfaas_dev.http import http_get
+from prfaas_dev.kubectl import kubectl
+from prfaas_dev.ports import free_port
+from prfaas_dev.stack import Stack
 
 pytestmark = pytest.mark.integration
 NS = "router-kube"

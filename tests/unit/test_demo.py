@@ -9,15 +9,15 @@ import pytest
 from prfaas.api.pdcluster import PDClusterSpec
 from prfaas.api.planning import scenario_for
 from prfaas.api.prefillpool import PrefillPoolSpec
-from prfaas.demo.load import Record, window
-from prfaas.demo.scenario import demo_resources, load_samples
 from prfaas.model.planner import plan
+from prfaas_dev.demo.load import Record, window
+from prfaas_dev.demo.scenario import demo_resources, load_samples
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_embedded_samples_are_the_published_ones() -> None:
-    pkg = ROOT / "operator/prfaas/demo/samples"
+    pkg = ROOT / "devtools/prfaas_dev/demo/samples"
     for name in ("pdcluster-h20.yaml", "prefillpool-h200.yaml"):
         assert (pkg / name).read_text() == (ROOT / "manifests/samples" / name).read_text()
 

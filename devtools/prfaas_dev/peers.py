@@ -5,11 +5,11 @@ Each tool lives in its own virtualenv under the version-keyed cache
 versions are read from hack/peers.sh itself (one source of truth; the same environment overrides
 apply). A venv counts as installed only once its stamp file is there (written last).
 
-    from peers import sglang_router, require_all
+    from prfaas_dev.peers import sglang_router, require_all
     argv = sglang_router()            # None when not installed
     tools = require_all()             # PeersMissingError("... run `make peers`") when not
 
-Run as a script it prints what it finds (exit 1 if something is missing).
+``python -m prfaas_dev.peers`` prints what it finds (exit 1 if something is missing).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+# the repository this (editable) package is installed from: hack/peers.sh is the source of truth
+REPO = Path(__file__).resolve().parents[2]
 PEERS_SH = REPO / "hack" / "peers.sh"
 STAMP_NAME = ".prfaas-installed"
 HF_REPO = "local/deepseek-tokenizer"

@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from prfaas.demo.load import Window
+from prfaas_dev.demo.load import Window
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from prfaas.demo.kubelet import GROUP, KIND, VERSION
+from prfaas_dev.demo.kubelet import GROUP, KIND, VERSION
 
 NAMESPACE = "prfaas-demo"
 
@@ -21,7 +21,7 @@ def load_samples() -> tuple[dict[str, Any], dict[str, Any]]:
     """(PDCluster, PrefillPool) of the case study, from the package's embedded copy."""
     from importlib import resources
 
-    base = resources.files("prfaas.demo").joinpath("samples")
+    base = resources.files("prfaas_dev.demo").joinpath("samples")
     pd = yaml.safe_load(base.joinpath("pdcluster-h20.yaml").read_text(encoding="utf-8"))
     pool = yaml.safe_load(base.joinpath("prefillpool-h200.yaml").read_text(encoding="utf-8"))
     return pd, pool

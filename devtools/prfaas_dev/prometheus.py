@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -19,15 +17,12 @@ from types import TracebackType
 
 import yaml
 
+from prfaas_dev.ports import free_port
+from prfaas_dev.procs import Proc
+
 
 class PrometheusError(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_binary() -> str:
@@ -59,7 +54,7 @@ class LocalPrometheus:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._dir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Proc | None = None
 
     def _config(self) -> dict[str, object]:
         return {
@@ -79,8 +74,8 @@ class LocalPrometheus:
         self._dir = Path(tempfile.mkdtemp(prefix="prfaas-prometheus-"))
         config = self._dir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self._config()), encoding="utf-8")
-        log = (self._dir / "prometheus.log").open("wb")
-        self._proc = subprocess.Popen(
+        self._proc = Proc.spawn(
+            "prometheus",
             [
                 binary,
                 f"--config.file={config}",
@@ -89,13 +84,11 @@ class LocalPrometheus:
                 "--storage.tsdb.retention.time=1h",
                 "--web.enable-lifecycle",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self._dir / "prometheus.log",
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
+            if not self._proc.alive():
                 raise PrometheusError(f"prometheus exited: {self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as resp:
@@ -103,8 +96,9 @@ class LocalPrometheus:
                         return self
             except OSError:
                 time.sleep(0.2)
+        tail = self.log_tail()  # before stop() removes the log
         self.stop()
-        raise PrometheusError(f"prometheus not ready after {timeout:.0f} s: {self.log_tail()}")
+        raise PrometheusError(f"prometheus not ready after {timeout:.0f} s: {tail}")
 
     def query(self, promql: str) -> list[dict[str, object]]:
         url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
@@ -124,19 +118,11 @@ class LocalPrometheus:
         raise PrometheusError(f"targets not scraped within {timeout:.0f} s")
 
     def log_tail(self, lines: int = 15) -> str:
-        if self._dir is None or not (self._dir / "prometheus.log").exists():
-            return ""
-        text = (self._dir / "prometheus.log").read_text(encoding="utf-8", errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        return self._proc.tail(lines) if self._proc is not None else ""
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        if self._proc is not None:
+            self._proc.stop(grace_s=10)
         self._proc = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prfaas.demo.procs import Group, Proc, http_ok, prfaas_argv
+from prfaas_dev.http import http_ok
+from prfaas_dev.procs import Group, Proc, prfaas_argv
 
 
 @dataclass

@@ -16,26 +16,30 @@ import yaml
 from rich.console import Console
 from rich.live import Live
 
-from prfaas.demo.kube import crds_yaml, custom_api, kubectl
-from prfaas.demo.kubelet import (
+from prfaas.api import PDCluster, PrefillPool
+from prfaas.serving.http import JSON
+from prfaas_dev.demo.kube import crds_yaml, custom_api
+from prfaas_dev.demo.kubelet import (
     GROUP as EG_GROUP,
 )
-from prfaas.demo.kubelet import (
+from prfaas_dev.demo.kubelet import (
     PLURAL as EG_PLURAL,
 )
-from prfaas.demo.kubelet import (
+from prfaas_dev.demo.kubelet import (
     Binding,
     EngineSet,
     Kubelet,
     Slot,
     engine_group,
 )
-from prfaas.demo.load import LoadGen, Traffic, Window, window
-from prfaas.demo.procs import Group, Proc, http_ok, prfaas_argv, reserve_port
-from prfaas.demo.scenario import NAMESPACE, demo_resources, prometheus_workload
-from prfaas.demo.view import Snapshot, render, summary_table
-from prfaas.demo.watch import LinkMeter, Watcher
-from prfaas.serving.http import JSON
+from prfaas_dev.demo.load import LoadGen, Traffic, Window, window
+from prfaas_dev.demo.scenario import NAMESPACE, demo_resources, prometheus_workload
+from prfaas_dev.demo.view import Snapshot, render, summary_table
+from prfaas_dev.demo.watch import LinkMeter, Watcher
+from prfaas_dev.http import http_ok
+from prfaas_dev.kubectl import kubectl
+from prfaas_dev.ports import free_port
+from prfaas_dev.procs import Group, Proc, prfaas_argv
 
 HOST = "127.0.0.1"
 SHIFT_MU = 10.3  # prompts ~1.5x longer: the planner moves t and the split (see README)
@@ -167,7 +171,7 @@ class Demo:
             f"baseline: homogeneous PD, {n_p} prefill + {n_d} decode H20 engines "
             f"(the planner's best split of {n_p + n_d}), no PrefillPool"
         )
-        group = Group(self.log_dir)
+        group = Group(self.log_dir, append=True)
         try:
             pre = [self._engine(group, f"homo-prefill-{k}", "prefill", "h20") for k in range(n_p)]
             dec = [self._engine(group, f"homo-decode-{k}", "decode", "h20") for k in range(n_d)]
@@ -202,10 +206,10 @@ class Demo:
                 f"baseline: {w.throughput:.2f} req/s served, P90 TTFT {w.ttft_p90:.1f} s"
             )
         finally:
-            group.stop_all()
+            group.stop()
 
     def _engine(self, group: Group, name: str, role: str, profile: str) -> str:
-        port = reserve_port()
+        port = free_port()
         argv = [
             *prfaas_argv(),
             "engine",
@@ -216,7 +220,7 @@ class Demo:
             "--port",
             str(port),
             "--kv-port",
-            str(reserve_port()),
+            str(free_port()),
             *self.engine_args,
         ]
         url = f"http://{HOST}:{port}"
@@ -224,7 +228,7 @@ class Demo:
         return url
 
     def _router(self, group: Group, args: list[str], name: str) -> str:
-        port = reserve_port()
+        port = free_port()
         argv = _router_argv(port, args)
         url = f"http://{HOST}:{port}"
         group.start(name, argv).wait_ready(lambda: http_ok(url + "/readyz"), 60)
@@ -233,8 +237,8 @@ class Demo:
     # -- PrfaaS under the operator -----------------------------------------------------------
     def prfaas(self, stack: contextlib.ExitStack) -> None:
         west, east = self._clusters(stack)
-        group = Group(self.log_dir)
-        stack.callback(group.stop_all)
+        group = Group(self.log_dir, append=True)
+        stack.callback(group.stop)
         self.say("installing CRDs, the case-study PrefillPool and PDCluster (time-scaled)")
         for cluster in dict.fromkeys((west, east)):
             kubectl(cluster, "apply", "--server-side", "-f", "-", stdin=crds_yaml())
@@ -243,17 +247,15 @@ class Demo:
                 "wait",
                 "--for=condition=Established",
                 "--timeout=60s",
-                "crd/pdclusters.prfaas.io",
-                "crd/prefillpools.prfaas.io",
+                f"crd/{PDCluster.resource.name}",
+                f"crd/{PrefillPool.resource.name}",
                 f"crd/{EG_PLURAL}.{EG_GROUP}",
             )
             ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
             kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump(ns))
 
         pool_n, pd_n = 4, 7
-        links = [
-            (reserve_port(), reserve_port()) for _ in range(pool_n)
-        ]  # (link port, engine KV port)
+        links = [(free_port(), free_port()) for _ in range(pool_n)]  # (link port, engine KV port)
 
         def engines(name: str, role: str, profile: str, slots: list[Slot]) -> EngineSet:
             return EngineSet(name, role, profile, slots, group, self.engine_args)
@@ -262,26 +264,26 @@ class Demo:
             "h200-prefill",
             "prefill",
             "h200",
-            [Slot(reserve_port(), kv, (HOST, lp)) for lp, kv in links],
+            [Slot(free_port(), kv, (HOST, lp)) for lp, kv in links],
         )
         pre = engines(
             "h20-prefill",
             "prefill",
             "h20",
-            [Slot(reserve_port(), reserve_port()) for _ in range(pd_n)],
+            [Slot(free_port(), free_port()) for _ in range(pd_n)],
         )
         dec = engines(
             "h20-decode",
             "decode",
             "h20",
-            [Slot(reserve_port(), reserve_port()) for _ in range(pd_n)],
+            [Slot(free_port(), free_port()) for _ in range(pd_n)],
         )
         stack.callback(pool.stop)
         stack.callback(pre.stop)
         stack.callback(dec.stop)
 
         self.say("starting the 100 Gbps link (shaped), Prometheus, operator, router")
-        link_admin = reserve_port()
+        link_admin = free_port()
         link_argv = [
             *prfaas_argv(),
             "link",
@@ -321,7 +323,7 @@ class Demo:
         for kc, name, n in groups:
             kubectl(kc, "apply", "-f", "-", stdin=yaml.safe_dump(engine_group(name, NAMESPACE, n)))
         pd, pp = demo_resources(self.o.speedup, pool.urls(), pre.urls(), dec.urls(), secret, 4)
-        router_port = reserve_port()
+        router_port = free_port()
         prom = self._prometheus(stack, router_port, pre, dec)
         kubectl(west, "apply", "-f", "-", stdin=yaml.safe_dump_all([pp, pd]))
         if self.o.kubeconfig is not None:  # someone's cluster: take our objects away again
@@ -376,7 +378,7 @@ class Demo:
         if self.o.kubeconfig is not None:
             self.say(f"using the cluster of {self.o.kubeconfig} for both datacenters")
             return self.o.kubeconfig, self.o.kubeconfig
-        from prfaas.devcluster import ControlPlane, DevClusterError
+        from prfaas_dev.cluster import ControlPlane, DevClusterError
 
         paths = []
         for dc in ("dc-west", "dc-east"):
@@ -393,7 +395,7 @@ class Demo:
     def _prometheus(
         self, stack: contextlib.ExitStack, router_port: int, pre: EngineSet, dec: EngineSet
     ) -> str:
-        from prfaas.devprometheus import LocalPrometheus, PrometheusError
+        from prfaas_dev.prometheus import LocalPrometheus, PrometheusError
 
         def hosts(es: EngineSet) -> list[str]:
             return [f"{HOST}:{s.port}" for s in es.slots]
@@ -420,9 +422,9 @@ class Demo:
             "--metrics-address",
             HOST,
             "--metrics-port",
-            str(reserve_port()),
+            str(free_port()),
             "--liveness",
-            f"http://{HOST}:{reserve_port()}/healthz",
+            f"http://{HOST}:{free_port()}/healthz",
         ]
         return group.start("operator", argv, env={"KUBECONFIG": str(kubeconfig)})
 
@@ -431,7 +433,8 @@ class Demo:
     ) -> None:
         o = self.o
         api = custom_api(west)
-        pdc = ("prfaas.io", "v1alpha1", NAMESPACE, "pdclusters", "h20-pd")
+        meta = PDCluster.resource
+        pdc = (meta.group, meta.version, NAMESPACE, meta.plural, "h20-pd")
         meter = LinkMeter(o.kv_byte_scale * o.speedup)
         watcher = Watcher(
             lambda: dict(api.get_namespaced_custom_object(*pdc)),

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prfaas.demo.kubelet import Kubelet
-from prfaas.demo.view import Snapshot
+from prfaas_dev.demo.kubelet import Kubelet
+from prfaas_dev.demo.view import Snapshot
 
 
 def http_text(url: str, timeout: float = 1.0) -> str:

@@ -1,4 +1,8 @@
-"""``prfaas demo``: the whole system live on this machine, on the paper's case study."""
+"""``prfaas demo``: the whole system live on this machine, on the paper's case study.
+
+Added to the ``prfaas`` command line through the entry-point group ``prfaas.commands``
+(devtools/pyproject.toml); only :func:`register` runs when ``prfaas`` starts, so it stays cheap.
+"""
 
 from __future__ import annotations
 
@@ -77,7 +81,7 @@ def _offer_existing(args: argparse.Namespace) -> Path | None:
     path = Path(env.split(os.pathsep)[0])
     if not path.is_file():
         return None
-    from prfaas.demo.kube import kubectl
+    from prfaas_dev.kubectl import kubectl
 
     try:
         reachable = kubectl(path, "version", "--request-timeout=3s", check=False).returncode == 0
@@ -92,9 +96,11 @@ def _offer_existing(args: argparse.Namespace) -> Path | None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from prfaas.demo.kube import KubeError, quiet_env
-    from prfaas.demo.procs import ProcessError
-    from prfaas.demo.run import Demo, DemoError, Options, results_json, summary
+    from prfaas_dev.demo.kube import quiet_env
+    from prfaas_dev.demo.run import Demo, DemoError, Options, results_json, summary
+    from prfaas_dev.kubectl import KubeError
+    from prfaas_dev.ports import NoFreePortError
+    from prfaas_dev.procs import ProcessError
 
     existing = _offer_existing(args)
     opts = Options(
@@ -118,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with quiet_env():
             results = demo.run()
-    except (DemoError, KubeError, ProcessError) as exc:
+    except (DemoError, KubeError, ProcessError, NoFreePortError) as exc:
         raise CommandError(str(exc)) from None
     except KeyboardInterrupt:
         console.print("interrupted: everything the demo started has been stopped")

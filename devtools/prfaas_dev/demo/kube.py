@@ -1,46 +1,22 @@
-"""The demo's few calls to the clusters: kubectl for applying, a client for custom objects."""
+"""The demo's CRDs and its client for custom objects (kubectl: :mod:`prfaas_dev.kubectl`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from prfaas.demo.kubelet import engine_group_crd
-
-
-class KubeError(RuntimeError):
-    """kubectl failed; the message has its error."""
+from prfaas_dev.demo.kubelet import engine_group_crd
 
 
 def crds_yaml() -> str:
     from prfaas.api.crdgen import CRDS, crd
 
     return yaml.safe_dump_all([*(crd(info) for info in CRDS), engine_group_crd()])
-
-
-def kubectl(
-    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    from prfaas.devcluster import find_binaries
-
-    kubectl = str(find_binaries()["kubectl"])
-    proc = subprocess.run(
-        [kubectl, f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise KubeError(f"kubectl {' '.join(args[:3])}: {proc.stderr.strip()}")
-    return proc
 
 
 def custom_api(kubeconfig: Path) -> Any:
