@@ -14,6 +14,7 @@ wrote what: the no-flapping claims are counts of writes over several reconcile i
 from __future__ import annotations
 
 import copy
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from audit_log import AuditLog, audit_args
 from kube_helpers import ROOT, OperatorProcess, condition, get_json, kubectl, replicas, wait_for
 
 from prfaas_dev.cluster import BinariesMissingError, ControlPlane, DevClusterError
-from prfaas_dev.flux import Flux, FluxMissingError, find_flux
+from prfaas_dev.flux import Flux, FluxMissingError, default_flux_dir, find_flux
 from prfaas_dev.gitserver import GitRepo, GitServer
 
 pytestmark = pytest.mark.integration
@@ -194,6 +195,16 @@ def at_plan(env: GitOps) -> dict[str, Any]:
 
 
 # ---- the pipeline --------------------------------------------------------------------------------
+
+
+def test_python_and_build_script_agree_on_the_flux_dir() -> None:
+    printed = subprocess.run(
+        [str(ROOT / "hack" / "build-flux.sh"), "--print-dir"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(printed) == default_flux_dir()
 
 
 def test_flux_installs_crds_operator_and_case_study(gitops: GitOps) -> None:
