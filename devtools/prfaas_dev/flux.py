@@ -104,10 +104,20 @@ class Flux:
     it (kustomize-controller: cluster-admin through ``cluster-reconciler``, as Flux installs it).
     """
 
-    def __init__(self, plane: ControlPlane, state_dir: Path, dist: FluxDist | None = None) -> None:
+    def __init__(
+        self,
+        plane: ControlPlane,
+        state_dir: Path,
+        dist: FluxDist | None = None,
+        *,
+        requeue_dependency: str = "30s",
+    ) -> None:
+        """``requeue_dependency``: how soon a Kustomization whose dependsOn is not Ready (also:
+        being reconciled right now) looks again (kustomize-controller's flag; Flux's default)."""
         self.plane = plane
         self.state_dir = state_dir
         self.dist = dist or find_flux()
+        self.requeue_dependency = requeue_dependency
         self.storage_port = 0
         self.procs: dict[str, Proc] = {}
 
@@ -125,6 +135,7 @@ class Flux:
         self.install()
         self.storage_port = free_port()
         storage = f"127.0.0.1:{self.storage_port}"
+        (self.state_dir / "storage").mkdir(parents=True, exist_ok=True)  # it must exist
         try:
             self._spawn(
                 "source-controller",
@@ -132,7 +143,11 @@ class Flux:
                 f"--storage-addr={storage}",
                 f"--storage-adv-addr={storage}",  # kustomize-controller downloads from here
             )
-            self._spawn("kustomize-controller", "--no-remote-bases=true")
+            self._spawn(
+                "kustomize-controller",
+                "--no-remote-bases=true",
+                f"--requeue-dependency={self.requeue_dependency}",
+            )
         except BaseException:
             self.stop()
             raise
