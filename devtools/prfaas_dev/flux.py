@@ -124,12 +124,13 @@ class Flux:
     def install(self) -> None:
         """CRDs (established before anything uses them), namespace ``flux-system``, RBAC."""
         admin = self.plane.kubeconfig
-        args = [a for crd in self.dist.crds for a in ("-f", str(crd))]
-        kubectl(admin, "apply", "--server-side", "--field-manager=flux-install", *args)
-        kubectl(admin, "wait", "--for=condition=Established", "--timeout=60s", *args)
-        kubectl(admin, "create", "namespace", NAMESPACE, check=False)  # may exist: fine
-        rbac = [a for f in self.dist.rbac for a in ("-f", str(f))]
-        kubectl(admin, "apply", "--server-side", "--field-manager=flux-install", *rbac)
+        apply = ("apply", "--server-side", "--field-manager=flux-install")  # idempotent
+        crds = [a for crd in self.dist.crds for a in ("-f", str(crd))]
+        kubectl(admin, *apply, *crds)
+        kubectl(admin, "wait", "--for=condition=Established", "--timeout=60s", *crds)
+        namespace = f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {NAMESPACE}\n"
+        kubectl(admin, *apply, "-f", "-", stdin=namespace)
+        kubectl(admin, *apply, *[a for f in self.dist.rbac for a in ("-f", str(f))])
 
     def start(self) -> Self:
         self.install()

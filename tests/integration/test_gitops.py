@@ -51,8 +51,8 @@ class GitOps:
     admin: Path
     repo: GitRepo
     flux: Flux
-    operator: OperatorProcess
     audit: AuditLog
+    operator: OperatorProcess | None = None  # started once Flux has applied its Deployment
 
     def revision(self) -> str:
         return f"{self.repo.branch}@sha1:{self.repo.head()}"
@@ -154,7 +154,7 @@ def gitops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitOps]:
     try:
         flux.start()
         apply(admin, *flux_resources(server.url("prfaas-operator.git")))
-        env = GitOps(plane, admin, repo, flux, None, AuditLog(tmp / "control-plane" / "audit.log"))  # type: ignore[arg-type]
+        env = GitOps(plane, admin, repo, flux, AuditLog(tmp / "control-plane" / "audit.log"))
         env.applied(*KUSTOMIZATIONS, timeout=180)
         # The operator as its Deployment would run it: those args, that ServiceAccount's token.
         deploy = get_json(admin, "deployment", "prfaas-operator", "-n", "prfaas-system")
@@ -183,7 +183,8 @@ def operator_planned(env: GitOps) -> dict[str, Any]:
     try:
         found: dict[str, Any] = wait_for("the operator's plan", planned, timeout=60)
     except AssertionError as e:
-        raise AssertionError(f"{e}\noperator log:\n{env.operator.log()[-3000:]}") from None
+        log = env.operator.log()[-3000:] if env.operator else "(not started)"
+        raise AssertionError(f"{e}\noperator log:\n{log}") from None
     return found
 
 
