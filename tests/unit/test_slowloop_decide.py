@@ -186,3 +186,37 @@ def test_a_measured_link_capacity_is_planned_for(measured: float | None) -> None
     if measured:  # a tenth of the link: less offloaded, so a higher threshold
         assert out.status.plan.threshold_tokens is not None
         assert out.status.plan.threshold_tokens > 19_400
+
+
+def test_a_plan_over_the_budget_is_refused_before_planning() -> None:
+    obs = observation(plan_pool=True)
+    spec = obs.spec.model_copy(
+        update={
+            "policy": obs.spec.policy.model_copy(
+                update={
+                    "threshold": obs.spec.policy.threshold.model_copy(update={"step_tokens": 1})
+                }
+            )
+        }
+    )
+    big = Observation(obs.name, spec, obs.groups, obs.signals, obs.pool)
+
+    def never(_: object) -> Any:
+        raise AssertionError("planned anyway")
+
+    out = decide(big, PDClusterStatus(), NOW, 1, planner=never, max_plan_cells=2_000_000)
+    assert isinstance(out, Outcome)
+    assert reason(out, "Ready") == "False/PlanTooLarge"
+    c = condition(out.status.conditions, "Ready")
+    assert c is not None and "7,340,088 cells" in c.message  # 8 pool sizes × 7 splits × 131,073
+
+
+def test_grid_cells_counts_the_planners_search() -> None:
+    from prfaas.model.planner import grid_cells, plan
+    from prfaas.model.scenario import Range, case_study
+
+    sc = case_study()
+    sc = sc.model_copy(
+        update={"planner": sc.planner.model_copy(update={"pool_instances": Range(min=2, max=5)})}
+    )
+    assert plan(sc).surface.throughput.size == grid_cells(sc)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from prfaas.commands.errors import CommandError
 from prfaas.commands.serving_args import add_logging
@@ -45,6 +46,41 @@ def register(sub: Any) -> None:
         action="store_true",
         help="plan and report in status, but never patch /scale or member clusters",
     )
+    trust = p.add_argument_group(
+        "what CR authors may make the operator do (default: nothing beyond their namespace)"
+    )
+    trust.add_argument(
+        "--allow-prometheus",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a Prometheus base URL that workload.prometheus.url may name (repeatable; a URL "
+        "matches with the same scheme, host and port and a path under this one). Without it "
+        "PDClusters can only declare their workload",
+    )
+    trust.add_argument(
+        "--allow-target-namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="a namespace that any CR may name in scaleTargetRef.namespace (repeatable); "
+        "otherwise a CR scales only in its own namespace",
+    )
+    trust.add_argument(
+        "--allow-kubeconfig-exec",
+        action="store_true",
+        help="let member kubeconfig Secrets use exec credential plugins (runs the command they "
+        "name, as the operator); auth-provider and file references stay refused",
+    )
+    trust.add_argument(
+        "--max-plan-cells",
+        type=int,
+        default=2_000_000,
+        metavar="N",
+        help="most planning-grid cells (pool sizes × splits × thresholds) one PDCluster may "
+        "cost per pass; larger ones get Ready=False/PlanTooLarge (default %(default)s: "
+        "~0.6 s and ~150 MB)",
+    )
     add_logging(p)
     p.set_defaults(func=run)
 
@@ -54,10 +90,19 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from prfaas.controller import handlers
+    from prfaas.controller.trust import Trust
 
+    if args.max_plan_cells < 1:
+        raise CommandError("--max-plan-cells must be at least 1")
     if not 0 <= args.metrics_port <= 65535:
         raise CommandError(f"--metrics-port {args.metrics_port} is not a port")
     handlers.Runtime.dry_run = args.dry_run
+    handlers.Runtime.trust = Trust(
+        allow_kubeconfig_exec=args.allow_kubeconfig_exec,
+        target_namespaces=frozenset(args.allow_target_namespace),
+        prometheus_urls=tuple(_prometheus_urls(args.allow_prometheus)),
+        max_plan_cells=args.max_plan_cells,
+    )
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
@@ -83,3 +128,11 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _prometheus_urls(urls: list[str]) -> list[str]:
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise CommandError(f"--allow-prometheus {url!r}: expected http(s)://host[:port][/path]")
+    return urls

@@ -21,6 +21,7 @@ from prfaas.controller import metrics
 from prfaas.controller.kube import Cluster, Members, UnreachableError, local_api
 from prfaas.controller.reconcile import Reconciler, Resource, parse_status, routing_configmap
 from prfaas.controller.signals import prometheus_query_factory
+from prfaas.controller.trust import Trust
 from prfaas.slowloop.conditions import is_true, set_condition
 from prfaas.slowloop.decide import Outcome
 
@@ -34,6 +35,7 @@ class Runtime:
 
     reconciler: Reconciler | None = None
     dry_run = False
+    trust = Trust()
     local: Cluster | None = None
 
 
@@ -53,8 +55,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 30
     local = Cluster(await asyncio.to_thread(local_api))
     Runtime.local = local
+    trust = Runtime.trust
     Runtime.reconciler = Reconciler(
-        Members(local), prometheus_query_factory(), lambda: datetime.now(UTC), Runtime.dry_run
+        Members(local, allow_exec=trust.allow_kubeconfig_exec),
+        prometheus_query_factory(),
+        lambda: datetime.now(UTC),
+        Runtime.dry_run,
+        trust,
     )
 
 

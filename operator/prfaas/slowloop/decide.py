@@ -25,7 +25,7 @@ from prfaas.api.pdcluster import (
 )
 from prfaas.api.planning import scenario_for
 from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
-from prfaas.model.planner import Plan, PlanError, PlanResult, plan
+from prfaas.model.planner import Plan, PlanError, PlanResult, grid_cells, plan
 from prfaas.model.profiles import LinkProfile
 from prfaas.model.scenario import PDSpec, PoolSpec, Scenario
 from prfaas.slowloop.conditions import Status, is_true, iso, set_condition
@@ -238,9 +238,11 @@ def decide(
     *,
     dry_run: bool = False,
     planner: Planner = plan,
+    max_plan_cells: int | None = None,
 ) -> Decision | Outcome:
     """Plan and limit the changes; an ``Outcome`` straight away when there is nothing to act on
-    (stale signals: hold the last good plan; no feasible plan)."""
+    (stale signals: hold the last good plan; no feasible plan; a plan over ``max_plan_cells``,
+    the operator's budget per pass, see ``grid_cells``)."""
     r = _Report(old, generation, now)
     r.problems = _problems(obs)
     signals = obs.signals
@@ -248,10 +250,11 @@ def decide(
         return _holding(r, signals)
     r.cond("SignalsStale", "False", "Fresh", f"{signals.source} signals")
     try:
-        target, scenario = _plan_target(obs, signals, planner)
+        target, scenario = _plan_target(obs, signals, planner, max_plan_cells)
     except PlanError as exc:
-        r.problems.append(("PlanFailed", f"plan failed: {exc}"))
-        r.cond("Ready", "False", "PlanFailed", str(exc))
+        reason = "PlanTooLarge" if isinstance(exc, PlanTooLargeError) else "PlanFailed"
+        r.problems.append((reason, f"plan failed: {exc}"))
+        r.cond("Ready", "False", reason, str(exc))
         r.cond("PlanApplied", "False", "Holding", "no plan")
         r.close_degraded()
         return Outcome(r.status("Degraded"), r.events)
@@ -283,9 +286,8 @@ def _problems(obs: Observation) -> list[tuple[str, str]]:
         problems.append(obs.pool.problem)
     for g, o in obs.groups.items():
         if o.error:
-            problems.append(
-                ("Unreachable" if not o.reachable else "TargetInvalid", f"{g}: {o.error}")
-            )
+            reason = o.reason or ("Unreachable" if not o.reachable else "TargetInvalid")
+            problems.append((reason, f"{g}: {o.error}"))
     return problems
 
 
@@ -310,7 +312,24 @@ def _link(obs: Observation) -> LinkProfile | None:
     return link
 
 
-def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[Plan, Scenario]:
+class PlanTooLargeError(PlanError):
+    """The planning grid exceeds the operator's budget per pass."""
+
+
+def _budgeted(scenario: Scenario, max_cells: int | None) -> Scenario:
+    cells = grid_cells(scenario)
+    if max_cells is not None and cells > max_cells:
+        raise PlanTooLargeError(
+            f"the search grid has {cells:,} cells (pool sizes × local splits × thresholds); "
+            f"the operator plans at most {max_cells:,} per pass: raise "
+            "policy.threshold.stepTokens, or narrow the replica bounds or the length range"
+        )
+    return scenario
+
+
+def _plan_target(
+    obs: Observation, signals: Signals, planner: Planner, max_cells: int | None
+) -> tuple[Plan, Scenario]:
     spec, pool, link = obs.spec, obs.usable_pool, _link(obs)
     if pool is None or link is None or obs.pool is None:
         # no usable PrefillPool: plan the local cluster alone (the homogeneous split)
@@ -318,7 +337,7 @@ def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[
             obs.name, spec, "none", _no_pool(spec), 1, _UNBOUNDED, signals.workload
         )
         settings = scenario.planner.model_copy(update={"homogeneous_instances": spec.instances})
-        scenario = scenario.model_copy(update={"planner": settings})
+        scenario = _budgeted(scenario.model_copy(update={"planner": settings}), max_cells)
         return planner(scenario).homogeneous, scenario
     pool_now = obs.groups[POOL].replicas if POOL in obs.groups else None
     scenario = scenario_for(
@@ -330,7 +349,7 @@ def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[
         link,
         signals.workload,
     )
-    return planner(scenario).prfaas, scenario
+    return planner(_budgeted(scenario, max_cells)).prfaas, scenario
 
 
 _UNBOUNDED = LinkProfile(capacity_gbps=1_000_000)
