@@ -804,3 +804,18 @@ def test_one_cr_cannot_make_a_pass_cost_more_than_the_budget(
     c = wait_for("Ready PlanTooLarge", too_large, timeout=60)
     assert "stepTokens" in c["message"]
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (5, 3)
+
+
+def test_a_deleted_pdclusters_series_leave_metrics(admin: Path, operator: OperatorProcess) -> None:
+    ns = "short-lived"
+    fresh_namespace(admin, ns)
+    apply(
+        admin,
+        in_ns(sample("prefillpool-h200.yaml"), ns),
+        in_ns(fast(sample("pdcluster-h20.yaml")), ns),
+    )
+    mine = f'namespace="{ns}",pdcluster="h20-pd"'
+    wait_for("its series", lambda: f"prfaas_plan_threshold_tokens{{{mine}}}" in operator.metrics())
+    assert f"prfaas_plan_egress_bytes_per_second{{{mine}}}" in operator.metrics()
+    kubectl(admin, "delete", PDC.singular, "h20-pd", "-n", ns, "--wait=true")
+    wait_for("no series of it", lambda: mine not in operator.metrics(), timeout=30)

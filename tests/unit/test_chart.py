@@ -121,7 +121,7 @@ def test_dashboard_has_the_panels_an_operator_needs() -> None:
         'sum(rate(prfaas_router_requests_total{target="pool"}[1m]))'
         "/sum(rate(prfaas_router_requests_total[1m]))"
     ) in exprs
-    assert "prfaas_router_link_utilisation" in exprs
+    assert "prfaas_router_link_utilisation_ratio" in exprs
     assert (
         "histogram_quantile(0.9, sum by (le) (rate(prfaas_router_ttft_seconds_bucket[1m])))"
     ) in exprs

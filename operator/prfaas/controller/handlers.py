@@ -93,6 +93,7 @@ async def pdcluster_loop(
             if body.meta.get("generation") != generation:
                 break  # the spec changed: plan again now
             await stopped.wait(1.0)
+    metrics.forget(namespace, name)  # deleted (or no longer watched): no stale series
 
 
 async def _report_error(name: str, namespace: str, body: kopf.Body, exc: Exception) -> None:
@@ -174,7 +175,7 @@ def _record(outcome: Outcome, labels: dict[str, str]) -> None:
     if plan is not None:
         metrics.PLAN_THRESHOLD.labels(**labels).set(plan.threshold_tokens or 0)
         metrics.PLAN_THROUGHPUT.labels(**labels).set(plan.throughput_rps)
-        metrics.PLAN_EGRESS.labels(**labels).set(plan.egress_gbps)
+        metrics.PLAN_EGRESS.labels(**labels).set(plan.egress_gbps * 1e9 / 8)
         for group, count in (
             ("prefillPool", plan.n_prfaas),
             ("prefill", plan.n_prefill),
@@ -195,6 +196,7 @@ async def pdcluster_deleted(*, name: str, namespace: str | None, spec: kopf.Spec
     """Delete what the operator created in a member cluster (the policy ConfigMap), only that."""
     reconciler = Runtime.reconciler
     assert namespace is not None
+    metrics.forget(namespace, name)
     placement = spec.get("placement") or {}
     if reconciler is None or not placement.get("kubeconfigSecretRef"):
         return
