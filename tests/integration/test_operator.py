@@ -264,6 +264,11 @@ def test_operator_converges_the_case_study(admin: Path, operator: OperatorProces
     assert replicas(admin, ns, "h200-prefill") == 4
     pool = get_json(admin, POOL.singular, "h200-pool", "-n", ns)
     assert pool["status"]["desiredReplicas"] == 4
+    assert pool["status"]["observedGeneration"] == pool["metadata"]["generation"]
+    ready = condition(pool, "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Reachable")
+    columns = kubectl(admin, "get", PDC.singular, "h20-pd", "-n", ns).stdout.split("\n")[0]
+    assert "READY" in columns.split()  # in the default columns, not only with -o wide
     events = get_json(admin, "events", "-n", ns)["items"]
     reasons = {e["reason"] for e in events}
     assert {"Scaled", "Planned", "RoutingPolicy"} <= reasons
@@ -574,6 +579,9 @@ def test_member_cluster_pool_and_unreachable_member(
     assert degraded_condition is not None
     assert degraded_condition["reason"] == "Unreachable"
     assert "prefillPool" in degraded_condition["message"]
+    pool_ready = condition(get_json(admin, POOL.singular, "h200-pool", "-n", ns), "Ready")
+    assert pool_ready is not None and pool_ready["status"] == "False"
+    assert pool_ready["reason"] == "Unreachable"
     # nothing shrinks while a member is unreachable
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
 

@@ -283,7 +283,7 @@ class PDCluster(Spec):
             Column("Nd", "integer", ".status.plan.nDecode"),
             Column("Throughput", "number", ".status.plan.throughputRps"),
             Column("Phase", "string", ".status.phase"),
-            condition_column("Ready", "Ready", priority=1),
+            condition_column("Ready", "Ready"),
             Column("Policy", "integer", ".status.routingPolicy.version", priority=1),
             AGE,
         ),

@@ -127,7 +127,6 @@ async def _one_pass(name: str, namespace: str, body: kopf.Body, labels: dict[str
     await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, status)
     if outcome.pool_status is not None and outcome.pool_name:
         pool_status = outcome.pool_status.model_dump(by_alias=True, exclude_none=True, mode="json")
-        pool_status.pop("conditions", None)  # not managed here: never clear them
         try:
             await asyncio.to_thread(
                 local.patch_status, POOL.plural, namespace, outcome.pool_name, pool_status

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from prfaas.api.common import Placement, ScaleTargetRef
 from prfaas.api.pdcluster import PDClusterSpec
-from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec
+from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec, PrefillPoolStatus
 from prfaas.controller.kube import (
     Cluster,
     KubeconfigRejectedError,
@@ -87,8 +87,14 @@ def _pool(members: Members, namespace: str, spec: PDClusterSpec) -> PoolObservat
         return PoolObservation(
             link, None, ("PrefillPoolNotFound", f"PrefillPool {link.name} not found")
         )
+    generation = (raw.get("metadata") or {}).get("generation")
     try:
-        return PoolObservation(link, PrefillPoolSpec.model_validate(raw.get("spec") or {}))
+        status = PrefillPoolStatus.model_validate(raw.get("status") or {})
+    except ValidationError:  # written by an older version: start afresh
+        status = PrefillPoolStatus()
+    try:
+        pool = PrefillPoolSpec.model_validate(raw.get("spec") or {})
+        return PoolObservation(link, pool, generation=generation, status=status)
     except ValidationError:
         return PoolObservation(
             link, None, ("PrefillPoolInvalid", f"PrefillPool {link.name} has an invalid spec")

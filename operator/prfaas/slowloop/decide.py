@@ -219,11 +219,24 @@ class Decision:
     def _pool_status(self, after: Mapping[GroupName, int | None]) -> PrefillPoolStatus | None:
         if self.obs.usable_pool is None:
             return None
+        pool, seen = self.obs.pool, self.obs.groups[POOL]
+        assert pool is not None
         change = next(c for c in self.changes if c.group == POOL)
+        old = pool.status or PrefillPoolStatus()
+        at, gen = self.report.at, pool.generation
+        if seen.known:
+            ready = set_condition(old.conditions, "Ready", "True", "Reachable", "", gen, at)
+        else:
+            reason = seen.reason or ("Unreachable" if not seen.reachable else "TargetInvalid")
+            ready = set_condition(
+                old.conditions, "Ready", "False", reason, seen.error or "", gen, at
+            )
         return PrefillPoolStatus(
+            observed_generation=gen,
             replicas=after.get(POOL),
             desired_replicas=change.desired,
-            phase="Ready" if self.obs.groups[POOL].reachable else "Degraded",
+            phase="Ready" if seen.known else "Degraded",
+            conditions=ready,
         )
 
     def _pool_name(self) -> str | None:
