@@ -262,6 +262,11 @@ def test_operator_converges_the_case_study(admin: Path, operator: OperatorProces
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
     assert replicas(admin, ns, "h200-prefill") == 4
+    managers = get_json(admin, "deployment", "h20-decode", "-n", ns, "--show-managed-fields")[
+        "metadata"
+    ]["managedFields"]
+    by_operator = [m for m in managers if m["manager"] == "prfaas-operator"]
+    assert [m.get("subresource") for m in by_operator] == ["scale"]
     pool = get_json(admin, POOL.singular, "h200-pool", "-n", ns)
     assert pool["status"]["desiredReplicas"] == 4
     assert pool["status"]["observedGeneration"] == pool["metadata"]["generation"]

@@ -18,6 +18,7 @@ from prfaas.api.common import Placement, ScaleTargetRef
 from prfaas.api.resource import GROUP, VERSION
 from prfaas.controller.kubeconfig import KubeconfigRefusedError, parse_kubeconfig
 
+FIELD_MANAGER = "prfaas-operator"  # in managedFields: GitOps tools and kubectl see who wrote
 TIMEOUT = (3.0, 10.0)  # connect, read: a member cluster that does not answer is unreachable
 
 
@@ -123,6 +124,7 @@ class Cluster:
                 plural,
                 ref.name,
                 {"spec": {"replicas": replicas}},
+                field_manager=FIELD_MANAGER,
             )
         except ApiException as exc:
             raise TargetError(f"{ref.kind}/{ref.name}: HTTP {exc.status} {exc.reason}") from None
@@ -150,6 +152,7 @@ class Cluster:
             plural,
             name,
             {"status": status},
+            field_manager=FIELD_MANAGER,
         )
 
     def apply_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
