@@ -832,3 +832,39 @@ def test_a_deleted_pdclusters_series_leave_metrics(admin: Path, operator: Operat
     assert f"prfaas_plan_egress_bytes_per_second{{{mine}}}" in operator.metrics()
     kubectl(admin, "delete", PDC.singular, "h20-pd", "-n", ns, "--wait=true")
     wait_for("no series of it", lambda: mine not in operator.metrics(), timeout=30)
+
+
+def test_the_operator_does_not_fight_another_writer(admin: Path, operator: OperatorProcess) -> None:
+    ns = "contested"
+    fresh_namespace(admin, ns)
+    apply(
+        admin,
+        in_ns(sample("prefillpool-h200.yaml"), ns),
+        in_ns(fast(sample("pdcluster-h20.yaml")), ns),
+    )
+
+    def at_plan() -> bool:
+        c = condition(pdcluster(admin, ns), "PlanApplied")
+        return bool(c and c["status"] == "True")
+
+    wait_for("converged", at_plan, timeout=90)  # written after the writes were counted
+
+    def writes() -> float:
+        lines = [line for line in operator.metrics().splitlines() if ns in line]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if "scale_actions_total" in line)
+
+    before = writes()
+    deadline = time.monotonic() + 12  # an HPA-like writer holds decode at 2, several passes long
+    while time.monotonic() < deadline:
+        kubectl(admin, "scale", "deployment", "h20-decode", "-n", ns, "--replicas=2")
+        time.sleep(0.5)
+    c = condition(pdcluster(admin, ns), "ScaleContested")
+    assert c is not None and c["status"] == "True" and "decode" in c["message"]
+    assert writes() == before, "the operator wrote /scale while another writer held decode"
+    assert replicas(admin, ns, "h20-decode") == 2
+    # the spec changes (the platform team removed the other writer): the operator acts again
+    kubectl(admin, "patch", PDC.singular, "h20-pd", "-n", ns, "--type=merge",
+            "-p", json.dumps({"spec": {"policy": {"cooldownSeconds": 1}}}))  # fmt: skip
+    wait_for("decode back toward the plan", lambda: replicas(admin, ns, "h20-decode") > 2)
+    released = condition(pdcluster(admin, ns), "ScaleContested")
+    assert released is not None and released["status"] == "False"

@@ -7,12 +7,13 @@ made them (a change that failed is reported, and the routing policy follows what
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from prfaas.api.pdcluster import (
+    ContestedStatus,
     PDClusterSpec,
     PDClusterStatus,
     PlanStatus,
@@ -77,6 +78,7 @@ class _Report:
         self.conditions = list(old.conditions)
         self.events: list[Event] = []
         self.problems: list[tuple[str, str]] = []  # (condition reason, message)
+        self.contested: ContestedStatus | None = old.contested
 
     def cond(self, ctype: str, status: Status, reason: str, message: str = "") -> None:
         self.conditions = set_condition(
@@ -164,6 +166,7 @@ class Decision:
             scaled_at=scaled,
             last_applied_time=r.at if applied else None,
         )
+        status = status.model_copy(update={"contested": r.contested})
         return Outcome(status, r.events, applied, self._pool_status(after), self._pool_name())
 
     def _scaled(self, applied: list[Change]) -> tuple[dict[GroupName, int | None], ScaledAtStatus]:
@@ -277,16 +280,18 @@ def decide(
         if obs.usable_pool is None or current.get(POOL)
         else None
     )
-    spec = obs.spec
+    spec, targets = obs.spec, _targets(obs, target)
+    contested = _contested(obs, old, generation, targets)
     changes = safe_changes(
-        _groups(obs, old, _floors(signals.arrival_rate_rps, target)),
-        _targets(obs, target),
+        _groups(obs, old, _floors(signals.arrival_rate_rps, target), contested),
+        targets,
         spec.policy.max_step,
         timedelta(seconds=spec.policy.cooldown_seconds),
         now,
         shared=(PREFILL, DECODE, spec.instances),
     )
     enforce = spec.policy.mode == "Enforce" and not dry_run
+    _report_contest(r, old, obs, contested)
     return Decision(
         obs, r, now, signals, scenario, target, now_plan, changes, enforce, dry_run, planner
     )
@@ -386,7 +391,52 @@ def _targets(obs: Observation, target: Plan) -> dict[str, int]:
     return targets
 
 
-def _groups(obs: Observation, old: PDClusterStatus, floors: Mapping[str, int]) -> list[Group]:
+def _contested(
+    obs: Observation, old: PDClusterStatus, generation: int | None, targets: Mapping[str, int]
+) -> list[str]:
+    """Groups another writer changed since the last pass (its replicas are not what this
+    operator left), and those still contested from before at this generation; a group that
+    reached the plan on its own is free again."""
+    seen = old.replicas or ReplicasStatus()
+    before = old.contested
+    carried = set(before.groups) if before and before.generation == generation else set()
+    contested: list[str] = []
+    for g, o in obs.groups.items():
+        last, now = getattr(seen, _SCALED_FIELD[g]), o.replicas
+        changed = last is not None and now is not None and now != last
+        at_plan = now is not None and now == targets.get(g, now)
+        if (changed or g in carried) and not at_plan:
+            contested.append(g)
+    return contested
+
+
+def _report_contest(
+    r: _Report, old: PDClusterStatus, obs: Observation, contested: list[str]
+) -> None:
+    if not contested:
+        r.cond("ScaleContested", "False", "SoleWriter", "")
+        r.contested = None
+        return
+    before = old.contested
+    same = before is not None and before.groups == contested
+    message = (
+        f"{', '.join(contested)}: replicas changed by another writer (an HPA, KEDA, or a GitOps "
+        "tool re-applying replicas?); the operator leaves them alone until the PDCluster's spec "
+        "changes or they reach the plan"
+    )
+    r.cond("ScaleContested", "True", "AnotherWriter", message)
+    if not same:
+        r.event("Warning", "ScaleContested", message)
+    since = before.since if same and before is not None else r.at
+    r.contested = ContestedStatus(groups=contested, generation=r.generation, since=since)
+
+
+def _groups(
+    obs: Observation,
+    old: PDClusterStatus,
+    floors: Mapping[str, int],
+    contested: Sequence[str] = (),
+) -> list[Group]:
     spec, pool = obs.spec, obs.usable_pool
     seen = old.replicas or ReplicasStatus()
     scaled = old.scaled_at or ScaledAtStatus()
@@ -414,6 +464,7 @@ def _groups(obs: Observation, old: PDClusterStatus, floors: Mapping[str, int]) -
                 floor=floors.get(g, 0),
                 reachable=o.known,
                 last_change=datetime.fromisoformat(last.replace("Z", "+00:00")) if last else None,
+                held="another writer owns its replicas" if g in contested else "",
             )
         )
     return groups
