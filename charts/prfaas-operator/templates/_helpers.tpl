@@ -145,3 +145,8 @@ metricRelabelings:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* Whether the operator runs with kopf peering (several replicas, or asked for). */}}
+{{- define "prfaas-operator.peering" -}}
+{{- if or .Values.operator.peering.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
+{{- end }}

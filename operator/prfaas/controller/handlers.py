@@ -36,6 +36,7 @@ class Runtime:
     reconciler: Reconciler | None = None
     dry_run = False
     trust = Trust()
+    peering_lifetime = 15
     local: Cluster | None = None
 
 
@@ -51,7 +52,13 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=PDC.group, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # events are posted explicitly, one per change
+    # with --peering: a dead leader's record expires after this long, then another replica acts
+    settings.peering.lifetime = Runtime.peering_lifetime
     settings.watching.server_timeout = 300
+    # kopf retries its own failed requests 9 times over ~90 s; a namespace-scoped operator may not
+    # list namespaces (least privilege) and kopf only falls back after the last retry: keep the
+    # start quick (our passes retry on their own schedule anyway)
+    settings.networking.error_backoffs = [1, 2, 4]
     settings.networking.request_timeout = 30
     local = Cluster(await asyncio.to_thread(local_api))
     Runtime.local = local
