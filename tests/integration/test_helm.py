@@ -482,7 +482,9 @@ def test_helm_uninstall_removes_everything_but_the_crds(
 def test_kubectl_apply_k_manifests_twice_changes_nothing(admin: Path) -> None:
     kubectl(admin, "apply", "-k", str(ROOT / "manifests"))
     second = kubectl(admin, "apply", "-k", str(ROOT / "manifests")).stdout.strip().splitlines()
-    assert len(second) == 11, second  # namespace, 2 CRDs, SA, 2 ClusterRoles, 2 bindings, 3 more
+    assert len(second) == 13, (
+        second
+    )  # namespace, 4 CRDs (2 kopf peering), SA, 2 ClusterRoles, 2 bindings, 3 more
     assert all(line.endswith(" unchanged") for line in second), second
     op = sa("prfaas-system", "prfaas-operator")
     assert can_i(admin, op, "patch", PDC.name, "--subresource=status", "-A")
