@@ -413,6 +413,8 @@ def test_prometheus_signals_then_stale_holds_the_plan(
         doc["spec"]["workload"] = {
             "prometheus": {"url": prom.url, "window": "30m", "minRequests": 500}
         }
+        # a move of t is published once it has lasted 6 s (3 passes; default: the window)
+        doc["spec"]["policy"]["threshold"] = {"dwellSeconds": 6}
         apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), in_ns(doc, ns))
 
         def planned_from_prometheus() -> bool:
@@ -432,8 +434,19 @@ def test_prometheus_signals_then_stale_holds_the_plan(
             return bool(plan["thresholdTokens"] != first["thresholdTokens"])
 
         wait_for("a new plan for the new traffic", replanned, timeout=60)
+        seen = pdcluster(admin, ns)["status"]
+        # the move is remembered across passes (status.pendingThreshold), not yet published
+        assert seen["routingPolicy"]["version"] == 1, seen
+        t_old, pending = seen["routingPolicy"]["thresholdTokens"], seen["pendingThreshold"]
+        assert abs(pending["tokens"] - t_old) > 0.05 * t_old
+
+        def published() -> bool:
+            return bool(pdcluster(admin, ns)["status"]["routingPolicy"]["version"] > 1)
+
+        wait_for("the move published after its dwell", published, timeout=30)
         before = pdcluster(admin, ns)["status"]
-        assert before["routingPolicy"]["version"] > 1
+        assert "pendingThreshold" not in before
+        assert abs(before["routingPolicy"]["thresholdTokens"] - t_old) > 0.05 * t_old
         held = (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode"))
     finally:
         prom.stop()
