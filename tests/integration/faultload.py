@@ -53,6 +53,11 @@ class Outcome:
     def latency(self) -> float:
         return (self.done_at or self.sent) - self.sent
 
+    @property
+    def ttfb(self) -> float:
+        """Sent to the first byte of the answer (or of the error)."""
+        return (self.first_at or self.done_at or self.sent) - self.sent
+
 
 @dataclass
 class Mix:

@@ -103,9 +103,9 @@ def scenario(
     c.marks.clear()
     run = drive(c.router.url, duration_s, MIX, seed, events, burst)
     counts = run.count()
-    worst = max((o.latency for o in run.outcomes), default=0.0)
+    worst = max((o.ttfb for o in run.outcomes), default=0.0)
     TABLE.append((name, counts, worst, note))
-    print(f"\n{name}: {counts}, slowest answer {worst:.2f} s {note}")
+    print(f"\n{name}: {counts}, slowest first byte {worst:.2f} s {note}")
     # never a silently broken answer, whatever happened
     broken = [o for o in run.outcomes if o.kind == "truncated"]
     assert not broken, [(o.status, o.exc, o.stream, len(o.text), o.saw_done) for o in broken[:5]]
@@ -210,7 +210,7 @@ def test_pool_engine_hung(cluster: Cluster) -> None:
         f"pool engine hung (SIGSTOP {stall_s:.0f} s)", c, {2: stop, 2 + stall_s: cont}, 5, 12.0
     )
     assert run.count()["failed"] == 0
-    worst = max(o.latency for o in run.outcomes)
+    worst = max(o.ttfb for o in run.outcomes)
     assert worst < stall_s / 2, f"a request waited {worst:.1f} s for the hung engine"
 
 
@@ -221,14 +221,16 @@ def test_burst(cluster: Cluster) -> None:
     assert run.count()["failed"] == 0
     after = [metric(e.url, "prfaas_engine_requests_total", phase="decode") for e in c.decode]
     spread = [a - b for a, b in zip(after, before, strict=True)]
-    assert max(spread) - min(spread) <= 0.25 * max(spread), spread
+    # mixed lengths: the choice evens out load, not counts; a pile-up would be one engine
+    # taking most of the 40 (test_router holds a pure burst to a difference of 2)
+    assert max(spread) <= 1.6 * min(spread), spread
     TABLE[-1] = (*TABLE[-1][:3], f"decodes per engine {[int(s) for s in spread]}")
 
 
 def test_zz_table(cluster: Cluster, tmp_path: Path) -> None:
     """The README's table (``pytest -s`` prints it)."""
     rows = ["| scenario | sent | ok | failed (error to client) | truncated, no error | slowest "
-            "answer | notes |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+            "first byte | notes |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, n, worst, note in TABLE:
         rows.append(f"| {name} | {n['sent']} | {n['ok']} | {n['failed']} | {n['truncated']} | "
                     f"{worst:.1f} s | {note} |")  # fmt: skip
