@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prfaas.commands.errors import CommandError
-from prfaas.commands.serving_args import add_logging, port, positive, serve
+from prfaas.commands.serving_args import add_logging, non_negative, port, positive, serve
 
 
 def register(sub: Any) -> None:
@@ -77,7 +77,7 @@ def register(sub: Any) -> None:
     )
     bounds.add_argument(
         "--deadline-factor",
-        type=float,
+        type=non_negative,
         default=3.0,
         help="multiple of the expected time (0: no phase bounds); default %(default)s",
     )

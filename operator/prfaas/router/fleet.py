@@ -76,7 +76,7 @@ class Engine:
 
 
 class Fleet:
-    def __init__(self, config: RoutingConfig | None = None, link_retry_s: float = 5.0) -> None:
+    def __init__(self, config: RoutingConfig | None = None, link_retry_s: float = 1.0) -> None:
         self.config = config or HTTP_ROUTING
         self.link_retry_s = link_retry_s
         self.policy: RoutingPolicy | None = None  # None: none received yet

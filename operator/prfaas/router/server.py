@@ -511,6 +511,7 @@ class RouterServer:
         out = web.StreamResponse(status=resp.status, headers=headers)
         events = _Events()
         problem: str | None = None
+        read = False
         try:
             await out.prepare(call.request)
             await out.write(events.feed(first))
@@ -518,13 +519,14 @@ class RouterServer:
                 data = events.feed(chunk)
                 if data:
                     await out.write(data)
+            read = True
             await out.write(events.flush())
             if not events.done:
                 problem = "the decode engine ended the stream without [DONE]"
         except (aiohttp.ClientError, TimeoutError) as exc:
             problem = f"the decode stream broke: {exc or type(exc).__name__}"
         finally:
-            if problem is None:
+            if read:
                 resp.release()
             else:
                 resp.close()  # client gone or upstream broken: drop the decode connection
