@@ -427,11 +427,10 @@ def test_a_stalled_link_is_left_after_the_kv_bound(cluster: Cluster, tmp_path: P
 
 
 def test_a_decode_queue_is_waited_for_not_timed_out(cluster: Cluster, tmp_path: Path) -> None:
-    """30 streams on one decode engine of 20 slots: 10 wait ~3 s for a slot, far beyond the
-    first-token bound (0.3 s floor). The engine is alive and full, so the wait is extended."""
+    """30 streams on one decode engine of 20 slots: 10 wait ~3 s for a slot, three times the
+    first-token bound (1 s + 3 steps). The engine is alive and full, so the wait is extended."""
     dec = cluster.decode[0]
-    router = side_router(cluster, tmp_path, "router-queue", "--deadline-floor", "0.3",
-                         decodeEndpoints=[dec.url])  # fmt: skip
+    router = side_router(cluster, tmp_path, "router-queue", decodeEndpoints=[dec.url])
     with ThreadPoolExecutor(30) as ex:
         results = list(ex.map(
             lambda _: gen(router.url, prompt(200), 2_400, stream=True), range(30)
