@@ -156,6 +156,19 @@ def decide(
     )
 
 
+def decide_local(
+    total_tokens: int,
+    local_hit: PrefixHit,
+    policy: RoutingPolicy,
+    live: LiveState,
+    config: RoutingConfig = _DEFAULT,
+) -> Decision:
+    """Fail open for one request: a local PD-P instance whatever its length (a pool that timed
+    out, or whose KVCache was lost); rejected only when no local instance is healthy."""
+    return _place_local(total_tokens, local_hit, 0, Reason.FAIL_OPEN, policy.threshold_tokens,
+                        Mode.SCARCE, policy, live, config, -1, MISS)  # fmt: skip
+
+
 def _place_local(
     total: int,
     hit: PrefixHit,
