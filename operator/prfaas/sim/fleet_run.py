@@ -79,10 +79,11 @@ class FleetRun:
         return sum(c.throughput_rps for c in self.clusters)
 
     def meets(self, slo_s: float) -> bool:
-        return all(
-            c.dropped == 0 and c.ttft_p90_s is not None and c.ttft_p90_s <= slo_s
-            for c in self.clusters
-        )
+        return all(self.meets_in(c, slo_s) for c in self.clusters)
+
+    @staticmethod
+    def meets_in(c: ClusterResult, slo_s: float) -> bool:
+        return c.dropped == 0 and c.ttft_p90_s is not None and c.ttft_p90_s <= slo_s
 
 
 @dataclass(frozen=True)
