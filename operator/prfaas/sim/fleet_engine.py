@@ -12,10 +12,11 @@ What is shared: a pool's instances and queue. Every cluster's router sees the sa
 Not modelled: prefix caches, the pool datacenter's aggregate egress (each link is its own
 bottleneck), role conversions (plans are static here).
 
-Failures (``Fault``): a link's capacity drops to 0 for a while (transfers stall; the router
-sees it at its next telemetry tick and fails open), or a pool goes down (routers see it at once,
-like a failed health check; its queued and running prefills are re-routed by their cluster's
-router, which now skips the pool, and their transfers are dropped).
+Failures (``Fault``): a link's capacity drops to 0 for a while (its transfers fail and their
+prefills are placed again by their router, which sees the link down at once and fails open; the
+link is probed again at the first telemetry tick after it is back), or a pool goes down (routers
+see it at once, like a failed health check; its queued and running prefills are placed again,
+their transfers dropped).
 """
 
 from __future__ import annotations
@@ -361,8 +362,17 @@ class FleetEngine:
             r = cl.routes.index(self.fleet.pool_index(pool))
             link = cl.links[r]
             link.advance(now)
-            link.capacity = 0.0 if begins else self.fleet.clusters[c].links[r].capacity_gbps
+            if not begins:
+                link.capacity = self.fleet.clusters[c].links[r].capacity_gbps
+                self._schedule(link)  # the router sees it back at its next telemetry tick
+                return
+            link.capacity = 0.0
+            cl.router.live.pools[r].link.measured(0.0, 0.0)  # its transfers fail: seen at once
+            stuck = [f.owner for f in link.flows]
+            link.flows = []
             self._schedule(link)
+            for req in stuck:
+                self._reroute(req, now)
             return
         k = self.fleet.pool_index(fault.target)
         self.pool_targets[k].set_healthy(not begins)
@@ -373,27 +383,36 @@ class FleetEngine:
         """The pool is down: what it held is prefilled again wherever its router now says."""
         lost: list[_Req] = []
         for st in self.pools[k]:
-            if st.current is not None:
-                lost.append(st.current)
-                st.current = None
             st.target.add_waiting(-len(st.queue))
             lost += st.queue
             st.queue.clear()
+            if st.current is not None:
+                lost.append(st.current)
         for r in lost:
-            cl = self.clusters[r.c]
-            cl.router.prefilled(r.d)  # its load leaves the dead instance
-            if r.flow is not None:
-                link = cl.links[r.d.pool]
-                link.advance(now)
-                link.flows = [f for f in link.flows if f is not r.flow]
-                self._schedule(link)
-            d = cl.router.route_hits(self.arr.tokens[r.i], MISS, ())
-            self.target[r.i] = int(d.target)
-            self.rerouted += 1
-            if d.target == Target.REJECT:
-                self.active -= 1
-                continue
-            self._dispatch(_Req(r.i, r.c, d), now)
+            self._reroute(r, now)
+
+    def _reroute(self, r: _Req, now: float) -> None:
+        """A pool prefill that cannot complete (pool down, KV transfer failed): its instance is
+        freed and its cluster's router places it again, as the HTTP router re-prefills."""
+        cl = self.clusters[r.c]
+        st = self.pools[cl.routes[r.d.pool]][r.d.instance]
+        if not r.computed:
+            cl.router.prefilled(r.d)  # its load leaves the instance
+        if r.flow is not None:
+            link = cl.links[r.d.pool]
+            link.advance(now)
+            link.flows = [f for f in link.flows if f is not r.flow]
+            self._schedule(link)
+            r.flow = None
+        if st.current is r:
+            self._release(st, now)
+        d = cl.router.route_hits(self.arr.tokens[r.i], MISS, ())
+        self.target[r.i] = int(d.target)
+        self.rerouted += 1
+        if d.target == Target.REJECT:
+            self.active -= 1
+            return
+        self._dispatch(_Req(r.i, r.c, d), now)
 
 
 @dataclass(frozen=True)
