@@ -77,7 +77,7 @@ def row(label: str, r: FleetResult) -> None:
 
 
 Clusters = list[tuple[str, int, float, dict[str, float]]]
-ONE = [("p", 4)]
+ONE = [("p", 2)]
 
 
 def families() -> list[tuple[str, list[tuple[str, int]], Clusters]]:
@@ -104,7 +104,7 @@ def families() -> list[tuple[str, list[tuple[str, int]], Clusters]]:
 
 
 def main() -> None:
-    print("Pools of 4 × 8 H200 unless said; demand = each cluster's stand-alone capacity.\n")
+    print("One pool of 2 × 8 H200 unless said; demand = each cluster's stand-alone capacity.\n")
     print("| fleet | independent scale | joint scale | gain | per cluster joint/indep. |")
     print("|---|---|---|---|---|")
     for label, pools, clusters in families():

@@ -33,19 +33,23 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     plan_fleet(synthetic(4, 2, 99))  # warm-up (imports, HiGHS)
-    times, rounds, programs = [], [], []
+    times, cpu, rounds, programs = [], [], [], []
     for seed in range(args.seeds):
         fleet = synthetic(args.clusters, args.pools, seed)
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             result = plan_fleet(fleet)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         rounds.append(result.rounds)
         programs.append(result.programs)
     times.sort()
+    cpu.sort()
+    # CPU time is what a plan costs on a free core; wall time also counts waiting for one
     print(
         f"{args.clusters} clusters × {args.pools} pools, {args.seeds} fleets × {args.repeats}: "
-        f"median {statistics.median(times) * 1e3:.0f} ms, max {times[-1] * 1e3:.0f} ms "
+        f"CPU median {statistics.median(cpu) * 1e3:.0f} ms, max {cpu[-1] * 1e3:.0f} ms; "
+        f"wall median {statistics.median(times) * 1e3:.0f} ms, max {times[-1] * 1e3:.0f} ms "
         f"on one core (target < 1 s); filling rounds {min(rounds)}-{max(rounds)}, "
         f"linear programs {min(programs)}-{max(programs)}"
     )

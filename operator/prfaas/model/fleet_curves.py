@@ -127,12 +127,14 @@ def _binned_group(
     n_bins = math.ceil(top / step)
     axis = np.arange(1.0, n_bins * step + 1)
     weights = np.zeros((len(grids), axis.size))
-    for g, grid in enumerate(grids):
-        weights[g, grid.lengths.astype(np.int64) - 1] = grid.weights
+    for g, grid in enumerate(grids):  # one point per token: a slice, not a scatter
+        weights[g, int(grid.min) - 1 : int(grid.max)] = grid.weights
     values = curves.evaluate(axis)
-    per_bin = np.matmul(
-        weights.reshape(len(grids), n_bins, step).transpose(1, 0, 2),
-        values.reshape(values.shape[0], n_bins, step).transpose(1, 2, 0),
+    per_bin = np.einsum(
+        "gbs,rbs->bgr",
+        weights.reshape(len(grids), n_bins, step),
+        values.reshape(values.shape[0], n_bins, step),
+        optimize=True,
     )  # (bins, clusters, rows)
     cum = np.zeros((n_bins + 1, len(grids), values.shape[0]))
     np.cumsum(per_bin, axis=0, out=cum[1:])

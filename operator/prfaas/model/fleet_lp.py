@@ -87,6 +87,16 @@ def _pool_rows(
     return compute, kv
 
 
+def _columns(loads: Sequence[Load]) -> tuple[np.ndarray, ...]:
+    """Per variable (one per link of each load): its load, pool, compute, egress, link budget."""
+    owner = np.concatenate([np.full(len(ld.pools), li) for li, ld in enumerate(loads)])
+    pool = np.concatenate([np.asarray(ld.pools, dtype=np.int64) for ld in loads])
+    compute = np.concatenate([ld.compute for ld in loads])
+    egress = np.concatenate([np.full(len(ld.pools), ld.egress) for ld in loads])
+    links = np.concatenate([ld.links for ld in loads])
+    return owner, pool, compute, egress, links
+
+
 def utilisation(
     loads: Sequence[Load], sizes: Sequence[float] | FloatArray, egress: Sequence[float | None]
 ) -> Spread:
@@ -95,25 +105,35 @@ def utilisation(
         return Spread(math.inf, {}, {})
     if not loads:
         return Spread(0.0, {}, {})
-    rows, links, n = _build(loads)
+    owner, pool, compute, kv, links = _columns(loads)
+    n, n_pools, n_loads = owner.size, len(sizes), len(loads)
+    var = np.arange(n)
+    budgets = np.array([np.nan if e is None else e for e in egress], dtype=np.float64)
+    capped = ~np.isnan(budgets)
+    egress_row = np.full(n_pools, -1)
+    egress_row[capped] = n_loads + n_pools + np.arange(int(capped.sum()))
+    link_row = n_loads + n_pools + int(capped.sum()) + var
+    has_kv = capped[pool]
     theta = n
-    compute, kv = _pool_rows(loads, links, len(sizes), egress)
-    for k, entries in enumerate(compute):
-        if entries:
-            cols, vals = zip(*entries, strict=True)
-            rows.add([*cols, theta], [*vals, -float(sizes[k])], 0.0)
-    for k, entries in enumerate(kv):
-        budget = egress[k]
-        if entries and budget is not None:
-            cols, vals = zip(*entries, strict=True)
-            rows.add([*cols, theta], [*vals, -budget], 0.0)
-    for v, li, r in links:
-        load = loads[li]
-        rows.add([v, theta], [load.egress, -float(load.links[r])], 0.0)
+    rows = np.concatenate([
+        owner, n_loads + pool, egress_row[pool][has_kv], link_row,  # variable columns
+        n_loads + np.arange(n_pools), egress_row[capped], link_row,  # θ column
+    ])  # fmt: skip
+    cols = np.concatenate(
+        [var, var, var[has_kv], var, np.full(n_pools + int(capped.sum()) + n, theta)]
+    )
+    vals = np.concatenate([
+        -np.ones(n), compute, kv[has_kv], kv,
+        -np.asarray(sizes, dtype=np.float64), -budgets[capped], -links,
+    ])  # fmt: skip
+    n_rows = n_loads + n_pools + int(capped.sum()) + n
+    rhs = np.zeros(n_rows)
+    rhs[:n_loads] = -1.0
     c = np.zeros(n + 1)
     c[theta] = 1.0
-    bounds = [(0.0, 1.0)] * n + [(0.0, None)]
-    res = _solve(c, rows, n + 1, bounds)
+    lower = np.zeros(n + 1)
+    upper = np.concatenate([np.ones(n), [np.inf]])
+    res = _solve_arrays(c, rows, cols, vals, rhs, lower, upper)
     if res is None:
         return Spread(math.inf, {}, {})
     x, marginals = res
@@ -157,16 +177,34 @@ def size_pools(
 def _solve(
     c: FloatArray, rows: _Rows, n: int, bounds: Sequence[tuple[float, float | None]]
 ) -> tuple[FloatArray, FloatArray] | None:
-    """min c·x subject to rows (≤ b) and bounds: (x, row duals), or None if infeasible."""
-    r, col, v = np.asarray(rows.r), np.asarray(rows.c), np.asarray(rows.v, dtype=np.float64)
+    lower = np.array([lo for lo, _ in bounds], dtype=np.float64)
+    upper = np.array([np.inf if hi is None else hi for _, hi in bounds], dtype=np.float64)
+    return _solve_arrays(
+        c, np.asarray(rows.r), np.asarray(rows.c), np.asarray(rows.v, dtype=np.float64),
+        np.asarray(rows.b, dtype=np.float64), lower, upper,
+    )  # fmt: skip
+
+
+def _solve_arrays(
+    c: FloatArray,
+    r: np.ndarray,
+    col: np.ndarray,
+    v: FloatArray,
+    rhs: FloatArray,
+    lower: FloatArray,
+    upper: FloatArray,
+) -> tuple[FloatArray, FloatArray] | None:
+    """min c·x subject to A x ≤ rhs (A from triplets) and bounds: (x, row duals), or None if
+    infeasible."""
+    n = c.size
     order = np.lexsort((r, col))
     lp = HighsLp()
-    lp.num_col_, lp.num_row_ = n, len(rows.b)
+    lp.num_col_, lp.num_row_ = n, rhs.size
     lp.col_cost_ = np.asarray(c, dtype=np.float64)
-    lp.col_lower_ = np.array([lo for lo, _ in bounds], dtype=np.float64)
-    lp.col_upper_ = np.array([np.inf if hi is None else hi for _, hi in bounds], dtype=np.float64)
-    lp.row_lower_ = np.full(len(rows.b), -np.inf)
-    lp.row_upper_ = np.asarray(rows.b, dtype=np.float64)
+    lp.col_lower_ = lower
+    lp.col_upper_ = upper
+    lp.row_lower_ = np.full(rhs.size, -np.inf)
+    lp.row_upper_ = rhs
     lp.a_matrix_.format_ = MatrixFormat.kColwise
     lp.a_matrix_.start_ = np.searchsorted(col[order], np.arange(n + 1)).astype(np.int32)
     lp.a_matrix_.index_ = r[order].astype(np.int32)

@@ -240,8 +240,9 @@ def _caps(curves: list[ClusterCurves], fleet: Fleet, sizes: FloatArray) -> Float
 def _raise_level(
     solver: _Solver, levels: FloatArray, active: np.ndarray, caps: FloatArray, floor: float,
     tol: float,
-) -> float:  # fmt: skip
-    """The highest common level ≤ the active clusters' caps that the pools carry."""
+) -> tuple[float, float]:  # fmt: skip
+    """The highest common level ≤ the active clusters' caps that the pools carry, and the
+    lowest level above it found infeasible (``tol`` above it)."""
 
     def at(s: float) -> FloatArray:
         out = levels.copy()
@@ -251,7 +252,7 @@ def _raise_level(
     lo, hi = floor, float(caps[active].max())
     th_hi = solver.theta(at(hi))
     if th_hi <= 1.0:
-        return hi
+        return hi, hi
     th_lo = solver.theta(at(lo)) if lo > 0 else 0.0
     bisect = False
     while hi - lo > tol * hi:
@@ -266,7 +267,7 @@ def _raise_level(
         else:
             hi, th_hi = s, th
         bisect = not bisect
-    return lo
+    return lo, hi
 
 
 def _fill(solver: _Solver, caps: FloatArray, tol: float) -> tuple[FloatArray, list[Limit], int]:
@@ -278,7 +279,7 @@ def _fill(solver: _Solver, caps: FloatArray, tol: float) -> tuple[FloatArray, li
     floor, rounds = 0.0, 0
     while active.any():
         rounds += 1
-        s = _raise_level(solver, levels, active, caps, floor, tol)
+        s, above = _raise_level(solver, levels, active, caps, floor, tol)
         levels[active] = np.minimum(s, caps[active])
         capped = active & (caps <= s * (1 + tol))
         for i in np.flatnonzero(capped):
@@ -286,13 +287,31 @@ def _fill(solver: _Solver, caps: FloatArray, tol: float) -> tuple[FloatArray, li
         active &= ~capped
         if not active.any():
             break
-        spread, _ = solver.spread(levels)
-        blocked = np.array([spread.pressure.get(i, 0.0) > 1e-9 for i in range(n)]) & active
+        blocked = _blocked(solver, levels, active, caps, above)
         if not blocked.any() or s <= floor * (1 + tol):
-            blocked = active.copy()  # degenerate duals: nobody can rise alone any more
+            blocked = active.copy()  # nobody can rise alone any more
         active &= ~blocked
         floor = s
     return levels, limits, rounds
+
+
+def _blocked(
+    solver: _Solver, levels: FloatArray, active: np.ndarray, caps: FloatArray, above: float
+) -> np.ndarray:
+    """The active clusters that cannot rise to ``above`` even alone: those whose row has a
+    positive dual (more of it raises the peak utilisation) and that, raised by themselves, do
+    not fit. (θ can jump at a level: a cluster that needs one more decode instance loses a
+    prefill one and offloads much more; only that cluster is blocked, not its neighbours.)"""
+    spread, _ = solver.spread(levels)
+    pressed = np.array([spread.pressure.get(i, 0.0) > 1e-9 for i in range(len(levels))]) & active
+    blocked = np.zeros(len(levels), dtype=bool)
+    for i in np.flatnonzero(pressed):
+        trial = levels.copy()
+        trial[i] = min(above, caps[i])
+        blocked[i] = solver.theta(trial) > 1.0
+    # each could rise a step alone but not all together: the ones pressing on the saturated
+    # resources stop (the usual water-filling rule)
+    return blocked if blocked.any() else pressed
 
 
 def _sizes_for(solver: _Solver, levels: FloatArray, weights: list[float]) -> FloatArray:
