@@ -88,7 +88,7 @@ def families() -> list[tuple[str, list[tuple[str, int]], Clusters]]:
     for mu in (9.6, 9.2, 8.8):
         out.append((f"prompts: μ 10.5 vs {mu} (8 H20 each)", ONE,
                     [("long", 8, 10.5, {"p": 100}), ("short", 8, mu, {"p": 100})]))  # fmt: skip
-    for g in (20, 10, 5):
+    for g in (5, 2, 1):
         out.append((f"links: 100 vs {g} Gbps (8 H20, μ 9.9)", ONE,
                     [("wide", 8, 9.9, {"p": 100}), ("thin", 8, 9.9, {"p": g})]))  # fmt: skip
     for n in (8, 4, 2):

@@ -58,4 +58,4 @@ def test_the_api_server_refuses_a_pool_listed_twice(admin: Path, tmp_path: Path)
     path.write_text(yaml.safe_dump(doc))
     result = kubectl(admin, "apply", "--server-side", "-f", str(path), check=False)
     assert result.returncode != 0
-    assert "Duplicate value" in result.stderr
+    assert 'duplicate entries for key [name="h200-east"]' in result.stderr

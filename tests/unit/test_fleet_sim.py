@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,17 @@ def test_transfers_on_a_link_that_fails_mid_run_are_prefilled_again(
     assert run_.rerouted > 0
     assert sum(c.completed for c in run_.clusters) == pytest.approx(2000, abs=3)
     assert all(c.dropped == 0 for c in run_.clusters)
+
+
+def test_a_fault_on_a_link_a_plan_does_not_use_changes_nothing(
+    fleet: Fleet, result: FleetResult
+) -> None:
+    # the joint plan sends nothing from west to h200-north; the homogeneous one uses no link
+    fault = Fault("link", "west/h200-north", 10.0, 20.0)
+    options = FleetSimOptions(scale=0.5, requests=1000, plans=("joint", "homogeneous"))
+    plain = simulate_fleet(fleet, options, result).runs
+    cut = simulate_fleet(fleet, replace(options, faults=(fault,)), result).runs
+    for name in ("joint", "homogeneous"):
+        assert [c.ttft_p90_s for c in cut[name].clusters] == [
+            c.ttft_p90_s for c in plain[name].clusters
+        ]

@@ -359,11 +359,15 @@ class FleetEngine:
             name, _, pool = fault.target.partition("/")
             c = next(i for i, s in enumerate(self.fleet.clusters) if s.name == name)
             cl = self.clusters[c]
-            r = cl.routes.index(self.fleet.pool_index(pool))
+            k = self.fleet.pool_index(pool)
+            if k not in cl.routes:
+                return  # the plan sends nothing over this link
+            r = cl.routes.index(k)
             link = cl.links[r]
             link.advance(now)
             if not begins:
-                link.capacity = self.fleet.clusters[c].links[r].capacity_gbps
+                spec = next(x for x in self.fleet.clusters[c].links if x.pool == pool)
+                link.capacity = spec.capacity_gbps
                 self._schedule(link)  # the router sees it back at its next telemetry tick
                 return
             link.capacity = 0.0
