@@ -266,3 +266,18 @@ def test_fail_open_per_pool() -> None:
     s.pools[1].target.set_healthy(False)
     d = decide(20_000, MISS, [MISS, MISS], p, s, STATIC)
     assert (d.target, d.reason) == (Target.LOCAL, Reason.FAIL_OPEN)  # above pool0's t
+
+
+def test_standby_pools_are_used_only_while_every_primary_pool_is_down() -> None:
+    s = live(pools=2)
+    p = RoutingPolicy(
+        4, T, (PoolRoute("pool0", (), 100.0), PoolRoute("pool1", (), 100.0, None, True))
+    )
+    s.pools[0].target.set_waiting(9)  # busier, but primary
+    assert decide(90_000, MISS, [MISS, MISS], p, s, STATIC).pool == 0
+    s.pools[0].link.set_healthy(False)
+    d = decide(90_000, MISS, [MISS, MISS], p, s, STATIC)
+    assert (d.target, d.pool, d.reason) == (Target.POOL, 1, Reason.LONG)
+    s.pools[1].target.set_healthy(False)
+    d = decide(90_000, MISS, [MISS, MISS], p, s, STATIC)
+    assert (d.target, d.reason) == (Target.LOCAL, Reason.FAIL_OPEN)

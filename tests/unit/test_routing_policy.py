@@ -80,3 +80,10 @@ def test_pools_may_carry_their_own_threshold() -> None:
     assert only_own.threshold_tokens is None and only_own.offloads
     with pytest.raises(PolicyError, match=r"prefillPools\[0\].thresholdTokens"):
         RoutingPolicy.from_status({"prefillPools": [{"name": "a", "thresholdTokens": -1}]})
+
+
+def test_standby_is_a_boolean() -> None:
+    p = RoutingPolicy.from_status({"prefillPools": [{"name": "a", "standby": True}]})
+    assert p.pools[0].standby and p.has_standby
+    with pytest.raises(PolicyError, match="standby"):
+        RoutingPolicy.from_status({"prefillPools": [{"name": "a", "standby": "yes"}]})

@@ -13,7 +13,8 @@ Rules, in order:
    the longer cache lives in the other cluster, a cross-cluster cache transfer of it is part of
    the decision.
 4. Backlog guard (adaptive only): a pool whose link backlog exceeds ``max_backlog_s`` takes no
-   offload now.
+   offload now. Standby pools (``PoolRoute.standby``: reachable, but not in the plan) are
+   considered only while no primary pool is usable.
 5. Among the pools that would take it: the longest cached prefix (cache-affine), then a link
    with headroom (utilisation below ``raise_utilisation``), then the shortest queue per instance,
    then the least utilised link. None → local (``short``, or ``backlog`` if only the guard
@@ -127,27 +128,12 @@ def decide(
     ``policy.pools[i]`` (missing entries count as no cache). ``live.pools`` is aligned with
     ``policy.pools``.
     """
-    l_pd, hot = local_hit.tokens, config.adapt.raise_utilisation
-    lowest_t: int | None = None  # the smallest threshold of any pool (fail-open reason)
-    fallback, fb_hit, fb_queue = -1, MISS, math.inf  # best usable pool, offloading or not
-    j, j_hit, j_t = -1, MISS, 0  # the pool that takes it
-    backlogged = False
-    for i, ps in enumerate(live.pools):
-        t = policy.threshold_for(i) if i < len(policy.pools) else None
-        if t is None:
-            continue
-        lowest_t = t if lowest_t is None or t < lowest_t else lowest_t
-        if not ps.usable():
-            continue
-        hit = pool_hits[i] if i < len(pool_hits) else MISS
-        queue = ps.target.queue_per_instance()
-        if fallback < 0 or (hit.tokens, -queue) > (fb_hit.tokens, -fb_queue):
-            fallback, fb_hit, fb_queue = i, hit, queue
-        t_eff = _takes(ps, t, hit.tokens, total_tokens, l_pd, config)
-        backlogged |= t_eff == _BACKLOGGED
-        best = live.pools[j] if j >= 0 else None
-        if t_eff >= 0 and _better_offload(hit.tokens, ps, j_hit.tokens, best, hot):
-            j, j_hit, j_t = i, hit, t_eff
+    scan = _scan(total_tokens, local_hit.tokens, pool_hits, policy, live, config, False)
+    if scan[1] < 0 and policy.has_standby:  # every primary pool is down: the standby ones
+        spare = _scan(total_tokens, local_hit.tokens, pool_hits, policy, live, config, True)
+        scan = (scan[0] if spare[0] is None else spare[0], *spare[1:])
+    lowest_t, fallback, fb_hit, j, j_hit, j_t, backlogged = scan
+    l_pd = local_hit.tokens
     if lowest_t is None:
         return _place_local(total_tokens, local_hit, 0, Reason.NO_OFFLOAD, None, Mode.SCARCE,
                             policy, live, config, -1, MISS)  # fmt: skip
@@ -159,6 +145,45 @@ def decide(
         return _stay_local(total_tokens, local_hit, backlogged, policy, live, config,
                            fallback, fb_hit)  # fmt: skip
     return _offload(total_tokens, local_hit, j, j_hit, j_t, policy, live, config)
+
+
+_Scan = tuple[int | None, int, PrefixHit, int, PrefixHit, int, bool]
+
+
+def _scan(
+    total: int,
+    l_pd: int,
+    pool_hits: Sequence[PrefixHit],
+    policy: RoutingPolicy,
+    live: LiveState,
+    config: RoutingConfig,
+    standby: bool,
+) -> _Scan:
+    """One pass over the primary (or the standby) pools: the lowest threshold among them, the
+    best usable one (fallback), the one that takes the request (-1: none), whether a backlog
+    stopped one."""
+    hot = config.adapt.raise_utilisation
+    lowest_t: int | None = None
+    fallback, fb_hit, fb_queue = -1, MISS, math.inf
+    j, j_hit, j_t = -1, MISS, 0
+    backlogged = False
+    for i, ps in enumerate(live.pools):
+        t = policy.threshold_for(i) if i < len(policy.pools) else None
+        if t is None or policy.pools[i].standby != standby:
+            continue
+        lowest_t = t if lowest_t is None or t < lowest_t else lowest_t
+        if not ps.usable():
+            continue
+        hit = pool_hits[i] if i < len(pool_hits) else MISS
+        queue = ps.target.queue_per_instance()
+        if fallback < 0 or (hit.tokens, -queue) > (fb_hit.tokens, -fb_queue):
+            fallback, fb_hit, fb_queue = i, hit, queue
+        t_eff = _takes(ps, t, hit.tokens, total, l_pd, config)
+        backlogged |= t_eff == _BACKLOGGED
+        best = live.pools[j] if j >= 0 else None
+        if t_eff >= 0 and _better_offload(hit.tokens, ps, j_hit.tokens, best, hot):
+            j, j_hit, j_t = i, hit, t_eff
+    return lowest_t, fallback, fb_hit, j, j_hit, j_t, backlogged
 
 
 def _stay_local(

@@ -2,7 +2,8 @@
 
 Each PD cluster runs its own router (``prfaas.routing.Router``, the HTTP router's code) on its
 published policy: one threshold per pool it may use (the plan's ``t_i``), the pools the plan
-sends it to. Stations are as in the single-cluster engine (``sim.engine``): FIFO prefill
+sends it to, and the other pools it can reach as standby routes (used only while every planned
+pool is down). Stations are as in the single-cluster engine (``sim.engine``): FIFO prefill
 instances, layer-pipelined KV transfers sharing each link max-min fairly (``sim.link``), a pool
 instance held until its KV has left, decode slots (``BS_max`` per PD-D instance, a shared FIFO
 when all are busy), first token one decode step after the KV lands.
@@ -160,9 +161,13 @@ class FleetEngine:
         cp = plan.cluster(spec.name)
         links = {link.pool: link for link in spec.links}
         used = [s.pool for s in cp.shares]
-        routes = [
-            PoolRoute(name, (), links[name].budget_gbps, cp.threshold_tokens) for name in used
+        # the other pools it reaches stand by: taken only while the planned ones are down
+        spare = [n for n in links if n not in used] if cp.threshold_tokens is not None else []
+        t = cp.threshold_tokens
+        routes = [PoolRoute(n, (), links[n].budget_gbps, t) for n in used] + [
+            PoolRoute(n, (), links[n].budget_gbps, t, standby=True) for n in spare
         ]
+        used += spare
         policy = RoutingPolicy(1, cp.threshold_tokens, tuple(routes))
         router = Router(policy, cp.n_prefill, dict.fromkeys(used, 0), cfg)
         index = [self.fleet.pool_index(name) for name in used]
