@@ -134,14 +134,12 @@ def _summary(fleet: Fleet, result: FleetResult) -> Table:
 def _clusters(result: FleetResult) -> Table:
     table = Table(
         title="Joint plan per PD cluster",
-        caption="indep./homog.: the same cluster's Λ in the baselines",
+        caption="D: demand; indep.: Λ in the independent plan (req/s)",
     )
-    for name in ("cluster", "demand", "Λ", "scale", "t", "p", "Np/Nd", "limit", "indep.",
-                 "homog."):  # fmt: skip
+    for name in ("cluster", "D", "Λ", "scale", "t", "p", "Np/Nd", "limit", "indep."):
         table.add_column(name, justify="left" if name in ("cluster", "limit") else "right")
     for c in result.joint.clusters:
         ind = result.independent.cluster(c.name)
-        hom = result.homogeneous.cluster(c.name)
         table.add_row(
             c.name,
             f"{c.demand_rps:.2f}",
@@ -152,7 +150,6 @@ def _clusters(result: FleetResult) -> Table:
             f"{c.n_prefill}/{c.n_decode}",
             c.limit,
             f"{ind.throughput_rps:.2f}",
-            f"{hom.throughput_rps:.2f}",
         )
     return table
 
