@@ -10,7 +10,7 @@ OUT := .local
 -include hack/k8s.mk
 -include hack/flux.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds e2e-kind clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds e2e-kind clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -73,10 +73,17 @@ manifests: chart-crds k8s-bin ## regenerate manifests/operator/ from the Helm ch
 	  --show-only templates/deployment.yaml --show-only templates/service.yaml \
 	  --show-only templates/dashboard.yaml; } > manifests/operator/operator.yaml
 
-bench: bench-planner bench-sim bench-routing bench-reconcile ## all benchmarks
+bench: bench-planner bench-fleet bench-sim bench-routing bench-reconcile ## all benchmarks
 
 bench-planner: venv ## planner speed on the full case-study grid
 	$(PY) bench/planner_grid.py
+
+bench-fleet: venv ## fleet planner speed: 50 PD clusters × 8 PrefillPools
+	$(PY) bench/fleet_speed.py
+
+bench-fleet-gain: venv ## joint vs independent fleet plans on asymmetric fleets, and the sample fleet simulated (~3 min)
+	$(PY) bench/fleet_gain.py
+	$(VENV)/bin/prfaas simulate -f manifests/samples/fleet/ --max-rate --policies joint,independent
 
 bench-sim: venv ## simulator speed: 100,000 case-study requests
 	$(PY) bench/sim_speed.py

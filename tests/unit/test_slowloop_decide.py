@@ -174,6 +174,40 @@ def test_an_unreachable_pool_stops_all_shrinking() -> None:
     assert out.pool_status is not None and out.pool_status.phase == "Degraded"
 
 
+def test_an_unreachable_member_keeps_the_pool_in_the_policy_as_last_seen() -> None:
+    """The member's API server does not answer: its engines may still serve (the routers check
+    them). The policy keeps the pool at its last seen size, same content, same version, pass
+    after pass; the Degraded condition says so."""
+    first = decided(observation()).outcome().status
+    policy = first.routing_policy
+    assert policy is not None and policy.prefill_pools
+    status = first
+    for k in range(3):
+        d = decide(observation(pool_reachable=False), status, NOW + timedelta(seconds=60 * k), 1)
+        assert isinstance(d, Decision)
+        out = d.outcome()
+        status = out.status
+        assert status.routing_policy == policy  # nothing changed: no new version
+        assert "RoutingPolicy" not in {e.reason for e in out.events}
+        assert status.replicas is not None and status.replicas.prefill_pool == 4
+        degraded = condition(status.conditions, "Degraded")
+        assert degraded is not None and degraded.reason == "Unreachable"
+        assert "keeps the pool as last seen (4 instances)" in degraded.message
+    # back: same counts, same policy
+    back = decided(observation(), status).outcome().status
+    assert back.routing_policy == policy
+
+
+def test_a_member_never_seen_is_not_offloaded_to_and_the_condition_says_why() -> None:
+    out = decided(observation(pool_reachable=False)).outcome()
+    policy = out.status.routing_policy
+    assert policy is not None and policy.prefill_pools == [] and policy.threshold_tokens is None
+    degraded = condition(out.status.conditions, "Degraded")
+    assert degraded is not None and "not offloading to it until its size" in degraded.message
+    again = decide(observation(pool_reachable=False), out.status, NOW, 1)
+    assert isinstance(again, Decision) and again.outcome().status.routing_policy == policy
+
+
 @pytest.mark.parametrize("measured", [None, 10.0])
 def test_a_measured_link_capacity_is_planned_for(measured: float | None) -> None:
     obs = observation()
@@ -186,3 +220,66 @@ def test_a_measured_link_capacity_is_planned_for(measured: float | None) -> None
     if measured:  # a tenth of the link: less offloaded, so a higher threshold
         assert out.status.plan.threshold_tokens is not None
         assert out.status.plan.threshold_tokens > 19_400
+
+
+def test_a_plan_over_the_budget_is_refused_before_planning() -> None:
+    obs = observation(plan_pool=True)
+    spec = obs.spec.model_copy(
+        update={
+            "policy": obs.spec.policy.model_copy(
+                update={
+                    "threshold": obs.spec.policy.threshold.model_copy(update={"step_tokens": 1})
+                }
+            )
+        }
+    )
+    big = Observation(obs.name, spec, obs.groups, obs.signals, obs.pool)
+
+    def never(_: object) -> Any:
+        raise AssertionError("planned anyway")
+
+    out = decide(big, PDClusterStatus(), NOW, 1, planner=never, max_plan_cells=2_000_000)
+    assert isinstance(out, Outcome)
+    assert reason(out, "Ready") == "False/PlanTooLarge"
+    c = condition(out.status.conditions, "Ready")
+    assert c is not None and "7,340,088 cells" in c.message  # 8 pool sizes × 7 splits × 131,073
+
+
+def test_grid_cells_counts_the_planners_search() -> None:
+    from prfaas.model.planner import grid_cells, plan
+    from prfaas.model.scenario import Range, case_study
+
+    sc = case_study()
+    sc = sc.model_copy(
+        update={"planner": sc.planner.model_copy(update={"pool_instances": Range(min=2, max=5)})}
+    )
+    assert plan(sc).surface.throughput.size == grid_cells(sc)
+
+
+def test_a_group_another_writer_changed_is_left_alone_until_the_spec_changes() -> None:
+    first = decided(observation(prefill=6, decode=2)).outcome()  # writes decode 2 → 4
+    assert first.status.replicas is not None and first.status.replicas.decode == 4
+    later = NOW + timedelta(minutes=10)  # past the cooldown
+    # an HPA (or a GitOps tool) puts decode back to 2
+    d = decide(observation(prefill=4, decode=2), first.status, later, 1)
+    assert isinstance(d, Decision)
+    assert all(c.group != DECODE for c in d.to_apply)
+    decode = next(c for c in d.changes if c.group == DECODE)
+    assert decode.reason == "another writer owns its replicas"
+    out = d.outcome()
+    assert reason(out, "ScaleContested") == "True/AnotherWriter"
+    assert out.status.contested is not None and out.status.contested.groups == [DECODE]
+    assert [e.reason for e in out.events].count("ScaleContested") == 1
+    # the next passes, same generation: still held, no new warning
+    assert out.status.replicas is not None and out.status.replicas.prefill is not None
+    n_p = out.status.replicas.prefill  # what the operator left prefill at
+    again = decide(observation(prefill=n_p, decode=2), out.status, later + timedelta(minutes=1), 1)
+    assert isinstance(again, Decision) and all(c.group != DECODE for c in again.to_apply)
+    assert "ScaleContested" not in [e.reason for e in again.outcome().events]
+    # the spec changes (generation 2): the operator acts again
+    resumed = decide(
+        observation(prefill=n_p, decode=2), out.status, later + timedelta(minutes=9), 2
+    )
+    assert isinstance(resumed, Decision)
+    assert any(c.group == DECODE for c in resumed.to_apply)
+    assert reason(resumed.outcome(), "ScaleContested") == "False/SoleWriter"

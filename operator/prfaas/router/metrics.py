@@ -27,8 +27,8 @@ class RouterMetrics:
                                 buckets=(16, 64, 256, 1024, 4096, 16384), registry=r)  # fmt: skip
         self.link_bytes = Counter(names.ROUTER_LINK_BYTES, "nominal KV bytes this router sent "
                                   "over each pool's link", ["pool"], registry=r)  # fmt: skip
-        self.link_utilisation = Gauge("prfaas_router_link_utilisation", "recent egress / usable "
-                                      "bandwidth", ["pool"], registry=r)  # fmt: skip
+        self.link_utilisation = Gauge("prfaas_router_link_utilisation_ratio", "recent egress "
+                                      "/ usable bandwidth", ["pool"], registry=r)  # fmt: skip
         self.link_in_flight = Gauge("prfaas_router_link_in_flight_bytes", "nominal KV bytes sent "
                                     "and not yet at decode", ["pool"], registry=r)  # fmt: skip
         self.link_up = Gauge("prfaas_router_link_up", "1 unless KV transfers over the link "
@@ -48,8 +48,20 @@ class RouterMetrics:
         self.decide_seconds = Histogram("prfaas_router_decide_seconds", "token count, prefix "
                                         "lookup and decision", registry=r,
                                         buckets=_DECIDE)  # fmt: skip
-        self.fallbacks = Counter("prfaas_router_fallbacks", "offloads served locally after a "
-                                 "pool or link failure", ["cause"], registry=r)  # fmt: skip
+        self.fallbacks = Counter("prfaas_router_fallbacks", "requests re-routed after a failure "
+                                 "(pool, local, link, kv, timeout)", ["cause"],
+                                 registry=r)  # fmt: skip
+        self.decode_retries = Counter("prfaas_router_decode_retries", "decode attempts that "
+                                      "failed before the answer's first byte and were retried "
+                                      "on another engine", registry=r)  # fmt: skip
+        self.broken_streams = Counter("prfaas_router_broken_streams", "streams cut after their "
+                                      "first byte reached the client, ended with an error event "
+                                      "and no [DONE]", registry=r)  # fmt: skip
+        self.timeouts = Counter("prfaas_router_timeouts", "phases over their bound (prefill, "
+                                "first_byte: KV arrival and first token)", ["phase"],
+                                registry=r)  # fmt: skip
+        self.link_probes = Counter("prfaas_router_link_probes", "probes of failed links",
+                                   ["pool", "result"], registry=r)  # fmt: skip
         self.errors = Counter("prfaas_router_errors", "requests answered with an error",
                               ["code"], registry=r)  # fmt: skip
         self.approximate = Counter("prfaas_router_approximate_token_counts", "text prompts "

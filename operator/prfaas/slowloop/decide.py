@@ -7,14 +7,16 @@ made them (a change that failed is reported, and the routing policy follows what
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from prfaas.api.pdcluster import (
+    ContestedStatus,
     PDClusterSpec,
     PDClusterStatus,
+    PendingThresholdStatus,
     PlanStatus,
     PoolRoute,
     ReplicasStatus,
@@ -25,7 +27,7 @@ from prfaas.api.pdcluster import (
 )
 from prfaas.api.planning import scenario_for
 from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
-from prfaas.model.planner import Plan, PlanError, PlanResult, plan
+from prfaas.model.planner import Plan, PlanError, PlanResult, grid_cells, plan
 from prfaas.model.profiles import LinkProfile
 from prfaas.model.scenario import PDSpec, PoolSpec, Scenario
 from prfaas.slowloop.conditions import Status, is_true, iso, set_condition
@@ -39,6 +41,7 @@ from prfaas.slowloop.observation import (
     SignalsUnavailable,
 )
 from prfaas.slowloop.safety import Change, Group, floor_for, safe_changes
+from prfaas.slowloop.threshold import hold
 
 Planner = Callable[[Scenario], PlanResult]
 Phase = Literal["Planned", "Applied", "Holding", "Degraded"]
@@ -77,6 +80,7 @@ class _Report:
         self.conditions = list(old.conditions)
         self.events: list[Event] = []
         self.problems: list[tuple[str, str]] = []  # (condition reason, message)
+        self.contested: ContestedStatus | None = old.contested
 
     def cond(self, ctype: str, status: Status, reason: str, message: str = "") -> None:
         self.conditions = set_condition(
@@ -141,7 +145,7 @@ class Decision:
         after, scaled = self._scaled(applied)
         # the routing policy routes for the counts that run after this step
         routed = _plan_for_counts(self.scenario, after, self.planner) if applied else self.now_plan
-        policy, plan_status = self._publish(routed)
+        policy, plan_status, held = self._publish(routed)
         pending = [
             c
             for c in self.changes
@@ -163,13 +167,13 @@ class Decision:
             ),
             scaled_at=scaled,
             last_applied_time=r.at if applied else None,
-        )
+        ).model_copy(update={"pending_threshold": held, "contested": r.contested})  # None clears
         return Outcome(status, r.events, applied, self._pool_status(after), self._pool_name())
 
     def _scaled(self, applied: list[Change]) -> tuple[dict[GroupName, int | None], ScaledAtStatus]:
         """Counts after the applied changes, and when each group was last scaled."""
         r = self.report
-        after: dict[GroupName, int | None] = {g: o.replicas for g, o in self.obs.groups.items()}
+        after = _counts(self.obs, r.old)
         stamps: dict[str, str] = {}
         for c in applied:
             after[c.group] = c.next  # type: ignore[index]
@@ -178,10 +182,15 @@ class Decision:
             r.event("Normal", "Scaled", message)
         return after, (r.old.scaled_at or ScaledAtStatus()).model_copy(update=stamps)
 
-    def _publish(self, routed: Plan | None) -> tuple[RoutingPolicyStatus, PlanStatus]:
-        """The routing policy and the plan, with an event for each that changed."""
+    def _publish(
+        self, routed: Plan | None
+    ) -> tuple[RoutingPolicyStatus, PlanStatus, PendingThresholdStatus | None]:
+        """The routing policy, the plan and the threshold excursion not yet published, with an
+        event for each of the first two that changed."""
         r, old, t = self.report, self.report.old, self.target
-        policy = routing_policy(self.obs, routed, old.routing_policy)
+        policy, pending = routing_policy(
+            self.obs, routed, old.routing_policy, self.now, old.pending_threshold
+        )
         if old.routing_policy is None or policy.version != old.routing_policy.version:
             message = f"v{policy.version}: threshold {policy.threshold_tokens} tokens"
             r.event("Normal", "RoutingPolicy", message)
@@ -193,7 +202,7 @@ class Decision:
                 f"t={t.threshold_tokens} N_prfaas={t.n_prfaas} N_p={t.n_prefill} "
                 f"N_d={t.n_decode} Λ={t.throughput_rps:.2f} req/s ({t.binding}-bound)",
             )
-        return policy, plan_status
+        return policy, plan_status, pending
 
     def _plan_applied(self, pending: list[Change]) -> None:
         cond = self.report.cond
@@ -219,11 +228,24 @@ class Decision:
     def _pool_status(self, after: Mapping[GroupName, int | None]) -> PrefillPoolStatus | None:
         if self.obs.usable_pool is None:
             return None
+        pool, seen = self.obs.pool, self.obs.groups[POOL]
+        assert pool is not None
         change = next(c for c in self.changes if c.group == POOL)
+        old = pool.status or PrefillPoolStatus()
+        at, gen = self.report.at, pool.generation
+        if seen.known:
+            ready = set_condition(old.conditions, "Ready", "True", "Reachable", "", gen, at)
+        else:
+            reason = seen.reason or ("Unreachable" if not seen.reachable else "TargetInvalid")
+            ready = set_condition(
+                old.conditions, "Ready", "False", reason, seen.error or "", gen, at
+            )
         return PrefillPoolStatus(
+            observed_generation=gen,
             replicas=after.get(POOL),
             desired_replicas=change.desired,
-            phase="Ready" if self.obs.groups[POOL].reachable else "Degraded",
+            phase="Ready" if seen.known else "Degraded",
+            conditions=ready,
         )
 
     def _pool_name(self) -> str | None:
@@ -238,55 +260,78 @@ def decide(
     *,
     dry_run: bool = False,
     planner: Planner = plan,
+    max_plan_cells: int | None = None,
 ) -> Decision | Outcome:
     """Plan and limit the changes; an ``Outcome`` straight away when there is nothing to act on
-    (stale signals: hold the last good plan; no feasible plan)."""
+    (stale signals: hold the last good plan; no feasible plan; a plan over ``max_plan_cells``,
+    the operator's budget per pass, see ``grid_cells``)."""
     r = _Report(old, generation, now)
-    r.problems = _problems(obs)
+    r.problems = _problems(obs, old)
     signals = obs.signals
     if isinstance(signals, SignalsUnavailable):
         return _holding(r, signals)
     r.cond("SignalsStale", "False", "Fresh", f"{signals.source} signals")
+    current = _counts(obs, old)
     try:
-        target, scenario = _plan_target(obs, signals, planner)
+        target, scenario = _plan_target(obs, signals, planner, current.get(POOL), max_plan_cells)
     except PlanError as exc:
-        r.problems.append(("PlanFailed", f"plan failed: {exc}"))
-        r.cond("Ready", "False", "PlanFailed", str(exc))
+        reason = "PlanTooLarge" if isinstance(exc, PlanTooLargeError) else "PlanFailed"
+        r.problems.append((reason, f"plan failed: {exc}"))
+        r.cond("Ready", "False", reason, str(exc))
         r.cond("PlanApplied", "False", "Holding", "no plan")
         r.close_degraded()
         return Outcome(r.status("Degraded"), r.events)
-    current = {g: o.replicas for g, o in obs.groups.items()}
     now_plan = (
         _plan_for_counts(scenario, current, planner)
         if obs.usable_pool is None or current.get(POOL)
         else None
     )
-    spec = obs.spec
+    spec, targets = obs.spec, _targets(obs, target)
+    contested = _contested(obs, old, generation, targets)
     changes = safe_changes(
-        _groups(obs, old, _floors(signals.arrival_rate_rps, target)),
-        _targets(obs, target),
+        _groups(obs, old, _floors(signals.arrival_rate_rps, target), contested),
+        targets,
         spec.policy.max_step,
         timedelta(seconds=spec.policy.cooldown_seconds),
         now,
         shared=(PREFILL, DECODE, spec.instances),
     )
     enforce = spec.policy.mode == "Enforce" and not dry_run
+    _report_contest(r, old, obs, contested)
     return Decision(
         obs, r, now, signals, scenario, target, now_plan, changes, enforce, dry_run, planner
     )
 
 
 # -- the steps -------------------------------------------------------------------------------
-def _problems(obs: Observation) -> list[tuple[str, str]]:
+def _problems(obs: Observation, old: PDClusterStatus) -> list[tuple[str, str]]:
     problems = []
     if obs.pool is not None and obs.pool.problem is not None:
         problems.append(obs.pool.problem)
     for g, o in obs.groups.items():
-        if o.error:
-            problems.append(
-                ("Unreachable" if not o.reachable else "TargetInvalid", f"{g}: {o.error}")
+        if not o.error:
+            continue
+        message = f"{g}: {o.error}"
+        if g == POOL and not o.reachable:  # its engines may serve on: the routers check them
+            seen = getattr(old.replicas or ReplicasStatus(), _SCALED_FIELD[POOL])
+            message += (
+                f"; the routing policy keeps the pool as last seen ({seen} instances)"
+                if seen
+                else "; not offloading to it until its size has been seen once"
             )
+        reason = o.reason or ("Unreachable" if not o.reachable else "TargetInvalid")
+        problems.append((reason, message))
     return problems
+
+
+def _counts(obs: Observation, old: PDClusterStatus) -> dict[GroupName, int | None]:
+    """Each group's replicas as read now; for one whose cluster did not answer, as last seen
+    (an unreachable API server says nothing about the engines, which keep serving)."""
+    seen = old.replicas or ReplicasStatus()
+    return {
+        g: o.replicas if o.reachable else getattr(seen, _SCALED_FIELD[g])
+        for g, o in obs.groups.items()
+    }
 
 
 def _holding(r: _Report, signals: SignalsUnavailable) -> Outcome:
@@ -310,7 +355,28 @@ def _link(obs: Observation) -> LinkProfile | None:
     return link
 
 
-def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[Plan, Scenario]:
+class PlanTooLargeError(PlanError):
+    """The planning grid exceeds the operator's budget per pass."""
+
+
+def _budgeted(scenario: Scenario, max_cells: int | None) -> Scenario:
+    cells = grid_cells(scenario)
+    if max_cells is not None and cells > max_cells:
+        raise PlanTooLargeError(
+            f"the search grid has {cells:,} cells (pool sizes × local splits × thresholds); "
+            f"the operator plans at most {max_cells:,} per pass: raise "
+            "policy.threshold.stepTokens, or narrow the replica bounds or the length range"
+        )
+    return scenario
+
+
+def _plan_target(
+    obs: Observation,
+    signals: Signals,
+    planner: Planner,
+    pool_now: int | None,
+    max_cells: int | None,
+) -> tuple[Plan, Scenario]:
     spec, pool, link = obs.spec, obs.usable_pool, _link(obs)
     if pool is None or link is None or obs.pool is None:
         # no usable PrefillPool: plan the local cluster alone (the homogeneous split)
@@ -318,9 +384,8 @@ def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[
             obs.name, spec, "none", _no_pool(spec), 1, _UNBOUNDED, signals.workload
         )
         settings = scenario.planner.model_copy(update={"homogeneous_instances": spec.instances})
-        scenario = scenario.model_copy(update={"planner": settings})
+        scenario = _budgeted(scenario.model_copy(update={"planner": settings}), max_cells)
         return planner(scenario).homogeneous, scenario
-    pool_now = obs.groups[POOL].replicas if POOL in obs.groups else None
     scenario = scenario_for(
         obs.name,
         spec,
@@ -330,7 +395,7 @@ def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[
         link,
         signals.workload,
     )
-    return planner(scenario).prfaas, scenario
+    return planner(_budgeted(scenario, max_cells)).prfaas, scenario
 
 
 _UNBOUNDED = LinkProfile(capacity_gbps=1_000_000)
@@ -354,7 +419,52 @@ def _targets(obs: Observation, target: Plan) -> dict[str, int]:
     return targets
 
 
-def _groups(obs: Observation, old: PDClusterStatus, floors: Mapping[str, int]) -> list[Group]:
+def _contested(
+    obs: Observation, old: PDClusterStatus, generation: int | None, targets: Mapping[str, int]
+) -> list[str]:
+    """Groups another writer changed since the last pass (its replicas are not what this
+    operator left), and those still contested from before at this generation; a group that
+    reached the plan on its own is free again."""
+    seen = old.replicas or ReplicasStatus()
+    before = old.contested
+    carried = set(before.groups) if before and before.generation == generation else set()
+    contested: list[str] = []
+    for g, o in obs.groups.items():
+        last, now = getattr(seen, _SCALED_FIELD[g]), o.replicas
+        changed = last is not None and now is not None and now != last
+        at_plan = now is not None and now == targets.get(g, now)
+        if (changed or g in carried) and not at_plan:
+            contested.append(g)
+    return contested
+
+
+def _report_contest(
+    r: _Report, old: PDClusterStatus, obs: Observation, contested: list[str]
+) -> None:
+    if not contested:
+        r.cond("ScaleContested", "False", "SoleWriter", "")
+        r.contested = None
+        return
+    before = old.contested
+    same = before is not None and before.groups == contested
+    message = (
+        f"{', '.join(contested)}: replicas changed by another writer (an HPA, KEDA, or a GitOps "
+        "tool re-applying replicas?); the operator leaves them alone until the PDCluster's spec "
+        "changes or they reach the plan"
+    )
+    r.cond("ScaleContested", "True", "AnotherWriter", message)
+    if not same:
+        r.event("Warning", "ScaleContested", message)
+    since = before.since if same and before is not None else r.at
+    r.contested = ContestedStatus(groups=contested, generation=r.generation, since=since)
+
+
+def _groups(
+    obs: Observation,
+    old: PDClusterStatus,
+    floors: Mapping[str, int],
+    contested: Sequence[str] = (),
+) -> list[Group]:
     spec, pool = obs.spec, obs.usable_pool
     seen = old.replicas or ReplicasStatus()
     scaled = old.scaled_at or ScaledAtStatus()
@@ -382,6 +492,7 @@ def _groups(obs: Observation, old: PDClusterStatus, floors: Mapping[str, int]) -
                 floor=floors.get(g, 0),
                 reachable=o.known,
                 last_change=datetime.fromisoformat(last.replace("Z", "+00:00")) if last else None,
+                held="another writer owns its replicas" if g in contested else "",
             )
         )
     return groups
@@ -435,10 +546,14 @@ def _floors(rate: float | None, target: Plan) -> dict[str, int]:
 
 
 def routing_policy(
-    obs: Observation, routed: Plan | None, previous: RoutingPolicyStatus | None
-) -> RoutingPolicyStatus:
-    """The policy for the plan that runs; a new version only when its content changes, and an
-    Auto threshold kept while the new optimum is within the deadband of the published one."""
+    obs: Observation,
+    routed: Plan | None,
+    previous: RoutingPolicyStatus | None,
+    now: datetime,
+    pending: PendingThresholdStatus | None = None,
+) -> tuple[RoutingPolicyStatus, PendingThresholdStatus | None]:
+    """The policy for the plan that runs, and the threshold excursion not yet published
+    (``slowloop.threshold``); a new version only when the content changes."""
     spec, pool, link = obs.spec, obs.usable_pool, _link(obs)
     threshold = None
     pools: list[PoolRoute] = []
@@ -449,16 +564,8 @@ def routing_policy(
         and link is not None
         and obs.pool is not None
     ):
-        threshold = routed.threshold_tokens
         kept = previous.threshold_tokens if previous else None
-        rule = spec.policy.threshold
-        if (
-            rule.mode == "Auto"
-            and threshold is not None
-            and kept is not None
-            and abs(threshold - kept) <= rule.deadband_fraction * kept
-        ):
-            threshold = kept  # within the deadband: not worth a new policy version
+        threshold, pending = hold(spec, kept, routed.threshold_tokens, pending, now)
         pools = [
             PoolRoute(
                 name=obs.pool.link.name,
@@ -466,6 +573,8 @@ def routing_policy(
                 link_budget_gbps=link.budget_gbps,
             )
         ]
+    else:
+        pending = None
     candidate = RoutingPolicyStatus(
         version=previous.version if previous else 0,
         threshold_tokens=threshold,
@@ -479,7 +588,7 @@ def routing_policy(
         candidate = candidate.model_copy(
             update={"version": (previous.version + 1) if previous else 1}
         )
-    return candidate
+    return candidate, pending
 
 
 def plan_status_of(p: Plan, at: str) -> PlanStatus:
