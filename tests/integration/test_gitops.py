@@ -385,15 +385,6 @@ def reconciles(env: GitOps, count: int) -> tuple[float, float]:
     return start, time.time()
 
 
-def writers(env: GitOps, start: float, end: float) -> list[str]:
-    """Who wrote the PD-P target's replicas in the window, in order, repeats collapsed."""
-    out: list[str] = []
-    for w in env.audit.writes(start, end, names=(TARGETS[0],), resource="deployments"):
-        if not out or out[-1] != w.short_user:
-            out.append(w.short_user)
-    return out
-
-
 def test_flux_and_the_operator_do_not_fight(gitops: GitOps) -> None:
     env = gitops
     env.applied(*KUSTOMIZATIONS)
@@ -413,14 +404,15 @@ def test_flux_and_the_operator_do_not_fight(gitops: GitOps) -> None:
     assert scaled and min(w.at for w in scaled) > max(w.at for w in creates)
 
 
-def test_replicas_in_git_fight_the_operator_unless_ignored(gitops: GitOps) -> None:
-    """The control experiment: the same measurement sees the fight when Git holds the replicas,
-    and Flux's ``spec.ignore`` on ``/spec/replicas`` (the documented alternative) ends it."""
+def test_replicas_in_git_win_over_the_plan_unless_ignored(gitops: GitOps) -> None:
+    """The control experiment. With replicas in Git, Flux writes them (the same audit-log count
+    sees it) and the operator stands down (``ScaleContested``): no flapping, but the plan is not
+    applied. Flux's ``spec.ignore`` on ``/spec/replicas`` (the documented alternative) and a new
+    PDCluster generation hand the replicas back to the operator, and Flux leaves them alone."""
     env = gitops
-    obj = at_plan(env)
-    plan = (obj["status"]["plan"]["nPrefill"], obj["status"]["plan"]["nDecode"])
+    at_plan(env)
     start = time.time()
-    sha = env.edit(  # someone puts replicas into Git
+    env.edit(  # someone puts replicas into Git
         {
             ENGINES_FILE: [
                 (
@@ -430,21 +422,23 @@ def test_replicas_in_git_fight_the_operator_unless_ignored(gitops: GitOps) -> No
             ]
         }
     )
-    fight = ["kustomize-controller", "prfaas-operator"] * 2  # Flux reverts, operator rescales, ...
+    env.applied("prfaas-engines")
+    wait_for(
+        "the operator to stand down",
+        lambda: (
+            (condition(env.pdcluster(), "ScaleContested") or {}).get("reason") == "AnotherWriter"
+        ),
+        timeout=60,
+    )
+    flux = env.audit.writes(start, user=FLUX, names=TARGETS)
+    assert sorted(w.name for w in flux) == sorted(TARGETS), AuditLog.summary(flux)
+    window = reconciles(env, STEADY_RECONCILES)
+    summary = AuditLog.summary(env.audit.writes(*window, dry_run=None))
+    assert not env.audit.writes(*window, user=FLUX, names=TARGETS), summary
+    assert not env.audit.writes(*window, user=OPERATOR, resource="deployments"), summary
+    assert tuple(replicas(env.admin, NS, t) for t in TARGETS) == (1, 1)  # Git's, not the plan
 
-    def fighting() -> bool:
-        return writers(env, start, time.time())[: len(fight)] == fight
-
-    try:
-        wait_for(
-            "Flux and the operator to fight",
-            fighting,
-            timeout=4 * STEADY_RECONCILES * KS_INTERVAL_S,
-        )
-    except AssertionError as e:
-        raise AssertionError(f"{e}\n{AuditLog.summary(env.audit.writes(start))}") from None
-
-    # The ignore rule, as the README documents it, ends the fight.
+    # The ignore rule, as the README documents it; then any new generation of the PDCluster.
     ignore = [
         {
             "paths": ["/spec/replicas"],
@@ -454,20 +448,18 @@ def test_replicas_in_git_fight_the_operator_unless_ignored(gitops: GitOps) -> No
     patch = yaml.safe_dump({"spec": {"ignore": ignore}})
     kubectl(
         env.admin,
-        "patch",
-        "kustomizations.kustomize.toolkit.fluxcd.io",
-        "prfaas-engines",
-        "-n",
-        FLUX_NS,
-        "--type=merge",
-        "-p",
-        patch,
+        *("patch", "kustomizations.kustomize.toolkit.fluxcd.io", "prfaas-engines"),
+        *("-n", FLUX_NS, "--type=merge", "-p", patch),
     )
     env.applied("prfaas-engines")  # reconciled with the rule
-    at_plan(env)
+    sha = env.edit({PDC_FILE: [("maxStep: 2", "maxStep: 3")]})
+    env.applied(*KUSTOMIZATIONS)
+    obj = at_plan(env)
+    assert condition(obj, "ScaleContested")["status"] == "False"
     start, end = reconciles(env, STEADY_RECONCILES)
     summary = AuditLog.summary(env.audit.writes(start, end, dry_run=None))
     assert not env.audit.writes(start, end, user=FLUX, names=TARGETS), summary
     assert not env.audit.writes(start, end, user=OPERATOR, resource="deployments"), summary
-    assert tuple(replicas(env.admin, NS, t) for t in TARGETS) == plan
+    plan = env.pdcluster()["status"]["plan"]
+    assert tuple(replicas(env.admin, NS, t) for t in TARGETS) == (plan["nPrefill"], plan["nDecode"])
     assert env.kustomization("prfaas-engines")["status"]["lastAppliedRevision"].endswith(sha)
