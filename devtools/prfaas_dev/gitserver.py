@@ -244,7 +244,11 @@ class GitServer:
         argv = [sys.executable, "-m", "prfaas_dev.gitserver", "--root", str(self.root)]
         argv += ["--port", str(self.port)]
         self.proc = Proc.spawn("git-server", argv, self.log, die_with_parent=True)
-        self.proc.wait_ready(self._listening, timeout=30)
+        try:
+            self.proc.wait_ready(self._listening, timeout=30)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _listening(self) -> bool:

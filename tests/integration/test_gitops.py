@@ -13,6 +13,7 @@ wrote what: the no-flapping claims are counts of writes over several reconcile i
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import subprocess
 import time
@@ -143,32 +144,25 @@ def gitops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitOps]:
     except FluxMissingError as e:
         pytest.fail(str(e), pytrace=False)
     tmp = tmp_path_factory.mktemp("gitops")
-    plane = start_plane(tmp / "control-plane")
-    admin = plane.kubeconfig
-    repo = GitRepo.create(tmp / "work", tmp / "srv" / "prfaas-operator.git")
-    repo.commit("prfaas-operator manifests", {"manifests": ROOT / "manifests"})
-    server = GitServer(tmp / "srv", tmp / "git-server.log").start()
-    # A dependency being reconciled is not Ready: look again soon, not after Flux's 30 s.
-    flux = Flux(plane, tmp / "flux", dist, requeue_dependency="2s")
-    operator: OperatorProcess | None = None
-    try:
-        flux.start()
-        apply(admin, *flux_resources(server.url("prfaas-operator.git")))
-        env = GitOps(plane, admin, repo, flux, AuditLog(tmp / "control-plane" / "audit.log"))
+    with contextlib.ExitStack() as stack:  # stopped in reverse: operator, Flux, git, API server
+        plane = start_plane(tmp / "control-plane")
+        stack.callback(plane.stop)
+        repo = GitRepo.create(tmp / "work", tmp / "srv" / "prfaas-operator.git")
+        repo.commit("prfaas-operator manifests", {"manifests": ROOT / "manifests"})
+        server = stack.enter_context(GitServer(tmp / "srv", tmp / "git-server.log"))
+        # A dependency being reconciled is not Ready: look again soon, not after Flux's 30 s.
+        flux = stack.enter_context(Flux(plane, tmp / "flux", dist, requeue_dependency="2s"))
+        apply(plane.kubeconfig, *flux_resources(server.url("prfaas-operator.git")))
+        audit = AuditLog(tmp / "control-plane" / "audit.log")
+        env = GitOps(plane, plane.kubeconfig, repo, flux, audit)
         env.applied(*KUSTOMIZATIONS, timeout=180)
         # The operator as its Deployment would run it: those args, that ServiceAccount's token.
-        deploy = get_json(admin, "deployment", "prfaas-operator", "-n", "prfaas-system")
+        deploy = get_json(plane.kubeconfig, "deployment", "prfaas-operator", "-n", "prfaas-system")
         args = tuple(deploy["spec"]["template"]["spec"]["containers"][0]["args"])
         token = plane.kubeconfig_for_serviceaccount("prfaas-system", "prfaas-operator")
-        operator = OperatorProcess(token, tmp / "operator.log", command=args).start()
-        env.operator = operator
+        env.operator = OperatorProcess(token, tmp / "operator.log", command=args).start()
+        stack.callback(env.operator.stop)
         yield env
-    finally:
-        if operator is not None:
-            operator.stop()
-        flux.stop()
-        server.stop()
-        plane.stop()
 
 
 def operator_planned(env: GitOps) -> dict[str, Any]:
