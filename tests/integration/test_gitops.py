@@ -175,7 +175,7 @@ def operator_planned(env: GitOps) -> dict[str, Any]:
         return obj if fresh and status.get("plan") else None
 
     try:
-        found: dict[str, Any] = wait_for("the operator's plan", planned, timeout=60)
+        found: dict[str, Any] = wait_for("the operator's plan", planned, timeout=120)
     except AssertionError as e:
         log = env.operator.log()[-3000:] if env.operator else "(not started)"
         raise AssertionError(f"{e}\noperator log:\n{log}") from None
@@ -191,7 +191,8 @@ def at_plan(env: GitOps) -> dict[str, Any]:
         sizes = tuple(replicas(env.admin, NS, t) for t in TARGETS)
         return obj if sizes == (plan["nPrefill"], plan["nDecode"]) else None
 
-    found: dict[str, Any] = wait_for("the targets at the plan", done, timeout=90)
+    # generous: on a loaded machine an operator pass can time out on the API server and retry
+    found: dict[str, Any] = wait_for("the targets at the plan", done, timeout=180)
     return found
 
 
