@@ -44,9 +44,14 @@ def _walk(node: Any, path: str) -> list[str]:
     problems = []
     if not isinstance(node, dict):
         return problems
-    for bad in ("$ref", "anyOf", "oneOf", "allOf", "additionalProperties", "title"):
+    for bad in ("$ref", "anyOf", "oneOf", "allOf", "title"):
         if bad in node:
             problems.append(f"{path}: has {bad}")
+    values = node.get("additionalProperties")
+    if values is not None:  # a map: its values' schema, never with properties, and bounded
+        if not isinstance(values, dict) or "properties" in node or "maxProperties" not in node:
+            problems.append(f"{path}: additionalProperties must be a bounded map's values")
+        problems += _walk(values, f"{path}{{}}")
     if "type" not in node and not node.get("x-kubernetes-int-or-string"):
         problems.append(f"{path}: no type")
     bounded = "enum" in node or "maxLength" in node or node.get("format") == "date-time"

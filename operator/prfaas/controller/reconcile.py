@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
+from prfaas.controller.endpoints import PoolEndpoints
 from prfaas.controller.kube import Members, TargetError, UnreachableError
 from prfaas.controller.observe import ScaleHandle, observe
 from prfaas.controller.signals import Query
@@ -72,6 +73,7 @@ class Reconciler:
         self.query_factory = query_factory
         self.clock = clock
         self.dry_run = dry_run  # plan and report, never scale (operator-wide Observe)
+        self.pool_endpoints = PoolEndpoints()  # pools' engines, watched in their clusters
 
     def reconcile(self, res: Resource) -> Outcome:
         now = self.clock()
@@ -79,7 +81,14 @@ class Reconciler:
             first = res.spec.errors()[0]
             where = ".".join(map(str, first["loc"]))
             return invalid_spec(res.status, res.generation, now, where, first["msg"])
-        obs, handles = observe(self.members, self.query_factory, res.name, res.namespace, res.spec)
+        obs, handles = observe(
+            self.members,
+            self.query_factory,
+            res.name,
+            res.namespace,
+            res.spec,
+            self.pool_endpoints,
+        )
         decision = decide(obs, res.status, now, res.generation, dry_run=self.dry_run)
         if not isinstance(decision, Decision):
             return decision  # nothing to act on (stale signals, no plan)

@@ -229,6 +229,10 @@ class RouterServer:
             kvp = await self._prefill_phase(call)
             if kvp is None:
                 continue  # the pool failed: re-routed
+            if not self.fleet.routes_to(decode):  # it left while prefill ran: no new work
+                decode = self.fleet.pick_decode()  # for an engine that is gone or draining
+                if decode is None:
+                    raise RequestError(503, "no healthy decode instance", "no_decode")
             try:
                 return await self._decode_phase(call, decode, kvp)
             except _UpstreamError as exc:
@@ -252,7 +256,7 @@ class RouterServer:
         url = self.fleet.prefill_url(d)
         t0 = time.monotonic()
         try:
-            with self.fleet.core.in_flight(d, pt.hashes, pt.length):
+            with self.fleet.in_flight(d, pt.hashes, pt.length):
                 kvp = await self._prefill(url, call)
         except _UpstreamError as exc:
             self.fleet.engine_failed(url)
@@ -403,8 +407,7 @@ class RouterServer:
             "version": p.version, "thresholdTokens": p.threshold_tokens, "pools": pools,
             "prefillEndpoints": list(p.prefill_endpoints),
             "decodeEndpoints": list(p.decode_endpoints),
-            "engines": {e.url: {"healthy": e.healthy, "waiting": e.waiting}
-                        for e in fleet.engines.values()},
+            "engines": fleet.endpoint_states(),
         })  # fmt: skip
 
 

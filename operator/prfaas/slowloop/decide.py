@@ -7,12 +7,13 @@ made them (a change that failed is reported, and the routing policy follows what
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from prfaas.api.pdcluster import (
+    EndpointDiscovery,
     PDClusterSpec,
     PDClusterStatus,
     PlanStatus,
@@ -21,6 +22,7 @@ from prfaas.api.pdcluster import (
     RoutingPolicyStatus,
     ScaledAtStatus,
     SignalsStatus,
+    Stage,
     StagesStatus,
 )
 from prfaas.api.planning import scenario_for
@@ -245,7 +247,7 @@ def decide(
     r.problems = _problems(obs)
     signals = obs.signals
     if isinstance(signals, SignalsUnavailable):
-        return _holding(r, signals)
+        return _holding(r, signals, obs)
     r.cond("SignalsStale", "False", "Fresh", f"{signals.source} signals")
     try:
         target, scenario = _plan_target(obs, signals, planner)
@@ -254,7 +256,7 @@ def decide(
         r.cond("Ready", "False", "PlanFailed", str(exc))
         r.cond("PlanApplied", "False", "Holding", "no plan")
         r.close_degraded()
-        return Outcome(r.status("Degraded"), r.events)
+        return Outcome(r.status("Degraded", routing_policy=_held_policy(r, obs)), r.events)
     current = {g: o.replicas for g, o in obs.groups.items()}
     now_plan = (
         _plan_for_counts(scenario, current, planner)
@@ -289,7 +291,7 @@ def _problems(obs: Observation) -> list[tuple[str, str]]:
     return problems
 
 
-def _holding(r: _Report, signals: SignalsUnavailable) -> Outcome:
+def _holding(r: _Report, signals: SignalsUnavailable, obs: Observation) -> Outcome:
     was_stale = is_true(r.conditions, "SignalsStale")
     r.cond("SignalsStale", "True", signals.reason, signals.message)
     r.cond("Ready", "False", "SignalsStale", "holding the last good plan")
@@ -297,7 +299,22 @@ def _holding(r: _Report, signals: SignalsUnavailable) -> Outcome:
     r.close_degraded()
     if not was_stale:
         r.event("Warning", "SignalsStale", f"{signals.message}; holding the last good plan")
-    return Outcome(r.status("Holding"), r.events)
+    return Outcome(r.status("Holding", routing_policy=_held_policy(r, obs)), r.events)
+
+
+def _held_policy(r: _Report, obs: Observation) -> RoutingPolicyStatus | None:
+    """The last plan's policy, holding, but with the pool's engines as they are now."""
+    old = r.old.routing_policy
+    if old is None or obs.pool is None or obs.pool.endpoints is None:
+        return None
+    new = with_pool_engines(old, obs.pool.link.name, obs.pool.endpoints)
+    if new.version != old.version:
+        r.event("Normal", "RoutingPolicy", f"v{new.version}: {endpoints_message(new)}")
+    return new
+
+
+def endpoints_message(policy: RoutingPolicyStatus) -> str:
+    return ", ".join(f"{p.name}: {len(p.endpoints)} ready" for p in policy.prefill_pools)
 
 
 def _link(obs: Observation) -> LinkProfile | None:
@@ -462,7 +479,7 @@ def routing_policy(
         pools = [
             PoolRoute(
                 name=obs.pool.link.name,
-                endpoints=list(pool.endpoints.urls),
+                endpoints=_pool_endpoints(obs, previous),
                 link_budget_gbps=link.budget_gbps,
             )
         ]
@@ -472,7 +489,16 @@ def routing_policy(
         prefill_pools=pools,
         prefill_endpoints=list(spec.prefill.endpoints.urls),
         decode_endpoints=list(spec.decode.endpoints.urls),
+        prefill_discovery=_discovery(spec.prefill, obs.namespace),
+        decode_discovery=_discovery(spec.decode, obs.namespace),
     )
+    return _versioned(candidate, previous)
+
+
+def _versioned(
+    candidate: RoutingPolicyStatus, previous: RoutingPolicyStatus | None
+) -> RoutingPolicyStatus:
+    """``candidate`` with the previous version, or the next one if its content differs."""
     if previous is None or previous.model_dump(exclude={"version"}) != candidate.model_dump(
         exclude={"version"}
     ):
@@ -480,6 +506,42 @@ def routing_policy(
             update={"version": (previous.version + 1) if previous else 1}
         )
     return candidate
+
+
+def with_pool_engines(
+    policy: RoutingPolicyStatus, pool: str, ready: Sequence[str]
+) -> RoutingPolicyStatus:
+    """The published policy with ``pool``'s engines as they are now (a new version if they
+    changed): engines come and go between plans, and while signals are stale too."""
+    routes = [
+        r.model_copy(update={"endpoints": list(ready)}) if r.name == pool else r
+        for r in policy.prefill_pools
+    ]
+    return _versioned(policy.model_copy(update={"prefill_pools": routes}), policy)
+
+
+def _pool_endpoints(obs: Observation, previous: RoutingPolicyStatus | None) -> list[str]:
+    """Fixed URLs, or the ready engines observed now, or (not known now: the pool's cluster
+    did not answer) the ones last published: never an empty list for want of a reading."""
+    assert obs.pool is not None and obs.usable_pool is not None
+    declared = obs.usable_pool.endpoints
+    if not declared.discovers:
+        return list(declared.urls)
+    if obs.pool.endpoints is not None:
+        return list(obs.pool.endpoints)
+    for route in previous.prefill_pools if previous else []:
+        if route.name == obs.pool.link.name:
+            return list(route.endpoints)
+    return []
+
+
+def _discovery(stage: Stage, namespace: str) -> EndpointDiscovery | None:
+    """Where the router finds a local group's engines (its own cluster's EndpointSlices)."""
+    ep, selector = stage.endpoints, stage.endpoints.label_selector()
+    if selector is None:
+        return None
+    ns = stage.scale_target_ref.namespace or namespace
+    return EndpointDiscovery(namespace=ns, label_selector=selector, port=ep.port, scheme=ep.scheme)
 
 
 def plan_status_of(p: Plan, at: str) -> PlanStatus:

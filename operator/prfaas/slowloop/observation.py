@@ -55,6 +55,9 @@ class PoolObservation:
     link: PoolLink
     spec: PrefillPoolSpec | None  # None: not found or invalid (``problem`` says which)
     problem: tuple[str, str] | None = None  # (condition reason, message)
+    endpoints: tuple[str, ...] | None = None
+    """Its ready engines, from its EndpointSlices (in its cluster) now; None: not known now,
+    or the pool lists fixed URLs."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class Observation:
     pool: PoolObservation | None = None
     link_capacity_gbps: float | None = None
     """Measured capacity of the link to the pool (None: plan for the declared link)."""
+    namespace: str = "default"
+    """The PDCluster's namespace (where its groups' EndpointSlices are, unless a
+    ``scaleTargetRef`` names another)."""
 
     @property
     def usable_pool(self) -> PrefillPoolSpec | None:
