@@ -24,6 +24,7 @@ from kube_helpers import (
     deployment,
     get_json,
     kubectl,
+    member_secret,
     replicas,
     wait_for,
 )
@@ -443,7 +444,7 @@ def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
         namespace(ns),
         deployment("h200-prefill", ns, 4),
     )
-    _member_secret(admin, member, ns)
+    member_secret(admin, member, ns)
     pd = in_ns(fast(sample("pdcluster-h20.yaml")), ns)
     pd["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
     apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), pd)
@@ -470,49 +471,6 @@ def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
     assert replicas(member, ns, "h20-decode") == 2
 
 
-def _member_secret(admin: Path, member: Path, ns: str) -> None:
-    """The member kubeconfig as a Secret, readable by the operator by name only."""
-    kubectl(
-        admin,
-        "create",
-        "secret",
-        "generic",
-        "dc-east",
-        "-n",
-        ns,
-        f"--from-file=kubeconfig={member}",
-    )
-    apply(
-        admin,
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": "prfaas-operator-secrets", "namespace": ns},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["secrets"],
-                    "verbs": ["get"],
-                    "resourceNames": ["dc-east"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": "prfaas-operator-secrets", "namespace": ns},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "prfaas-operator-secrets",
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "prfaas-operator", "namespace": "prfaas-system"}
-            ],
-        },
-    )
-
-
 def test_member_cluster_pool_and_unreachable_member(
     admin: Path, operator: OperatorProcess, second_control_plane: Any
 ) -> None:
@@ -529,7 +487,7 @@ def test_member_cluster_pool_and_unreachable_member(
         deployment("h20-prefill", ns, 5),
         deployment("h20-decode", ns, 3),
     )
-    _member_secret(admin, member, ns)
+    member_secret(admin, member, ns)
     pool = in_ns(sample("prefillpool-h200.yaml"), ns)
     pool["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
     pool["spec"]["replicas"] = {"min": 1, "max": 4}

@@ -168,3 +168,24 @@ def test_spec_rules_are_mirrored_in_pydantic(
     target[path[-1]] = value
     with pytest.raises(ValidationError, match=needle):
         PDClusterSpec.model_validate(doc)
+
+
+def test_endpoints_name_their_endpointslices() -> None:
+    from prfaas.api.common import Endpoints
+
+    assert Endpoints(urls=["http://a:1"]).label_selector() is None
+    assert not Endpoints(urls=["http://a:1"]).discovers
+    svc = Endpoints(service="h20-prefill")
+    assert svc.discovers and svc.label_selector() == "kubernetes.io/service-name=h20-prefill"
+    sel = Endpoints(selector={"tier": "prefill", "app.kubernetes.io/name": "h20"})
+    assert sel.label_selector() == "app.kubernetes.io/name=h20,tier=prefill"
+    for bad in (
+        {"service": "a", "selector": {"x": "y"}},
+        {"urls": ["http://a:1"], "service": "a"},
+        {"selector": {}},
+        {"selector": {"a,b": "c"}},
+        {"selector": {"a": "b,c"}},  # values: the pattern refuses separators too
+        {"service": "Not_A_Label"},
+    ):
+        with pytest.raises(ValueError):
+            Endpoints.model_validate(bad)
