@@ -144,3 +144,36 @@ def test_localhost_names_resolve_only_when_asked() -> None:
     plain = Fleet()
     plain.apply(named)
     assert plain.policy is not None and plain.policy.prefill_endpoints == named.prefill_endpoints
+
+
+def test_the_metrics_follow_the_engines_that_come_and_go() -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from prfaas.router import telemetry
+    from prfaas.router.metrics import RouterMetrics
+
+    def parse_metrics(m: RouterMetrics) -> dict[str, float]:
+        text = generate_latest(m.registry).decode()
+        return {
+            f"{s.name}{{" + ",".join(f'{k}="{v}"' for k, v in s.labels.items()) + "}": s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+        }
+
+    fleet, metrics = Fleet(), RouterMetrics()
+    fleet.apply(found_policy())
+    fleet.set_found(SOURCE, ["http://a", "http://b"])
+    telemetry.export(fleet, metrics)
+    d = fleet.core.route(1_000)
+    url = fleet.prefill_url(d)
+    with fleet.in_flight(d):
+        fleet.set_found(SOURCE, [u for u in ("http://a", "http://b") if u != url])
+        telemetry.export(fleet, metrics)
+        seen = parse_metrics(metrics)
+        assert seen[f'prfaas_router_engine_draining{{endpoint="{url}"}}'] == 1
+        assert seen[f'prfaas_router_engine_in_flight{{endpoint="{url}"}}'] == 1
+        assert f'prfaas_router_engine_up{{endpoint="{url}"}}' not in seen
+    fleet.sync_health()
+    telemetry.export(fleet, metrics)
+    assert not [k for k in parse_metrics(metrics) if url in k]  # gone: no stale series
