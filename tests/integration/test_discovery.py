@@ -35,7 +35,9 @@ from prfaas_dev.stack import Engine, Service, Stack
 pytestmark = pytest.mark.integration
 NS = "discovery"
 PDC = PDCluster.resource
-FOLLOW_S = 5.0  # the bound: a slice change is in the routing decisions within this
+# the bound: a slice change is in the routing decisions within this (typically 0.3-2 s; the
+# margin is for a loaded 2-core machine, where a pass or a watch event can wait for a core)
+FOLLOW_S = 10.0
 T = 19_400  # the case study's threshold: longer prompts go to the pool
 SERVICE_LABEL = "kubernetes.io/service-name"
 

@@ -6,12 +6,14 @@ on first use and stopped when no PDCluster uses it any more.
 
 from __future__ import annotations
 
+import logging
 import threading
 
 from prfaas.api.common import Endpoints
 from prfaas.controller.kube import Cluster
 from prfaas.discovery.watch import SliceWatch
 
+log = logging.getLogger("prfaas.operator")
 User = tuple[str, str]  # a PDCluster: (namespace, name)
 _Key = tuple[int, str, str, str | None, str]
 FIRST_LIST_S = 3.0  # how long a pass waits for a new watch's first list
@@ -63,6 +65,7 @@ class PoolEndpoints:
             if key not in self._watches:
                 watch = SliceWatch(cluster.api, namespace, selector, endpoints.port, scheme)
                 self._watches[key] = (watch.start(), cluster)
+                log.info("watching EndpointSlices %s in %s", watch, cluster.name)
             previous, self._users[user] = self._users.get(user), key
             if previous is not None and previous != key:
                 self._collect(previous)
@@ -70,4 +73,6 @@ class PoolEndpoints:
 
     def _collect(self, key: _Key) -> None:
         if key not in self._users.values() and key in self._watches:
-            self._watches.pop(key)[0].stop()
+            watch, cluster = self._watches.pop(key)
+            watch.stop()
+            log.info("no longer watching EndpointSlices %s in %s", watch, cluster.name)

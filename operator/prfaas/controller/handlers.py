@@ -139,6 +139,9 @@ async def _follow_pool_engines(
         log.warning("routing policy of %s/%s not updated: %s", namespace, name, exc)
         return
     written.policy, written.engines = doc, seen
+    log.info(
+        "routing policy of %s/%s v%d: %s", namespace, name, new.version, endpoints_message(new)
+    )
     kopf.event(body, type="Normal", reason="RoutingPolicy", message=f"v{new.version}: "
                f"{endpoints_message(new)}")  # fmt: skip
     metrics.POLICY_VERSION.labels(**labels).set(new.version)

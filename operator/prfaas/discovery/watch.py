@@ -164,6 +164,7 @@ class SliceWatch:
             return
         self.ready = ready
         self.generation += 1
+        log.debug("EndpointSlices %s: %d ready", self, len(ready))
         if self.on_change is not None:
             try:
                 self.on_change(ready)
