@@ -29,9 +29,11 @@ class PoolEndpoints:
         self, user: User, cluster: Cluster, namespace: str, endpoints: Endpoints
     ) -> tuple[str, ...] | None:
         """The pool's ready engines for ``user``'s pass (None: not listed yet); from now on
-        ``view(user)`` is this watch."""
-        watch = self._watch(user, cluster, namespace, endpoints)
-        watch.wait_synced(FIRST_LIST_S)
+        ``view(user)`` is this watch. A watch started now gets ``FIRST_LIST_S`` for its first
+        list, so that a first plan names the engines (later passes never wait)."""
+        watch, new = self._watch(user, cluster, namespace, endpoints)
+        if new:
+            watch.wait_synced(FIRST_LIST_S)
         return watch.ready
 
     def view(self, user: User) -> SliceWatch | None:
@@ -55,21 +57,22 @@ class PoolEndpoints:
 
     def _watch(
         self, user: User, cluster: Cluster, namespace: str, endpoints: Endpoints
-    ) -> SliceWatch:
+    ) -> tuple[SliceWatch, bool]:
         selector = endpoints.label_selector()
         assert selector is not None, "the pool lists fixed URLs"
         scheme = endpoints.scheme or "http"
         # the Cluster object stays referenced below, so its id names it while the watch lives
         key = (id(cluster), namespace, selector, endpoints.port, scheme)
         with self._lock:
-            if key not in self._watches:
+            new = key not in self._watches
+            if new:
                 watch = SliceWatch(cluster.api, namespace, selector, endpoints.port, scheme)
                 self._watches[key] = (watch.start(), cluster)
                 log.info("watching EndpointSlices %s in %s", watch, cluster.name)
             previous, self._users[user] = self._users.get(user), key
             if previous is not None and previous != key:
                 self._collect(previous)
-            return self._watches[key][0]
+            return self._watches[key][0], new
 
     def _collect(self, key: _Key) -> None:
         if key not in self._users.values() and key in self._watches:
