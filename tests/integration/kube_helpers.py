@@ -63,7 +63,7 @@ def member_secret(admin: Path, member: Path, ns: str, name: str = "dc-east") -> 
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": {"name": "prfaas-operator-secrets", "namespace": ns},
+            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
             "rules": [
                 {
                     "apiGroups": [""],
@@ -76,11 +76,11 @@ def member_secret(admin: Path, member: Path, ns: str, name: str = "dc-east") -> 
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": {"name": "prfaas-operator-secrets", "namespace": ns},
+            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "Role",
-                "name": "prfaas-operator-secrets",
+                "name": f"prfaas-operator-{name}",
             },
             "subjects": [
                 {"kind": "ServiceAccount", "name": "prfaas-operator", "namespace": "prfaas-system"}

@@ -12,10 +12,17 @@ from pydantic import ValidationError
 
 from prfaas.api.common import Placement, ScaleTargetRef
 from prfaas.api.pdcluster import PDClusterSpec
-from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec
+from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec, PrefillPoolStatus
 from prfaas.controller.endpoints import PoolEndpoints
-from prfaas.controller.kube import Cluster, Members, TargetError, UnreachableError
+from prfaas.controller.kube import (
+    Cluster,
+    KubeconfigRejectedError,
+    Members,
+    TargetError,
+    UnreachableError,
+)
 from prfaas.controller.signals import Query, SignalsUnavailableError, gather
+from prfaas.controller.trust import Trust
 from prfaas.slowloop.observation import (
     DECODE,
     POOL,
@@ -46,6 +53,7 @@ class ScaleHandle:
 def observe(
     members: Members,
     query_factory: Callable[[str], Query],
+    trust: Trust,
     name: str,
     namespace: str,
     spec: PDClusterSpec,
@@ -53,7 +61,7 @@ def observe(
 ) -> tuple[Observation, dict[GroupName, ScaleHandle]]:
     pool = _pool(members, namespace, spec)
     if pool_endpoints is not None:
-        pool = _with_engines(pool_endpoints, members, (namespace, name), namespace, pool)
+        pool = _with_engines(pool_endpoints, members, trust, (namespace, name), namespace, pool)
     wanted: list[tuple[GroupName, Placement, ScaleTargetRef]] = [
         (PREFILL, spec.placement, spec.prefill.scale_target_ref),
         (DECODE, spec.placement, spec.decode.scale_target_ref),
@@ -63,29 +71,41 @@ def observe(
     groups: dict[GroupName, GroupObservation] = {}
     handles: dict[GroupName, ScaleHandle] = {}
     for group, placement, ref in wanted:
+        refusal = trust.target_refusal(namespace, ref.namespace)
+        if refusal is not None:  # never read, never written
+            groups[group] = GroupObservation(None, refusal, reason="TargetForbidden")
+            handles[group] = ScaleHandle(None, ref, namespace)
+            continue
         groups[group], handles[group] = _read_scale(members, placement, ref, namespace)
-    obs = Observation(name, spec, groups, _signals(spec, query_factory), pool, namespace=namespace)
+    obs = Observation(
+        name, spec, groups, _signals(spec, query_factory, trust), pool, namespace=namespace
+    )
     return obs, handles
 
 
 def _with_engines(
     found: PoolEndpoints,
     members: Members,
+    trust: Trust,
     user: tuple[str, str],
     namespace: str,
     pool: PoolObservation | None,
 ) -> PoolObservation | None:
     """The pool with its ready engines, when it declares them by Service or selector: listed
-    in its own cluster (None when that cluster cannot be reached, so the last ones hold)."""
+    in its own cluster, in its scale target's namespace (None when that cluster cannot be
+    reached, so the last ones hold; none from a namespace the CR may not name)."""
     spec = pool.spec if pool is not None else None
     if pool is None or spec is None or not spec.endpoints.discovers:
         found.release(user)
         return pool
+    where = spec.scale_target_ref.namespace or namespace
+    if trust.target_refusal(namespace, where) is not None:
+        found.release(user)
+        return replace(pool, endpoints=())
     try:
         cluster = members.for_placement(spec.placement, namespace)
     except UnreachableError:
         return pool
-    where = spec.scale_target_ref.namespace or namespace
     return replace(pool, endpoints=found.ready(user, cluster, where, spec.endpoints))
 
 
@@ -99,8 +119,14 @@ def _pool(members: Members, namespace: str, spec: PDClusterSpec) -> PoolObservat
         return PoolObservation(
             link, None, ("PrefillPoolNotFound", f"PrefillPool {link.name} not found")
         )
+    generation = (raw.get("metadata") or {}).get("generation")
     try:
-        return PoolObservation(link, PrefillPoolSpec.model_validate(raw.get("spec") or {}))
+        status = PrefillPoolStatus.model_validate(raw.get("status") or {})
+    except ValidationError:  # written by an older version: start afresh
+        status = PrefillPoolStatus()
+    try:
+        pool = PrefillPoolSpec.model_validate(raw.get("spec") or {})
+        return PoolObservation(link, pool, generation=generation, status=status)
     except ValidationError:
         return PoolObservation(
             link, None, ("PrefillPoolInvalid", f"PrefillPool {link.name} has an invalid spec")
@@ -112,6 +138,9 @@ def _read_scale(
 ) -> tuple[GroupObservation, ScaleHandle]:
     try:
         cluster = members.for_placement(placement, namespace)
+    except KubeconfigRejectedError as exc:
+        refused = GroupObservation(None, str(exc), reachable=False, reason="KubeconfigRejected")
+        return refused, ScaleHandle(None, ref, namespace)
     except UnreachableError as exc:
         return GroupObservation(None, str(exc), reachable=False), ScaleHandle(None, ref, namespace)
     handle = ScaleHandle(cluster, ref, namespace)
@@ -124,8 +153,12 @@ def _read_scale(
 
 
 def _signals(
-    spec: PDClusterSpec, query_factory: Callable[[str], Query]
+    spec: PDClusterSpec, query_factory: Callable[[str], Query], trust: Trust
 ) -> Signals | SignalsUnavailable:
+    source = spec.workload.prometheus
+    refusal = trust.prometheus_refusal(source.url) if source is not None else None
+    if refusal is not None:  # never queried
+        return SignalsUnavailable("PrometheusNotAllowed", refusal)
     try:
         return gather(spec.workload, query_factory)
     except SignalsUnavailableError as exc:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from prfaas.api.pdcluster import PDClusterSpec, PoolLink
-from prfaas.api.prefillpool import PrefillPoolSpec
+from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
 from prfaas.model.workload import Workload
 
 GroupName = Literal["prefillPool", "prefill", "decode"]
@@ -42,6 +42,7 @@ class GroupObservation:
     replicas: int | None  # None: could not be read
     error: str | None = None
     reachable: bool = True  # False: its cluster did not answer (True + error: target invalid)
+    reason: str | None = None  # condition reason for ``error`` (default from ``reachable``)
 
     @property
     def known(self) -> bool:
@@ -55,6 +56,8 @@ class PoolObservation:
     link: PoolLink
     spec: PrefillPoolSpec | None  # None: not found or invalid (``problem`` says which)
     problem: tuple[str, str] | None = None  # (condition reason, message)
+    generation: int | None = None  # the PrefillPool's metadata.generation
+    status: PrefillPoolStatus | None = None  # as last written
     endpoints: tuple[str, ...] | None = None
     """Its ready engines, from its EndpointSlices (in its cluster) now; None: not known now,
     or the pool lists fixed URLs."""
