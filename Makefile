@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml devtools/pyproject.toml |
 OUT := .local
 
 -include hack/k8s.mk
+-include hack/flux.mk
 
 .PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds e2e-kind clean
 
@@ -24,11 +25,12 @@ $(STAMP): pyproject.toml devtools/pyproject.toml
 
 venv: $(STAMP) ## create .venv with the package, the dev tooling (devtools/) and dev tools
 
-deps: ## system packages the integration tests use (Debian's prometheus)
-	@command -v prometheus >/dev/null || { \
-	  echo "==> installing Debian's prometheus package"; \
+deps: ## system packages the integration tests use (Debian's prometheus; git for the GitOps tests)
+	@missing=; for p in prometheus git; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing Debian's$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
 lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 	$(VENV)/bin/ruff check operator devtools tests bench
@@ -40,7 +42,7 @@ lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 unit: venv ## unit tests only (fast, no processes)
 	$(PY) -m pytest tests/unit -q
 
-test: lint deps k8s-bin peers ## the whole suite: lint, unit and integration tests
+test: lint deps k8s-bin flux-bin peers ## the whole suite: lint, unit and integration tests
 	$(PY) -m pytest tests -q
 
 demo: venv deps k8s-bin ## the case study: plan (Table 6, Fig. 5), simulate, then the whole system live (~4 min)
@@ -117,5 +119,5 @@ e2e-kind: venv deps k8s-bin ## the operator integration suite on two kind cluste
 	  $(PY) -m pytest tests/integration/test_operator.py -q; rc=$$?; \
 	  for c in a b; do $(KIND) delete cluster --name prfaas-$$c; done; exit $$rc
 
-clean: ## remove the venv and local state (not the cached Kubernetes binaries)
+clean: ## remove the venv and local state (not the cached Kubernetes binaries or Flux)
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache
