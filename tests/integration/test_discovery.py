@@ -213,45 +213,47 @@ def system(
     router_kc = control_plane.kubeconfig_for_serviceaccount(NS, "prfaas-router", path=tmp / "sa")
     op_kc = control_plane.kubeconfig_for_serviceaccount("prfaas-system", "prfaas-operator")
     operator = OperatorProcess(Path(op_kc), tmp / "operator.log").start()
-    with Stack(tmp / "logs") as stack, ThreadPoolExecutor(32) as pool_exec:
-        prefill = [stack.engine("prefill", "h20", 1.0) for _ in range(3)]
-        decode = [stack.engine("decode", "h20", 1.0) for _ in range(3)]
-        pool = [stack.engine("prefill", "h200", 2.0) for _ in range(2)]
-        put_slice(hub, "h20-prefill", prefill[0], READY)
-        put_slice(hub, "h20-decode", decode[0], READY)
-        put_slice(member_kc, "h200-prefill", pool[0], READY)
-        h200 = sample("prefillpool-h200.yaml")
-        h200["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
-        apply(hub, h200, sample("pdcluster-h20.yaml", mode="Observe"))
+    try:
+        with Stack(tmp / "logs") as stack, ThreadPoolExecutor(32) as pool_exec:
+            prefill = [stack.engine("prefill", "h20", 1.0) for _ in range(3)]
+            decode = [stack.engine("decode", "h20", 1.0) for _ in range(3)]
+            pool = [stack.engine("prefill", "h200", 2.0) for _ in range(2)]
+            put_slice(hub, "h20-prefill", prefill[0], READY)
+            put_slice(hub, "h20-decode", decode[0], READY)
+            put_slice(member_kc, "h200-prefill", pool[0], READY)
+            h200 = sample("prefillpool-h200.yaml")
+            h200["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
+            apply(hub, h200, sample("pdcluster-h20.yaml", mode="Observe"))
 
-        def published() -> bool:
-            pools = routing_policy(hub).get("prefillPools") or [{}]
-            return bool(pools[0].get("endpoints"))
+            def published() -> bool:
+                pools = routing_policy(hub).get("prefillPools") or [{}]
+                return bool(pools[0].get("endpoints"))
 
-        wait_for("the operator's first policy", published, timeout=90)
-        # the first pass waited for the pool's first list: its first policy names the engines
-        assert routing_policy(hub)["version"] == 1
-        router = stack.router(
-            [
-                "--pdcluster",
-                "h20-pd",
-                "-n",
-                NS,
-                "--kubeconfig",
-                str(router_kc),
-                "--resolve-localhost",
-                "--scrape-interval",
-                "0.5",
-                "--log-format",
-                "plain",
-            ],
-            "router-discovery",
-            "/readyz",
-        )
-        yield System(
-            hub, member, router_kc, operator, prefill, decode, pool, router, pool_exec, stack
-        )
-    operator.stop()
+            wait_for("the operator's first policy", published, timeout=90)
+            # the first pass waited for the pool's first list: its first policy names the engines
+            assert routing_policy(hub)["version"] == 1
+            router = stack.router(
+                [
+                    "--pdcluster",
+                    "h20-pd",
+                    "-n",
+                    NS,
+                    "--kubeconfig",
+                    str(router_kc),
+                    "--resolve-localhost",
+                    "--scrape-interval",
+                    "0.5",
+                    "--log-format",
+                    "plain",
+                ],
+                "router-discovery",
+                "/readyz",
+            )
+            yield System(
+                hub, member, router_kc, operator, prefill, decode, pool, router, pool_exec, stack
+            )
+    finally:
+        operator.stop()  # also when a start-up above failed
 
 
 def test_least_privilege_is_enough(system: System) -> None:
