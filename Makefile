@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml devtools/pyproject.toml |
 OUT := .local
 
 -include hack/k8s.mk
+-include hack/flux.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds e2e-kind clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds e2e-kind clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,11 +25,12 @@ $(STAMP): pyproject.toml devtools/pyproject.toml
 
 venv: $(STAMP) ## create .venv with the package, the dev tooling (devtools/) and dev tools
 
-deps: ## system packages the integration tests use (Debian's prometheus)
-	@command -v prometheus >/dev/null || { \
-	  echo "==> installing Debian's prometheus package"; \
+deps: ## system packages the integration tests use (Debian's prometheus; git for the GitOps tests)
+	@missing=; for p in prometheus git; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing Debian's$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 
 lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 	$(VENV)/bin/ruff check operator devtools tests bench
@@ -40,7 +42,7 @@ lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 unit: venv ## unit tests only (fast, no processes)
 	$(PY) -m pytest tests/unit -q
 
-test: lint deps k8s-bin peers ## the whole suite: lint, unit and integration tests
+test: lint deps k8s-bin flux-bin peers ## the whole suite: lint, unit and integration tests
 	$(PY) -m pytest tests -q
 
 demo: venv deps k8s-bin ## the case study: plan (Table 6, Fig. 5), simulate, then the whole system live (~4 min)
@@ -71,10 +73,17 @@ manifests: chart-crds k8s-bin ## regenerate manifests/operator/ from the Helm ch
 	  --show-only templates/deployment.yaml --show-only templates/service.yaml \
 	  --show-only templates/dashboard.yaml; } > manifests/operator/operator.yaml
 
-bench: bench-planner bench-sim bench-routing bench-reconcile ## all benchmarks
+bench: bench-planner bench-fleet bench-sim bench-routing bench-reconcile ## all benchmarks
 
 bench-planner: venv ## planner speed on the full case-study grid
 	$(PY) bench/planner_grid.py
+
+bench-fleet: venv ## fleet planner speed: 50 PD clusters × 8 PrefillPools
+	$(PY) bench/fleet_speed.py
+
+bench-fleet-gain: venv ## joint vs independent fleet plans on asymmetric fleets, and the sample fleet simulated (~3 min)
+	$(PY) bench/fleet_gain.py
+	$(VENV)/bin/prfaas simulate -f manifests/samples/fleet/ --max-rate --policies joint,independent
 
 bench-sim: venv ## simulator speed: 100,000 case-study requests
 	$(PY) bench/sim_speed.py
@@ -110,5 +119,5 @@ e2e-kind: venv deps k8s-bin ## the operator integration suite on two kind cluste
 	  $(PY) -m pytest tests/integration/test_operator.py -q; rc=$$?; \
 	  for c in a b; do $(KIND) delete cluster --name prfaas-$$c; done; exit $$rc
 
-clean: ## remove the venv and local state (not the cached Kubernetes binaries)
+clean: ## remove the venv and local state (not the cached Kubernetes binaries or Flux)
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -92,18 +92,29 @@ def member_secret(admin: Path, member: Path, ns: str, name: str = "dc-east") -> 
 
 
 class OperatorProcess:
-    """``prfaas operator`` as a child process with its own kubeconfig (its RBAC identity)."""
+    """``prfaas operator`` as a child process with its own kubeconfig (its RBAC identity).
 
-    def __init__(self, kubeconfig: Path, log_path: Path, *extra: str) -> None:
+    ``command``: the arguments to start from (e.g. the container args of the operator's
+    Deployment); loopback ports and plain logs are appended, so they win.
+    """
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *extra: str,
+        command: tuple[str, ...] = ("operator",),
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra = extra
+        self.command = command
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.proc: Proc | None = None
 
     def start(self) -> OperatorProcess:
-        argv = [sys.executable, "-m", "prfaas.cli", "operator", "--log-format", "plain"]
+        argv = [sys.executable, "-m", "prfaas.cli", *self.command, "--log-format", "plain"]
         argv += ["--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port)]
         argv += ["--liveness", f"http://127.0.0.1:{self.health_port}/healthz", *self.extra]
         env = {"KUBECONFIG": str(self.kubeconfig)}

@@ -290,6 +290,34 @@ def test_operator_converges_the_case_study(admin: Path, operator: OperatorProces
     assert "prfaas_plan_threshold_tokens" in operator.metrics()
 
 
+def test_a_policy_that_stops_offloading_keeps_its_version(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    """The PrefillPool goes away: the policy drops it and its threshold in one new version,
+    then stays. (The status was patched without the fields that became empty, so the old
+    threshold stayed in status and every pass bumped the version.)"""
+    ns = "pool-gone"
+    fresh_namespace(admin, ns)
+    apply(
+        admin,
+        in_ns(sample("prefillpool-h200.yaml"), ns),
+        in_ns(fast(sample("pdcluster-h20.yaml")), ns),
+    )
+
+    def policy() -> dict[str, Any]:
+        return dict(pdcluster(admin, ns).get("status", {}).get("routingPolicy") or {})
+
+    wait_for("an offloading policy", lambda: policy().get("thresholdTokens") == 19400, 90)
+    kubectl(admin, "delete", POOL.singular, "h200-pool", "-n", ns, "--wait=true")
+    wait_for("the pool dropped", lambda: not policy().get("prefillPools"), timeout=60)
+    dropped = policy()
+    assert "thresholdTokens" not in dropped
+    time.sleep(3 * 2 + 1)  # three more passes
+    assert policy() == dropped
+    c = condition(pdcluster(admin, ns), "Degraded")
+    assert c is not None and c["reason"] == "PrefillPoolNotFound"
+
+
 def test_observe_mode_changes_nothing(admin: Path, operator: OperatorProcess) -> None:
     ns = "observe"
     fresh_namespace(admin, ns)
@@ -422,6 +450,8 @@ def test_prometheus_signals_then_stale_holds_the_plan(
         doc["spec"]["workload"] = {
             "prometheus": {"url": prom.url, "window": "30m", "minRequests": 500}
         }
+        # a move of t is published once it has lasted 6 s (3 passes; default: the window)
+        doc["spec"]["policy"]["threshold"] = {"dwellSeconds": 6}
         apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), in_ns(doc, ns))
 
         def planned_from_prometheus() -> bool:
@@ -441,8 +471,19 @@ def test_prometheus_signals_then_stale_holds_the_plan(
             return bool(plan["thresholdTokens"] != first["thresholdTokens"])
 
         wait_for("a new plan for the new traffic", replanned, timeout=60)
+        seen = pdcluster(admin, ns)["status"]
+        # the move is remembered across passes (status.pendingThreshold), not yet published
+        assert seen["routingPolicy"]["version"] == 1, seen
+        t_old, pending = seen["routingPolicy"]["thresholdTokens"], seen["pendingThreshold"]
+        assert abs(pending["tokens"] - t_old) > 0.05 * t_old
+
+        def published() -> bool:
+            return bool(pdcluster(admin, ns)["status"]["routingPolicy"]["version"] > 1)
+
+        wait_for("the move published after its dwell", published, timeout=30)
         before = pdcluster(admin, ns)["status"]
-        assert before["routingPolicy"]["version"] > 1
+        assert "pendingThreshold" not in before
+        assert abs(before["routingPolicy"]["thresholdTokens"] - t_old) > 0.05 * t_old
         held = (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode"))
     finally:
         prom.stop()
@@ -538,6 +579,8 @@ def test_member_cluster_pool_and_unreachable_member(
     obj = pdcluster(admin, ns)
     assert obj["status"]["replicas"]["prefillPool"] == 4
     assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
+    policy_before = obj["status"]["routingPolicy"]
+    assert policy_before["prefillPools"][0]["endpoints"]
 
     second_control_plane.stop()
 
@@ -554,6 +597,12 @@ def test_member_cluster_pool_and_unreachable_member(
     pool_ready = condition(get_json(admin, POOL.singular, "h200-pool", "-n", ns), "Ready")
     assert pool_ready is not None and pool_ready["status"] == "False"
     assert pool_ready["reason"] == "Unreachable"
+    assert "keeps the pool as last seen (4 instances)" in degraded_condition["message"]
+    # the pool stays in the routing policy as it was (its engines may well serve on): no new
+    # version, pass after pass, so routers keep their adaptation
+    assert obj["status"]["routingPolicy"] == policy_before
+    time.sleep(3 * 2 + 1)
+    assert pdcluster(admin, ns)["status"]["routingPolicy"] == policy_before
     # nothing shrinks while a member is unreachable
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
 

@@ -19,7 +19,11 @@ CRDS = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
 
 
 def test_there_are_crds_to_copy() -> None:
-    assert CRDS == ["prfaas.io_pdclusters.yaml", "prfaas.io_prefillpools.yaml"]
+    assert CRDS == [
+        "kopf.dev_peerings.yaml",  # kopf's, for --peering (HA)
+        "prfaas.io_pdclusters.yaml",
+        "prfaas.io_prefillpools.yaml",
+    ]
 
 
 @pytest.mark.parametrize("copy_dir", ["charts/prfaas-operator/crds", "manifests/crds"])

@@ -1,6 +1,7 @@
 """The HTTP router's fleet: the routing core follows the policy's endpoints (and those found
-from EndpointSlices), scraped health and queues reach it, failed links come back after the
-retry time, requests in flight are counted by endpoint and cannot leak, and an engine that leaves
+from EndpointSlices), scraped health and queues reach it, failed links stay down until a probe
+says otherwise, decode choice counts the router's own requests from the pick, waits on a hung
+engine end, requests in flight are counted by endpoint and cannot leak, and an engine that leaves
 drains: nothing new is sent there."""
 
 from __future__ import annotations
@@ -33,15 +34,49 @@ def test_the_core_follows_the_endpoints_and_scraped_health() -> None:
     assert [i.healthy for i in live.local.instances] == [False, True]
 
 
-def test_a_failed_link_is_routed_around_until_the_retry_time() -> None:
+def test_a_failed_link_stays_down_until_a_probe_carries_kv() -> None:
     fleet = Fleet(link_retry_s=5.0)
     fleet.apply(policy())
     fleet.link_failed(0, now=100.0)
     link = fleet.core.live.pools[0].link
-    fleet.sync_health(104.0)
-    assert not link.healthy
-    fleet.sync_health(105.0)
-    assert link.healthy
+    assert fleet.links_due(104.0) == [] and not link.healthy  # not yet time to probe
+    assert fleet.links_due(105.0) == ["pool"]
+    fleet.sync_health()
+    assert not link.healthy  # time alone brings nothing back: clients never probe
+    fleet.link_probed("pool", False, now=105.0)
+    assert fleet.links_due(109.0) == [] and fleet.links_due(110.0) == ["pool"]
+    fleet.link_probed("pool", True)
+    assert link.healthy and fleet.links_due(1e9) == []
+
+
+def test_decode_choice_counts_own_requests_from_the_pick_and_spreads_ties() -> None:
+    fleet = Fleet()
+    fleet.apply(RoutingPolicy(1, None, (), ("http://l0",), ("http://d0", "http://d1")))
+    picked = []
+    for _ in range(40):  # a burst: every pick is entered before the next, no scrape between
+        e = fleet.pick_decode()
+        assert e is not None
+        e.__enter__()
+        picked.append(e.url)
+    assert abs(picked.count("http://d0") - picked.count("http://d1")) <= 1
+    for e in fleet.decode:  # others' load, as scraped, counts too
+        e.active = 0
+    fleet.engines["http://d0"].others = 3.0
+    assert [fleet.pick_decode().url for _ in range(3)] == ["http://d1"] * 3  # type: ignore[union-attr]
+    assert fleet.pick_decode(avoid=["http://d1"]).url == "http://d0"  # type: ignore[union-attr]
+    fleet.engines["http://d0"].healthy = False  # avoided or not, the only healthy one
+    assert fleet.pick_decode(avoid=["http://d1"]).url == "http://d1"  # type: ignore[union-attr]
+    fleet.engines["http://d1"].healthy = False
+    assert fleet.pick_decode() is None and not fleet.has_decode()
+
+
+def test_a_hung_engine_ends_the_waits_on_it() -> None:
+    e, ended = Engine("http://p0"), []
+    with e.watching(lambda: ended.append("a")), e.watching(lambda: ended.append("b")):
+        pass  # a wait that ended on its own is no longer on it
+    with e.watching(lambda: ended.append("c")):
+        e.hung()
+    assert ended == ["c"] and not e.healthy and not e.waits
 
 
 def test_a_decode_engine_counts_in_flight_requests_and_releases_on_errors() -> None:

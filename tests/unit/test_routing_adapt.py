@@ -107,6 +107,30 @@ def test_relaxes_back_to_t_when_signals_clear() -> None:
     assert s.pools[0].factor == 1.0
 
 
+@pytest.mark.parametrize("outage", ["pool", "link"])
+def test_an_unusable_pool_holds_t_so_offload_resumes_at_once_when_it_is_back(outage: str) -> None:
+    """While the pool (or its link) is down its queue is infinite and its link fully used: the
+    old loop raised t_eff to its ceiling, and long prompts stayed local for many seconds after
+    the pool was back. Now t_eff stays t while it is unusable."""
+    s = state(u=0.2)
+    ps = s.pools[0]
+    adapter = Adapter(CFG)
+    ps.factor = 1.5  # raised before the outage (a hot link)
+    if outage == "pool":
+        for k in range(4):
+            ps.target.set_healthy(False, instance=k)
+    else:
+        ps.link.failed(retry_at=math.inf)
+    run(adapter, s, 30)
+    assert ps.factor == 1.0 and ps.threshold(20_000) == 20_000
+    if outage == "pool":
+        ps.target.set_healthy(True, instance=0)
+    else:
+        ps.link.set_healthy(True)
+    adapter.observe(31.0, s)
+    assert ps.factor == 1.0  # back: offload at t from the first observation
+
+
 def test_static_and_disabled_configs_do_nothing() -> None:
     for cfg in (RoutingConfig.static(), RoutingConfig(adapt=AdaptationConfig(enabled=False))):
         s = state(u=0.95, pool_waiting=20)

@@ -63,6 +63,32 @@ def test_bad_fields_are_named(edit: dict[str, Any], where: str) -> None:
         RoutingPolicy.from_status({**STATUS, **edit})
 
 
+def test_pools_may_carry_their_own_threshold() -> None:
+    p = RoutingPolicy.from_status(
+        {
+            "version": 2,
+            "thresholdTokens": 20000,
+            "prefillPools": [
+                {"name": "a", "linkBudgetGbps": 10, "thresholdTokens": 31000},
+                {"name": "b", "linkBudgetGbps": 10},
+            ],
+        }
+    )
+    assert [p.threshold_for(i) for i in range(2)] == [31000, 20000]
+    assert p.offloads
+    only_own = RoutingPolicy.from_status({"prefillPools": [{"name": "a", "thresholdTokens": 5}]})
+    assert only_own.threshold_tokens is None and only_own.offloads
+    with pytest.raises(PolicyError, match=r"prefillPools\[0\].thresholdTokens"):
+        RoutingPolicy.from_status({"prefillPools": [{"name": "a", "thresholdTokens": -1}]})
+
+
+def test_standby_is_a_boolean() -> None:
+    p = RoutingPolicy.from_status({"prefillPools": [{"name": "a", "standby": True}]})
+    assert p.pools[0].standby and p.has_standby
+    with pytest.raises(PolicyError, match="standby"):
+        RoutingPolicy.from_status({"prefillPools": [{"name": "a", "standby": "yes"}]})
+
+
 DISCOVERY = {
     **STATUS,
     "prefillEndpoints": [],

@@ -176,6 +176,40 @@ def test_an_unreachable_pool_stops_all_shrinking() -> None:
     assert out.pool_status is not None and out.pool_status.phase == "Degraded"
 
 
+def test_an_unreachable_member_keeps_the_pool_in_the_policy_as_last_seen() -> None:
+    """The member's API server does not answer: its engines may still serve (the routers check
+    them). The policy keeps the pool at its last seen size, same content, same version, pass
+    after pass; the Degraded condition says so."""
+    first = decided(observation()).outcome().status
+    policy = first.routing_policy
+    assert policy is not None and policy.prefill_pools
+    status = first
+    for k in range(3):
+        d = decide(observation(pool_reachable=False), status, NOW + timedelta(seconds=60 * k), 1)
+        assert isinstance(d, Decision)
+        out = d.outcome()
+        status = out.status
+        assert status.routing_policy == policy  # nothing changed: no new version
+        assert "RoutingPolicy" not in {e.reason for e in out.events}
+        assert status.replicas is not None and status.replicas.prefill_pool == 4
+        degraded = condition(status.conditions, "Degraded")
+        assert degraded is not None and degraded.reason == "Unreachable"
+        assert "keeps the pool as last seen (4 instances)" in degraded.message
+    # back: same counts, same policy
+    back = decided(observation(), status).outcome().status
+    assert back.routing_policy == policy
+
+
+def test_a_member_never_seen_is_not_offloaded_to_and_the_condition_says_why() -> None:
+    out = decided(observation(pool_reachable=False)).outcome()
+    policy = out.status.routing_policy
+    assert policy is not None and policy.prefill_pools == [] and policy.threshold_tokens is None
+    degraded = condition(out.status.conditions, "Degraded")
+    assert degraded is not None and "not offloading to it until its size" in degraded.message
+    again = decide(observation(pool_reachable=False), out.status, NOW, 1)
+    assert isinstance(again, Decision) and again.outcome().status.routing_policy == policy
+
+
 @pytest.mark.parametrize("measured", [None, 10.0])
 def test_a_measured_link_capacity_is_planned_for(measured: float | None) -> None:
     obs = observation()

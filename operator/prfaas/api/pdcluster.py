@@ -78,6 +78,11 @@ class PrometheusSource(Spec):
     max_length_tokens: Annotated[int, Field(gt=0, le=16_777_216)] = 131_072
     """Where the histogram's +Inf bucket ends (the longest prompt served)."""
 
+    @property
+    def window_seconds(self) -> int:
+        unit = {"s": 1, "m": 60, "h": 3600}[self.window[-1]]
+        return int(self.window[:-1]) * unit
+
 
 class WorkloadSource(Spec):
     """Exactly one: measured from Prometheus, or declared."""
@@ -104,6 +109,11 @@ class ThresholdPolicy(Spec):
     """Auto: keep the published t while the new optimum is within this fraction of it.
     Measured signals are noisy; every new threshold resets the routers' short-timescale
     adaptation, so moves of a few percent cost more than they gain (0: follow every move)."""
+    dwell_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
+    """Auto: an optimum beyond the deadband is published only once it has stayed beyond it, on
+    the same side, for this long (then the latest optimum). Default: the Prometheus window for
+    a measured workload (consecutive passes share most of a window, so a noisy excursion lasts
+    several passes; a real shift outlasts a window), 0 for a declared one."""
 
     @rule(
         "self.mode != 'Fixed' || has(self.tokens)",
@@ -245,6 +255,16 @@ class RoutingPolicyStatus(Spec):
     decode_discovery: EndpointDiscovery | None = None
 
 
+class PendingThresholdStatus(Spec):
+    """An optimum beyond the deadband of the published threshold, not yet published: it is
+    once it has stayed beyond it on the same side for ``threshold.dwellSeconds``."""
+
+    tokens: int = Field(ge=0)
+    """The latest optimum."""
+    since: str = Field(json_schema_extra={"format": "date-time"})
+    """First pass it was seen beyond the deadband on this side."""
+
+
 class SignalsStatus(Spec):
     """The inputs of the last plan, as observed."""
 
@@ -286,6 +306,7 @@ class PDClusterStatus(Spec):
     phase: Literal["Pending", "Planned", "Applied", "Holding", "Degraded"] | None = None
     plan: PlanStatus | None = None
     routing_policy: RoutingPolicyStatus | None = None
+    pending_threshold: PendingThresholdStatus | None = None
     signals: SignalsStatus | None = None
     last_applied_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     replicas: ReplicasStatus | None = None

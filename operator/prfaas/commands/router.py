@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prfaas.commands.errors import CommandError
-from prfaas.commands.serving_args import add_logging, port, positive, serve
+from prfaas.commands.serving_args import add_logging, non_negative, port, positive, serve
 
 
 def register(sub: Any) -> None:
@@ -56,7 +56,44 @@ def register(sub: Any) -> None:
         "--scrape-interval", type=positive, default=1.0, help="engine /metrics scrape, seconds"
     )
     p.add_argument(
-        "--link-retry", type=positive, default=5.0, help="seconds a failed link is avoided"
+        "--link-retry",
+        type=positive,
+        default=1.0,
+        help="seconds between probes of a link whose KV transfers failed (a 1-token prefill on "
+        "the pool pulled by a decode engine; clients never probe); default %(default)s",
+    )
+    bounds = p.add_argument_group(
+        "phase bounds",
+        "How long a request may wait for each phase before it fails over: prefill, "
+        "floor + factor x the profile's prefill time for its uncached length (and the tokens "
+        "queued ahead of it); KV arrival and first token together, floor + factor x (link "
+        "backlog + decode step x tokens before the first byte), extended while the decode "
+        "engine answers its scrapes and has a queue. A pool that overruns fails open to local "
+        "prefill and is avoided until it answers a scrape.",
+    )
+    bounds.add_argument(
+        "-f",
+        "--scenario",
+        help="scenario YAML with the instance profiles (default: the case study)",
+    )
+    bounds.add_argument(
+        "--speedup",
+        type=positive,
+        default=1.0,
+        help="the engines run the profiles this many times faster (simulated engines' "
+        "--speedup); default 1",
+    )
+    bounds.add_argument(
+        "--deadline-factor",
+        type=non_negative,
+        default=3.0,
+        help="multiple of the expected time (0: no phase bounds); default %(default)s",
+    )
+    bounds.add_argument(
+        "--deadline-floor",
+        type=positive,
+        default=1.0,
+        help="seconds added to every bound (HTTP, scheduling); default %(default)s",
     )
     p.add_argument(
         "--resolve-localhost",
@@ -79,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
 
     from prfaas.commands import logs
     from prfaas.discovery.watch import api_client
+    from prfaas.model.scenario import ScenarioError, case_study, load_scenario
     from prfaas.router import policy_source
+    from prfaas.router.deadline import PhaseBudget
     from prfaas.router.discovery import Discovery
     from prfaas.router.fleet import Fleet
     from prfaas.router.server import RouterConfig, RouterServer
@@ -90,12 +129,21 @@ def run(args: argparse.Namespace) -> int:
 
     disable_created_metrics()  # type: ignore[no-untyped-call]
     logs.configure(args.log_format, args.verbose)
+    try:
+        scenario = load_scenario(args.scenario) if args.scenario else case_study()
+    except ScenarioError as exc:
+        raise CommandError(str(exc)) from None
     cfg = RouterConfig(
         models=tuple(args.model),
         max_body_bytes=int(args.max_body_mb * (1 << 20)),
         tokenizer=args.tokenizer,
         scrape_interval_s=args.scrape_interval,
         link_retry_s=args.link_retry,
+        budget=PhaseBudget.from_scenario(
+            scenario, args.speedup, args.deadline_factor, args.deadline_floor
+        )
+        if args.deadline_factor > 0
+        else None,
     )
     routing = RoutingConfig.static() if args.static else None  # None: the fleet's default
     try:

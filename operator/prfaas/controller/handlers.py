@@ -20,7 +20,13 @@ from prfaas.api.common import Placement
 from prfaas.api.pdcluster import RoutingPolicyStatus
 from prfaas.controller import metrics
 from prfaas.controller.kube import Cluster, Members, UnreachableError, local_api
-from prfaas.controller.reconcile import Reconciler, Resource, parse_status, routing_configmap
+from prfaas.controller.reconcile import (
+    Reconciler,
+    Resource,
+    merge_patch,
+    parse_status,
+    routing_configmap,
+)
 from prfaas.controller.signals import prometheus_query_factory
 from prfaas.controller.trust import Trust
 from prfaas.slowloop.conditions import is_true, set_condition
@@ -193,7 +199,8 @@ async def _one_pass(
     )
     outcome = await asyncio.to_thread(reconciler.reconcile, res)
     status = outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-    await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, status)
+    patch = merge_patch(body.status, status)  # what became empty is removed, not kept
+    await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, patch)
     written.policy = status.get("routingPolicy", written.policy)
     if outcome.pool_status is not None and outcome.pool_name:
         pool_status = outcome.pool_status.model_dump(by_alias=True, exclude_none=True, mode="json")

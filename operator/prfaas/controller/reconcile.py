@@ -117,6 +117,20 @@ def act(changes: list[Change], handles: Mapping[GroupName, ScaleHandle]) -> dict
     return failed
 
 
+def merge_patch(stored: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``stored`` into ``new``: what ``new`` no
+    longer has is sent as null. Patching ``new`` alone keeps such keys, and a field that became
+    empty (a threshold no longer offloading) stayed behind: every pass then saw a changed routing
+    policy and bumped its version. Lists are replaced whole, as a merge patch does."""
+    patch = dict(new)
+    for key, old in (stored or {}).items():
+        if key not in new:
+            patch[key] = None
+        elif isinstance(old, Mapping) and isinstance(new[key], Mapping):
+            patch[key] = merge_patch(old, new[key])
+    return patch
+
+
 def routing_configmap(policy: Mapping[str, Any]) -> dict[str, str]:
     """The routing policy as a file for routers in a member cluster (mounted ConfigMap)."""
     return {"policy.json": json.dumps(policy, sort_keys=True)}

@@ -16,10 +16,11 @@ is *draining* (``draining``), and they finish.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -50,6 +51,9 @@ class Engine:
     waiting: float = 0.0  # scraped vllm:num_requests_waiting
     running: float = 0.0
     active: int = 0  # requests this router has in flight there
+    others: float = 0.0  # requests other clients had there at the last scrape
+    fails: int = 0  # scrapes failed in a row
+    waits: set[Callable[[], None]] = field(default_factory=set)  # expire() of waits on it
 
     def __enter__(self) -> Engine:
         self.active += 1
@@ -57,6 +61,27 @@ class Engine:
 
     def __exit__(self, *_: object) -> None:
         self.active -= 1
+
+    @property
+    def load(self) -> float:
+        """Requests there: this router's own, counted from the moment it picks the engine (a
+        burst spreads before any scrape sees it), plus what others had at the last scrape."""
+        return self.active + self.others
+
+    @contextlib.contextmanager
+    def watching(self, expire: Callable[[], None]) -> Iterator[None]:
+        """A wait on this engine, ended by ``hung()``."""
+        self.waits.add(expire)
+        try:
+            yield
+        finally:
+            self.waits.discard(expire)
+
+    def hung(self) -> None:
+        """Dead or not answering: unhealthy, and every wait on it ends now (fails over)."""
+        self.healthy = False
+        for expire in list(self.waits):
+            expire()
 
 
 class PrefillInFlight:
@@ -82,7 +107,7 @@ class Fleet:
     def __init__(
         self,
         config: RoutingConfig | None = None,
-        link_retry_s: float = 5.0,
+        link_retry_s: float = 1.0,
         resolve_localhost: bool = False,
     ) -> None:
         self.config = config or HTTP_ROUTING
@@ -97,6 +122,7 @@ class Fleet:
         self.engines: dict[str, Engine] = {}
         self.draining: dict[str, Engine] = {}  # left the policy, requests still in flight
         self.decode: list[Engine] = []
+        self._turn = 0  # ties between decode engines go round
 
     # -- policy ------------------------------------------------------------------------------
     def apply(self, policy: RoutingPolicy) -> list[str]:
@@ -158,20 +184,47 @@ class Fleet:
         """``engine`` is one of the decode engines the running policy lists."""
         return any(e is engine for e in self.decode)
 
-    def pick_decode(self) -> Engine | None:
-        """Least busy healthy decode engine: this router's own in-flight plus scraped queue."""
-        best, score = None, math.inf
-        for e in self.decode:
-            s = e.active + e.waiting
-            if e.healthy and s < score:
+    def has_decode(self) -> bool:
+        return any(e.healthy for e in self.decode)
+
+    def pick_decode(self, avoid: Sequence[str] = ()) -> Engine | None:
+        """Least loaded healthy decode engine (``Engine.load``), not one in ``avoid`` unless
+        no other is healthy. The caller enters it (``with engine:``) at once."""
+        best, score, n = None, math.inf, len(self.decode)
+        self._turn += 1
+        for k in range(n):
+            e = self.decode[(self._turn + k) % n]
+            s = e.load + (math.inf if e.url in avoid else 0.0)
+            if e.healthy and (s < score or best is None):
                 best, score = e, s
         return best
 
     # -- health ------------------------------------------------------------------------------
     def link_failed(self, pool: int, now: float | None = None) -> None:
-        """A KV transfer over this pool's link failed: route around it for ``link_retry_s``,
-        then let traffic probe it again (half-open)."""
+        """A KV transfer over this pool's link failed: route around it until a probe
+        (``links_due``, ``link_probed``) says it carries KV again; no client request probes."""
         self.core.link_failed(pool, (now or time.monotonic()) + self.link_retry_s)
+
+    def links_due(self, now: float) -> list[str]:
+        """Pools whose link is down and due for a probe."""
+        if self.policy is None:
+            return []
+        return [
+            route.name
+            for route, ps in zip(self.policy.pools, self.core.live.pools, strict=True)
+            if not ps.link.healthy and now >= ps.link.retry_at
+        ]
+
+    def link_probed(self, name: str, ok: bool, now: float | None = None) -> None:
+        """The outcome of a link probe: up again, or the next probe after ``link_retry_s``."""
+        if self.policy is None:
+            return
+        for i, route in enumerate(self.policy.pools):
+            if route.name == name:
+                if ok:
+                    self.core.live.pools[i].link.set_healthy(True)
+                else:
+                    self.link_failed(i, now)
 
     def engine_failed(self, url: str) -> None:
         e = self.engines.get(url)
@@ -188,9 +241,9 @@ class Fleet:
             out[e.url] = {"draining": True, "inFlight": e.active}
         return out
 
-    def sync_health(self, now: float | None = None) -> None:
-        """Copy endpoint health and queues into the routing core's live state; re-open links
-        due; forget drained engines."""
+    def sync_health(self) -> None:
+        """Copy endpoint health and queues into the routing core's live state; forget drained
+        engines."""
         self.draining = {u: e for u, e in self.draining.items() if e.active > 0}
         policy = self.policy
         if policy is None:
@@ -199,7 +252,6 @@ class Fleet:
         self._sync(live.local, policy.prefill_endpoints)
         for route, ps in zip(policy.pools, live.pools, strict=True):
             self._sync(ps.target, route.endpoints)
-        self.core.reopen_links(now or time.monotonic())
 
     def _sync(self, target: TargetState, urls: Sequence[str]) -> None:
         engines = [self.engines[u] for u in urls]

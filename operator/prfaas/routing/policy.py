@@ -19,11 +19,18 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PoolRoute:
-    """A PrefillPool the cluster may offload to, and the egress budget of the link to it."""
+    """A PrefillPool the cluster may offload to, and the egress budget of the link to it.
+
+    ``threshold_tokens``: this pool's own t (a fleet plan gives each cluster-pool pair one);
+    ``None``: the policy's ``threshold_tokens``. ``standby``: a pool the cluster can reach but
+    the plan does not use, taken only while every other pool is unusable (per-pool fail-over).
+    """
 
     name: str
     endpoints: tuple[str, ...] = ()
     link_budget_gbps: float = 0.0
+    threshold_tokens: int | None = None
+    standby: bool = False  # used only while no other (primary) pool is usable
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +81,16 @@ class RoutingPolicy:
 
     @property
     def offloads(self) -> bool:
-        return self.threshold_tokens is not None and bool(self.pools)
+        return any(self.threshold_for(i) is not None for i in range(len(self.pools)))
+
+    @property
+    def has_standby(self) -> bool:
+        return any(p.standby for p in self.pools)
+
+    def threshold_for(self, pool: int) -> int | None:
+        """The threshold of ``pools[pool]``: its own, else the policy's."""
+        own = self.pools[pool].threshold_tokens
+        return self.threshold_tokens if own is None else own
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> RoutingPolicy:
@@ -98,9 +114,13 @@ class RoutingPolicy:
                 raise PolicyError(f"{where}.linkBudgetGbps: expected a number")
             if not math.isfinite(budget) or budget < 0:
                 raise PolicyError(f"{where}.linkBudgetGbps: must be finite and >= 0")
-            pools.append(
-                PoolRoute(name, _strings(raw.get("endpoints", []), f"{where}.endpoints"), budget)
-            )
+            raw_own = raw.get("thresholdTokens")
+            own = None if raw_own is None else _int(raw_own, f"{where}.thresholdTokens")
+            endpoints = _strings(raw.get("endpoints", []), f"{where}.endpoints")
+            standby = raw.get("standby", False)
+            if not isinstance(standby, bool):
+                raise PolicyError(f"{where}.standby: expected true or false")
+            pools.append(PoolRoute(name, endpoints, budget, own, standby))
         return cls(
             version=version,
             threshold_tokens=threshold,
