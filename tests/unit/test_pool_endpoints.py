@@ -6,6 +6,7 @@ against real API servers.)"""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -54,3 +55,28 @@ def test_another_cluster_is_another_watch(found: PoolEndpoints) -> None:
     first = found.view(("ns", "a"))
     found.ready(("ns", "a"), nowhere(), "ns", svc)  # the member's Secret was rotated
     assert first is not None and first.stopped and found.view(("ns", "a")) is not first
+
+
+def test_a_pool_in_a_namespace_the_cr_may_not_name_has_no_engines(found: PoolEndpoints) -> None:
+    """The operator lists nothing there (as it would not scale there): no engines, no watch."""
+    from pathlib import Path
+
+    import yaml
+
+    from prfaas.api.pdcluster import PDClusterSpec
+    from prfaas.api.prefillpool import PrefillPoolSpec
+    from prfaas.controller.observe import _with_engines
+    from prfaas.controller.trust import Trust
+    from prfaas.slowloop.observation import PoolObservation
+
+    samples = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+    pd = PDClusterSpec.model_validate(
+        yaml.safe_load((samples / "pdcluster-h20.yaml").read_text())["spec"]
+    )
+    raw = yaml.safe_load((samples / "prefillpool-h200.yaml").read_text())["spec"]
+    raw["scaleTargetRef"]["namespace"] = "someone-else"
+    pool = PoolObservation(pd.prefill_pools[0], PrefillPoolSpec.model_validate(raw))
+    members: Any = None  # never asked: the namespace is refused first
+    seen = _with_engines(found, members, Trust(), ("pd", "h20-pd"), "pd", pool)
+    assert seen is not None and seen.endpoints == ()
+    assert found.view(("pd", "h20-pd")) is None

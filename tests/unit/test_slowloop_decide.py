@@ -359,3 +359,18 @@ def test_with_pool_engines_changes_only_that_pool() -> None:
     assert with_pool_engines(policy, "other", ["http://b"]) == policy
     moved = with_pool_engines(policy, "h200-pool", ["http://b"])
     assert moved.version == policy.version + 1 and moved.prefill_pools[0].endpoints == ["http://b"]
+
+
+def test_a_namespace_the_cr_may_not_name_gets_no_discovery() -> None:
+    """Like its scale target: a group whose target namespace the operator refuses is not
+    handed to the router to list either."""
+    obs = discovering(("http://a",))
+    refused = GroupObservation(None, "outside the namespace", reason="TargetForbidden")
+    out = decide(replace(obs, groups={**obs.groups, DECODE: refused}), PDClusterStatus(), NOW, 1)
+    policy = (
+        out.status.routing_policy
+        if isinstance(out, Outcome)
+        else out.outcome().status.routing_policy
+    )
+    assert policy is not None and policy.decode_discovery is None
+    assert policy.prefill_discovery is not None
