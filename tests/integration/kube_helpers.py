@@ -54,6 +54,43 @@ def deployment(name: str, namespace: str, replicas: int) -> dict[str, Any]:
     return dict(scale_target(name, namespace, replicas))
 
 
+def member_secret(admin: Path, member: Path, ns: str, name: str = "dc-east") -> None:
+    """The member kubeconfig as a Secret, readable by the operator by name only."""
+    kubectl(
+        admin, "create", "secret", "generic", name, "-n", ns, f"--from-file=kubeconfig={member}"
+    )
+    rbac = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "verbs": ["get"],
+                    "resourceNames": [name],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": f"prfaas-operator-{name}",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "prfaas-operator", "namespace": "prfaas-system"}
+            ],
+        },
+    ]
+    doc = {"apiVersion": "v1", "kind": "List", "items": rbac}
+    kubectl(admin, "apply", "-f", "-", stdin=json.dumps(doc))
+
+
 class OperatorProcess:
     """``prfaas operator`` as a child process with its own kubeconfig (its RBAC identity).
 

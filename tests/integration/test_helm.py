@@ -247,7 +247,12 @@ def test_router_deployment_service_and_role(helm_env: dict[str, str]) -> None:
     _assert_hardened(pod)
     assert by_kind["Service"]["spec"]["ports"][0]["port"] == 8000
     assert by_kind["Role"]["rules"] == [
-        {"apiGroups": [PDC.group], "resources": [PDC.plural], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [PDC.group], "resources": [PDC.plural], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["list", "watch"],
+        },
     ]
     off = render(helm_env, "--set", "router.enabled=false")
     assert not [d for d in off if "router" in d["metadata"]["name"]]
@@ -422,6 +427,8 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     assert can_i(admin, op, "create", "events", "-n", watched)
     assert can_i(admin, op, "get", "secrets/dc-east", "-n", watched)
     assert can_i(admin, op, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert can_i(admin, op, "watch", "endpointslices.discovery.k8s.io", "-n", watched)
+    assert can_i(admin, op, "list", "endpointslices.discovery.k8s.io", "-n", watched)
     # and nothing else
     assert not can_i(admin, op, "list", "secrets", "-n", watched)
     assert not can_i(admin, op, "get", "secrets/other", "-n", watched)
@@ -438,15 +445,22 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     )
     assert not can_i(admin, op, "create", "configmaps", "-n", watched)
     assert not can_i(admin, op, "delete", "customresourcedefinitions.apiextensions.k8s.io")
+    assert not can_i(admin, op, "create", "endpointslices.discovery.k8s.io", "-n", watched)
+    assert not can_i(admin, op, "list", "pods", "-n", watched)
     # watchNamespaces: nothing outside the watched namespace
     assert not can_i(admin, op, "patch", PDC.name, "--subresource=status", "-A")
     assert not can_i(
         admin, op, "patch", "deployments.apps", "--subresource=scale", "-n", "helm-it-other"
     )
-    # the router reads its PDCluster, in its namespace, and does nothing else
+    # the router reads its PDCluster and its engines' EndpointSlices, in its namespace only
     router = sa(watched, f"{RELEASE}-router")
     assert can_i(admin, router, "watch", PDC.name, "-n", watched)
+    assert can_i(admin, router, "watch", "endpointslices.discovery.k8s.io", "-n", watched)
     assert not can_i(admin, router, "list", PDC.name, "-n", "helm-it-other")
+    assert not can_i(
+        admin, router, "list", "endpointslices.discovery.k8s.io", "-n", "helm-it-other"
+    )
+    assert not can_i(admin, router, "update", "endpointslices.discovery.k8s.io", "-n", watched)
     assert not can_i(admin, router, "patch", PDC.name, "-n", watched)
     assert not can_i(admin, router, "patch", PDC.name, "--subresource=status")
     assert not can_i(admin, router, "get", "secrets", "-n", watched)

@@ -26,6 +26,7 @@ from kube_helpers import (
     deployment,
     get_json,
     kubectl,
+    member_secret,
     replicas,
     wait_for,
 )
@@ -258,7 +259,16 @@ def test_operator_converges_the_case_study(admin: Path, operator: OperatorProces
     assert plan["thresholdTokens"] == 19400
     assert plan["throughputRps"] == pytest.approx(3.24, rel=0.03)
     assert obj["status"]["routingPolicy"]["thresholdTokens"] == 19400
-    assert obj["status"]["routingPolicy"]["prefillPools"][0]["endpoints"]
+    policy = obj["status"]["routingPolicy"]
+    # the samples name Services: the pool's engines are its ready EndpointSlice endpoints (none
+    # here: no pods), the local groups' are left to the router
+    assert policy["prefillPools"][0] == {
+        "name": "h200-pool",
+        "endpoints": [],
+        "linkBudgetGbps": 100.0,
+    }
+    assert policy["prefillDiscovery"]["labelSelector"] == "kubernetes.io/service-name=h20-prefill"
+    assert "Forbidden" not in operator.log()  # it may list this cluster's EndpointSlices
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
     assert replicas(admin, ns, "h200-prefill") == 4
@@ -511,7 +521,7 @@ def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
         namespace(ns),
         deployment("h200-prefill", ns, 4),
     )
-    _member_secret(admin, member, ns)
+    member_secret(admin, member, ns)
     pd = in_ns(fast(sample("pdcluster-h20.yaml")), ns)
     pd["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
     apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), pd)
@@ -538,49 +548,6 @@ def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
     assert replicas(member, ns, "h20-decode") == 2
 
 
-def _member_secret(admin: Path, member: Path, ns: str, name: str = "dc-east") -> None:
-    """The member kubeconfig as a Secret, readable by the operator by name only."""
-    kubectl(
-        admin,
-        "create",
-        "secret",
-        "generic",
-        name,
-        "-n",
-        ns,
-        f"--from-file=kubeconfig={member}",
-    )
-    apply(
-        admin,
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["secrets"],
-                    "verbs": ["get"],
-                    "resourceNames": [name],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": f"prfaas-operator-{name}",
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "prfaas-operator", "namespace": "prfaas-system"}
-            ],
-        },
-    )
-
-
 def test_member_cluster_pool_and_unreachable_member(
     admin: Path, operator: OperatorProcess, second_control_plane: Any
 ) -> None:
@@ -597,7 +564,7 @@ def test_member_cluster_pool_and_unreachable_member(
         deployment("h20-prefill", ns, 5),
         deployment("h20-decode", ns, 3),
     )
-    _member_secret(admin, member, ns)
+    member_secret(admin, member, ns)
     pool = in_ns(sample("prefillpool-h200.yaml"), ns)
     pool["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
     pool["spec"]["replicas"] = {"min": 1, "max": 4}
@@ -828,7 +795,7 @@ def test_member_kubeconfigs_that_run_commands_or_read_files_are_refused(
     kc.write_text(yaml.safe_dump(kubeconfig))
     try:
         fresh_namespace(admin, ns)
-        _member_secret(admin, kc, ns, name="evil-member")
+        member_secret(admin, kc, ns, name="evil-member")
         pool = in_ns(sample("prefillpool-h200.yaml"), ns)
         pool["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "evil-member"}}
         apply(admin, pool, in_ns(fast(sample("pdcluster-h20.yaml")), ns))

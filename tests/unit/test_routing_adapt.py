@@ -191,6 +191,18 @@ def test_router_keeps_pool_state_by_name_and_resets_factor_on_new_version() -> N
     assert router.live.pools == []
 
 
+def test_a_version_that_only_changes_the_engines_keeps_the_adaptation() -> None:
+    """The operator publishes a pool's engines as they come and go: not a new plan, so the
+    short-timescale correction stands."""
+    router = Router(policy(1), 3, {"pool": 4})
+    router.live.pools[0].factor = 2.0
+    grown = RoutingPolicy(2, 20_000, (PoolRoute("pool", ("http://p0", "http://p1"), 100.0),))
+    router.follow(grown)
+    assert router.live.pools[0].factor == 2.0 and router.policy.version == 2
+    router.set_policy(policy(3, budget=50.0))  # a new budget is a new plan
+    assert router.live.pools[0].factor == 1.0
+
+
 def test_router_tracks_instance_load() -> None:
     router = Router(policy(1), 2, {"pool": 2})
     d = router.route(50_000)

@@ -87,3 +87,52 @@ def test_standby_is_a_boolean() -> None:
     assert p.pools[0].standby and p.has_standby
     with pytest.raises(PolicyError, match="standby"):
         RoutingPolicy.from_status({"prefillPools": [{"name": "a", "standby": "yes"}]})
+
+
+DISCOVERY = {
+    **STATUS,
+    "prefillEndpoints": [],
+    "prefillDiscovery": {
+        "namespace": "pd",
+        "labelSelector": "kubernetes.io/service-name=h20-prefill",
+        "port": "http",
+    },
+}
+
+
+def test_a_local_group_found_from_endpointslices() -> None:
+    from prfaas.routing.policy import EndpointSource
+
+    p = RoutingPolicy.from_status(DISCOVERY)
+    source = EndpointSource("pd", "kubernetes.io/service-name=h20-prefill", "http", "http")
+    assert p.prefill_source == source and p.decode_source is None
+    assert p.sources == (source,)
+    assert p.prefill_endpoints == ()  # none until the router lists them
+    found = p.with_found({source: ("http://10.0.0.1:8000", "http://10.0.0.2:8000")})
+    assert found.prefill_endpoints == ("http://10.0.0.1:8000", "http://10.0.0.2:8000")
+    assert found.decode_endpoints == p.decode_endpoints and found.version == p.version
+    assert p.with_found({}) == p
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        ({"decodeDiscovery": "svc"}, "decodeDiscovery"),
+        ({"decodeDiscovery": {"namespace": "pd"}}, "decodeDiscovery.labelSelector"),
+        ({"decodeDiscovery": {"namespace": "", "labelSelector": "a=b"}}, "namespace"),
+        ({"decodeDiscovery": {"namespace": "pd", "labelSelector": "a=b", "port": 80}}, "port"),
+        ({"decodeDiscovery": {"namespace": "pd", "labelSelector": "a", "scheme": "ftp"}}, "scheme"),
+    ],
+)
+def test_bad_discovery_fields_are_named(edit: dict[str, Any], where: str) -> None:
+    with pytest.raises(PolicyError, match=where):
+        RoutingPolicy.from_status({**DISCOVERY, **edit})
+
+
+def test_the_plan_key_ignores_which_engines_serve() -> None:
+    p = RoutingPolicy.from_status(STATUS)
+    other = RoutingPolicy.from_status(
+        {**STATUS, "version": 8, "prefillPools": [{**STATUS["prefillPools"][0], "endpoints": []}]}
+    )
+    assert p.plan_key() == other.plan_key()
+    assert p.plan_key() != RoutingPolicy.from_status({**STATUS, "thresholdTokens": 1}).plan_key()

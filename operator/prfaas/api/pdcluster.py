@@ -107,7 +107,7 @@ class ThresholdPolicy(Spec):
     """Grid step of the threshold search."""
     deadband_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
     """Auto: keep the published t while the new optimum is within this fraction of it.
-    Measured signals are noisy; every new policy version resets the routers' short-timescale
+    Measured signals are noisy; every new threshold resets the routers' short-timescale
     adaptation, so moves of a few percent cost more than they gain (0: follow every move)."""
     dwell_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
     """Auto: an optimum beyond the deadband is published only once it has stayed beyond it, on
@@ -230,14 +230,29 @@ class PoolRoute(Spec):
     link_budget_gbps: float = Field(ge=0)
 
 
+class EndpointDiscovery(Spec):
+    """Where the router finds a local group's engines itself: the ready endpoints of the
+    EndpointSlices that ``labelSelector`` selects in ``namespace`` (its own cluster)."""
+
+    namespace: Name
+    label_selector: str = Field(min_length=1, max_length=4096)
+    port: str | None = Field(default=None, max_length=63)
+    scheme: Literal["http", "https"] | None = None
+
+
 class RoutingPolicyStatus(Spec):
-    """What the router enforces per request; ``version`` increases on every change."""
+    """What the router enforces per request; ``version`` increases on every change.
+
+    A PrefillPool's ``endpoints`` are its ready engines as the operator resolves them (in the
+    pool's cluster); local groups are either ``*Endpoints`` or ``*Discovery`` for the router."""
 
     version: int = Field(ge=0)
     threshold_tokens: int | None = None
     prefill_pools: list[PoolRoute] = Field(default_factory=list, max_length=8)
     prefill_endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
     decode_endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
+    prefill_discovery: EndpointDiscovery | None = None
+    decode_discovery: EndpointDiscovery | None = None
 
 
 class PendingThresholdStatus(Spec):

@@ -22,14 +22,22 @@ def register(sub: Any) -> None:
             "decode instance, short ones stay local; link and pool failures fall back to local "
             "prefill. POST /v1/route answers the decision only. The policy comes from the "
             "PDCluster's status (--pdcluster; needs get/list/watch on pdclusters) or a file "
-            "(--policy-file; JSON/YAML of status.routingPolicy, re-read when it changes)."
+            "(--policy-file; JSON/YAML of status.routingPolicy, re-read when it changes). "
+            "Engines are the policy's URLs; a local group declared by Service or selector "
+            "(prefillDiscovery/decodeDiscovery) is found from its EndpointSlices in this "
+            "cluster (needs list/watch on endpointslices there): ready endpoints get new "
+            "requests, terminating ones finish what they have."
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pdcluster", metavar="NAME", help="watch this PDCluster's status")
     src.add_argument("--policy-file", type=Path, metavar="PATH", help="read the policy here")
     p.add_argument("-n", "--namespace", default="default", help="the PDCluster's namespace")
-    p.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, then ~/.kube/config)")
+    p.add_argument(
+        "--kubeconfig",
+        help="kubeconfig for the PDCluster and EndpointSlice watches (default: in-cluster, "
+        "then $KUBECONFIG or ~/.kube/config)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     p.add_argument("--port", type=port, default=8000, help="HTTP port (default %(default)s)")
     p.add_argument(
@@ -88,6 +96,13 @@ def register(sub: Any) -> None:
         help="seconds added to every bound (HTTP, scheduling); default %(default)s",
     )
     p.add_argument(
+        "--resolve-localhost",
+        action="store_true",
+        help="send to 127.0.0.1 for engines named <name>.localhost (RFC 6761): EndpointSlices "
+        "may not hold loopback addresses, so this is how they name engines on this host "
+        "(development, tests). Off: such names go to the system resolver",
+    )
+    p.add_argument(
         "--static",
         action="store_true",
         help="the paper's static rule only (fixed t, no bandwidth-aware adaptation)",
@@ -100,14 +115,16 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import disable_created_metrics
 
     from prfaas.commands import logs
+    from prfaas.discovery.watch import api_client
     from prfaas.model.scenario import ScenarioError, case_study, load_scenario
     from prfaas.router import policy_source
     from prfaas.router.deadline import PhaseBudget
+    from prfaas.router.discovery import Discovery
     from prfaas.router.fleet import Fleet
     from prfaas.router.server import RouterConfig, RouterServer
     from prfaas.router.server import run as run_router
     from prfaas.routing.config import RoutingConfig
-    from prfaas.routing.policy import PolicyError
+    from prfaas.routing.policy import PolicyError, RoutingPolicy
     from prfaas.serving.tokenizer import TokenizerError
 
     disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -130,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     )
     routing = RoutingConfig.static() if args.static else None  # None: the fleet's default
     try:
-        server = RouterServer(cfg, Fleet(routing, args.link_retry))
+        server = RouterServer(cfg, Fleet(routing, args.link_retry, args.resolve_localhost))
     except TokenizerError as exc:
         raise CommandError(str(exc)) from None
     if args.policy_file is not None:
@@ -140,15 +157,26 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from None
 
     async def main() -> None:
+        discovery = Discovery(
+            server.fleet, asyncio.get_running_loop(), lambda: api_client(args.kubeconfig)
+        )
+
+        def apply(policy: RoutingPolicy) -> None:
+            server.set_policy(policy)
+            discovery.follow(policy)  # the local groups' EndpointSlices it names
+
+        if server.fleet.published is not None:
+            discovery.follow(server.fleet.published)
         if args.policy_file is not None:
-            source = policy_source.watch_file(args.policy_file, server.set_policy)
+            source = policy_source.watch_file(args.policy_file, apply)
         else:
             kube = policy_source.KubeSource(args.pdcluster, args.namespace, args.kubeconfig)
-            source = kube.run(server.set_policy)
+            source = kube.run(apply)
         watcher = asyncio.ensure_future(source)
         try:
             await run_router(server, args.host, args.port)
         finally:
             watcher.cancel()
+            discovery.stop()
 
     return serve(main())

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
+from prfaas.controller.endpoints import PoolEndpoints
 from prfaas.controller.kube import Members, TargetError, UnreachableError
 from prfaas.controller.observe import ScaleHandle, observe
 from prfaas.controller.signals import Query
@@ -75,6 +76,7 @@ class Reconciler:
         self.clock = clock
         self.dry_run = dry_run  # plan and report, never scale (operator-wide Observe)
         self.trust = trust or Trust()
+        self.pool_endpoints = PoolEndpoints()  # pools' engines, watched in their clusters
 
     def reconcile(self, res: Resource) -> Outcome:
         now = self.clock()
@@ -83,7 +85,13 @@ class Reconciler:
             where = ".".join(map(str, first["loc"]))
             return invalid_spec(res.status, res.generation, now, where, first["msg"])
         obs, handles = observe(
-            self.members, self.query_factory, self.trust, res.name, res.namespace, res.spec
+            self.members,
+            self.query_factory,
+            self.trust,
+            res.name,
+            res.namespace,
+            res.spec,
+            self.pool_endpoints,
         )
         decision = decide(
             obs,

@@ -1,9 +1,17 @@
 """The engines the router may use, as the published policy declares them, and their state.
 
-The policy is the only source of upstream URLs: the router never forwards anywhere else. On a
-new policy the routing core (``prfaas.routing.Router.follow``) swaps it in and makes its prefill
-instance lists the endpoint lists (the core's instance ``k`` is endpoint ``k``), keeping live
-state by endpoint; the fleet copies scraped health and queue depths into the core.
+The policy is the only source of upstream URLs: the router never forwards anywhere else. A local
+group is either a list of URLs or (``prefillDiscovery``/``decodeDiscovery``) the EndpointSlices
+the router lists itself; ``found`` holds what they list now, ready engines only, and the policy
+the router runs is the published one with those engines added (``RoutingPolicy.with_found``).
+On every change the routing core (``prfaas.routing.Router.follow``) makes its prefill instance
+lists the endpoint lists (the core's instance ``k`` is endpoint ``k``), keeping live state by
+endpoint; the fleet copies scraped health and queue depths into the core.
+
+Requests in flight are counted by endpoint (``Engine.active``; ``with fleet.in_flight(...)``
+around a prefill, ``with engine:`` around a decode). An engine that leaves the policy (scaled
+away, terminating, unready) gets no new request; while requests are still in flight there it
+is *draining* (``draining``), and they finish.
 """
 
 from __future__ import annotations
@@ -13,13 +21,14 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from prfaas.routing.config import ModeThresholds, RoutingConfig
 from prfaas.routing.decide import Decision, Target
-from prfaas.routing.policy import RoutingPolicy
+from prfaas.routing.policy import EndpointSource, RoutingPolicy
 from prfaas.routing.prefix import PrefixIndex
-from prfaas.routing.router import Router
+from prfaas.routing.router import InFlight, Router
 from prfaas.routing.state import TargetState
 
 # Scarce mode only: the P/D hand-off ships prefill→decode KV, not cached prefixes between
@@ -75,26 +84,75 @@ class Engine:
             expire()
 
 
+class PrefillInFlight:
+    """A prefill in flight: its load on the routing core's instance and one request at its
+    endpoint, released together however the block ends."""
+
+    __slots__ = ("_core", "_engine")
+
+    def __init__(self, core: InFlight, engine: Engine) -> None:
+        self._core = core
+        self._engine = engine
+
+    def __enter__(self) -> None:
+        self._engine.active += 1
+        self._core.__enter__()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: Any) -> None:
+        self._engine.active -= 1
+        self._core.__exit__(exc_type, *rest)
+
+
 class Fleet:
-    def __init__(self, config: RoutingConfig | None = None, link_retry_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: RoutingConfig | None = None,
+        link_retry_s: float = 1.0,
+        resolve_localhost: bool = False,
+    ) -> None:
         self.config = config or HTTP_ROUTING
         self.link_retry_s = link_retry_s
-        self.policy: RoutingPolicy | None = None  # None: none received yet
+        # engines on this host named ``<name>.localhost``: EndpointSlices may not hold loopback
+        # addresses, on purpose, so this is opt-in (development, tests)
+        self._resolve: Callable[[str], str] = loopback if resolve_localhost else str
+        self.published: RoutingPolicy | None = None  # as the operator (or the file) says
+        self.found: dict[EndpointSource, tuple[str, ...]] = {}  # ready engines, by source
+        self.policy: RoutingPolicy | None = None  # what runs; None: no policy received yet
         self.core = Router(RoutingPolicy(), 0, {}, self.config, PrefixIndex())
         self.engines: dict[str, Engine] = {}
+        self.draining: dict[str, Engine] = {}  # left the policy, requests still in flight
         self.decode: list[Engine] = []
         self._turn = 0  # ties between decode engines go round
 
     # -- policy ------------------------------------------------------------------------------
     def apply(self, policy: RoutingPolicy) -> list[str]:
-        """Swap in a policy; returns the endpoints it declares that are not valid URLs (dropped)."""
+        """Swap in a published policy; returns the endpoints it declares that are not valid
+        URLs (dropped)."""
+        self.published = policy
+        self.found = {s: u for s, u in self.found.items() if s in policy.sources}
+        return self._follow()
+
+    def set_found(self, source: EndpointSource, urls: Sequence[str]) -> list[str]:
+        """The ready engines of ``source`` now (a discovery watch's news); returns the invalid
+        ones (dropped). Ignored unless the published policy names the source."""
+        if self.published is None or source not in self.published.sources:
+            return []
+        self.found[source] = tuple(urls)
+        return self._follow()
+
+    def _follow(self) -> list[str]:
+        assert self.published is not None
+        policy = self.published.with_found(self.found)
         bad = [u for u in self._urls(policy) if not valid_endpoint(u)]
-        policy = _without(policy, set(bad))
+        policy = _mapped(policy, lambda u: None if u in bad else self._resolve(u))
         self.core.follow(policy)
         keep = set(self._urls(policy))
-        self.engines = {u: e for u, e in self.engines.items() if u in keep}
-        for u in keep:
-            self.engines.setdefault(u, Engine(u))
+        old, self.engines = self.engines, {}
+        for u in self._urls(policy):
+            if u not in self.engines:  # an engine that comes back keeps its count in flight
+                back = old.pop(u, None) or self.draining.pop(u, None)
+                self.engines[u] = back if back is not None else Engine(u)
+        self.draining.update((u, e) for u, e in old.items() if u not in keep)
         self.decode = [self.engines[u] for u in policy.decode_endpoints]
         self.policy = policy
         self.sync_health()
@@ -113,6 +171,18 @@ class Fleet:
         if d.target == Target.POOL:
             return self.policy.pools[d.pool].endpoints[d.instance]
         return self.policy.prefill_endpoints[d.instance]
+
+    def in_flight(
+        self, d: Decision, hashes: Sequence[int] = (), total_tokens: int = 0
+    ) -> PrefillInFlight:
+        """``with fleet.in_flight(d, hashes, n):`` around the prefill of ``d`` (decided under the
+        policy running now): ``Router.in_flight`` plus a request in flight at its endpoint."""
+        engine = self.engines[self.prefill_url(d)]
+        return PrefillInFlight(self.core.in_flight(d, hashes, total_tokens), engine)
+
+    def routes_to(self, engine: Engine) -> bool:
+        """``engine`` is one of the decode engines the running policy lists."""
+        return any(e is engine for e in self.decode)
 
     def has_decode(self) -> bool:
         return any(e.healthy for e in self.decode)
@@ -162,8 +232,19 @@ class Fleet:
             e.healthy = False
             self.sync_health()
 
+    def endpoint_states(self) -> dict[str, dict[str, Any]]:
+        """Every endpoint with its state, the draining ones too (for ``/policy``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for e in self.engines.values():
+            out[e.url] = {"healthy": e.healthy, "waiting": e.waiting, "inFlight": e.active}
+        for e in self.draining.values():
+            out[e.url] = {"draining": True, "inFlight": e.active}
+        return out
+
     def sync_health(self) -> None:
-        """Copy endpoint health and queues into the routing core's live state."""
+        """Copy endpoint health and queues into the routing core's live state; forget drained
+        engines."""
+        self.draining = {u: e for u, e in self.draining.items() if e.active > 0}
         policy = self.policy
         if policy is None:
             return
@@ -179,15 +260,25 @@ class Fleet:
         target.set_waiting(int(sum(e.waiting for e in engines)))
 
 
-def _without(policy: RoutingPolicy, bad: set[str]) -> RoutingPolicy:
-    if not bad:
-        return policy
+def _mapped(policy: RoutingPolicy, fn: Callable[[str], str | None]) -> RoutingPolicy:
+    """Every endpoint through ``fn`` (None: dropped); a duplicate keeps its first place."""
+
+    def each(urls: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v for u in urls if (v := fn(u)) is not None))
+
     return replace(
         policy,
-        prefill_endpoints=tuple(u for u in policy.prefill_endpoints if u not in bad),
-        decode_endpoints=tuple(u for u in policy.decode_endpoints if u not in bad),
-        pools=tuple(
-            replace(p, endpoints=tuple(u for u in p.endpoints if u not in bad))
-            for p in policy.pools
-        ),
+        prefill_endpoints=each(policy.prefill_endpoints),
+        decode_endpoints=each(policy.decode_endpoints),
+        pools=tuple(replace(p, endpoints=each(p.endpoints)) for p in policy.pools),
     )
+
+
+def loopback(url: str) -> str:
+    """A host name under ``.localhost`` as the IPv4 loopback address (RFC 6761 §6.3)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host != "localhost" and not host.endswith(".localhost"):
+        return url
+    netloc = "127.0.0.1" if parts.port is None else f"127.0.0.1:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

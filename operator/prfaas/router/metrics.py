@@ -70,3 +70,9 @@ class RouterMetrics:
                                     ["endpoint"], registry=r)  # fmt: skip
         self.engine_up = Gauge("prfaas_router_engine_up", "1 if the last scrape succeeded",
                                ["endpoint"], registry=r)  # fmt: skip
+        self.engine_in_flight = Gauge("prfaas_router_engine_in_flight", "requests this router "
+                                      "has in flight there", ["endpoint"], registry=r)  # fmt: skip
+        self.engine_draining = Gauge("prfaas_router_engine_draining", "1 while an engine that "
+                                     "left the policy finishes its requests", ["endpoint"],
+                                     registry=r)  # fmt: skip
+        self.endpoints: set[str] = set()  # the endpoint label values exported now

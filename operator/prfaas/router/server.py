@@ -321,7 +321,7 @@ class RouterServer:
             budget = self.cfg.budget.prefill_s(pool, d.uncached_tokens, ahead, engine.active)
         t0 = time.monotonic()
         try:
-            with engine, self.fleet.core.in_flight(d, pt.hashes, pt.length):
+            with self.fleet.in_flight(d, pt.hashes, pt.length):  # the core's load + the engine's
                 kvp = await self._prefill(url, call, budget)
         except _UpstreamError as exc:
             self.fleet.engine_failed(url)
@@ -620,8 +620,7 @@ class RouterServer:
             "version": p.version, "thresholdTokens": p.threshold_tokens, "pools": pools,
             "prefillEndpoints": list(p.prefill_endpoints),
             "decodeEndpoints": list(p.decode_endpoints),
-            "engines": {e.url: {"healthy": e.healthy, "waiting": e.waiting}
-                        for e in fleet.engines.values()},
+            "engines": fleet.endpoint_states(),
         })  # fmt: skip
 
 

@@ -10,6 +10,7 @@ only keeps new requests away until it answers again (a loaded engine may be slow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -72,6 +73,12 @@ def export(fleet: Fleet, metrics: RouterMetrics) -> None:
     for e in fleet.engines.values():
         metrics.engine_waiting.labels(e.url).set(e.waiting)
         metrics.engine_up.labels(e.url).set(1 if e.healthy else 0)
+        metrics.engine_in_flight.labels(e.url).set(e.active)
+        metrics.engine_draining.labels(e.url).set(0)
+    for e in fleet.draining.values():
+        metrics.engine_in_flight.labels(e.url).set(e.active)
+        metrics.engine_draining.labels(e.url).set(1)
+    _forget_gone(fleet, metrics)
     t = policy.threshold_tokens
     metrics.policy_threshold.set(-1 if t is None else t)
     metrics.policy_version.set(policy.version)
@@ -84,6 +91,19 @@ def export(fleet: Fleet, metrics: RouterMetrics) -> None:
         metrics.mode.labels(name).set(int(ps.mode))
         if t is not None:
             metrics.threshold.labels(name).set(ps.threshold(t))
+
+
+def _forget_gone(fleet: Fleet, metrics: RouterMetrics) -> None:
+    """Engines come and go with their pods: drop the series of those that left (a draining one
+    keeps its in-flight series until it has drained)."""
+    for url in metrics.endpoints - set(fleet.engines):
+        gauges = [metrics.engine_waiting, metrics.engine_up]  # no longer scraped
+        if url not in fleet.draining:
+            gauges += [metrics.engine_in_flight, metrics.engine_draining]
+        for gauge in gauges:
+            with contextlib.suppress(KeyError):  # removed already, while it drained
+                gauge.remove(url)
+    metrics.endpoints = set(fleet.engines) | set(fleet.draining)
 
 
 async def run(

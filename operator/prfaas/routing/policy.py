@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -34,14 +34,50 @@ class PoolRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointSource:
+    """A local group whose engines the router finds itself: the ready endpoints of the
+    EndpointSlices ``label_selector`` selects in ``namespace``, on port ``port`` (by name)."""
+
+    namespace: str
+    label_selector: str
+    port: str | None = None
+    scheme: str = "http"
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingPolicy:
-    """Offload iff uncached length > ``threshold_tokens``; ``None`` means never offload."""
+    """Offload iff uncached length > ``threshold_tokens``; ``None`` means never offload.
+
+    A local group's engines are its ``*_endpoints`` plus, with a ``*_source``, the ready ones
+    found there (``with_found``)."""
 
     version: int = 0
     threshold_tokens: int | None = None
     pools: tuple[PoolRoute, ...] = ()
     prefill_endpoints: tuple[str, ...] = ()
     decode_endpoints: tuple[str, ...] = ()
+    prefill_source: EndpointSource | None = None
+    decode_source: EndpointSource | None = None
+
+    @property
+    def sources(self) -> tuple[EndpointSource, ...]:
+        return tuple(s for s in (self.prefill_source, self.decode_source) if s is not None)
+
+    def with_found(self, found: Mapping[EndpointSource, Sequence[str]]) -> RoutingPolicy:
+        """The policy with each source's endpoints (as ``found`` lists them now) added to its
+        group's; a source not found yet adds none."""
+        if not self.sources:
+            return self
+        return replace(
+            self,
+            prefill_endpoints=_plus(self.prefill_endpoints, self.prefill_source, found),
+            decode_endpoints=_plus(self.decode_endpoints, self.decode_source, found),
+        )
+
+    def plan_key(self) -> tuple[object, ...]:
+        """What the slow loop planned: the threshold and the pools' budgets, not which engines
+        serve them (engines come and go between plans)."""
+        return (self.threshold_tokens, tuple((p.name, p.link_budget_gbps) for p in self.pools))
 
     @property
     def offloads(self) -> bool:
@@ -91,7 +127,37 @@ class RoutingPolicy:
             pools=tuple(pools),
             prefill_endpoints=_strings(status.get("prefillEndpoints", []), "prefillEndpoints"),
             decode_endpoints=_strings(status.get("decodeEndpoints", []), "decodeEndpoints"),
+            prefill_source=_source(status.get("prefillDiscovery"), "prefillDiscovery"),
+            decode_source=_source(status.get("decodeDiscovery"), "decodeDiscovery"),
         )
+
+
+def _plus(
+    urls: tuple[str, ...],
+    source: EndpointSource | None,
+    found: Mapping[EndpointSource, Sequence[str]],
+) -> tuple[str, ...]:
+    extra = found.get(source, ()) if source is not None else ()
+    return urls + tuple(u for u in extra if u not in urls)
+
+
+def _source(raw: Any, where: str) -> EndpointSource | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where}: expected an object")
+    fields = {}
+    for key in ("namespace", "labelSelector"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not value:
+            raise PolicyError(f"{where}.{key}: expected a non-empty string")
+        fields[key] = value
+    port, scheme = raw.get("port"), raw.get("scheme") or "http"
+    if port is not None and not isinstance(port, str):
+        raise PolicyError(f"{where}.port: expected a string")
+    if scheme not in ("http", "https"):
+        raise PolicyError(f"{where}.scheme: expected http or https")
+    return EndpointSource(fields["namespace"], fields["labelSelector"], port or None, scheme)
 
 
 def _int(value: Any, where: str) -> int:

@@ -70,8 +70,8 @@ class Router:
         self.live.pools = pools
         self._sent, self._metered = sent, list(sent)
         self.pool_indexes = [self._pool_indexes.get(r.name) for r in policy.pools]
-        if policy.version != self.policy.version:
-            self.adapter.reset(self.live)
+        if policy.version != self.policy.version and policy.plan_key() != self.policy.plan_key():
+            self.adapter.reset(self.live)  # a new plan, not only engines that came or went
         self.policy = policy
 
     def follow(self, policy: RoutingPolicy) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from prfaas.api.pdcluster import (
     ContestedStatus,
+    EndpointDiscovery,
     PDClusterSpec,
     PDClusterStatus,
     PendingThresholdStatus,
@@ -269,7 +270,7 @@ def decide(
     r.problems = _problems(obs, old)
     signals = obs.signals
     if isinstance(signals, SignalsUnavailable):
-        return _holding(r, signals)
+        return _holding(r, signals, obs)
     r.cond("SignalsStale", "False", "Fresh", f"{signals.source} signals")
     current = _counts(obs, old)
     try:
@@ -280,7 +281,7 @@ def decide(
         r.cond("Ready", "False", reason, str(exc))
         r.cond("PlanApplied", "False", "Holding", "no plan")
         r.close_degraded()
-        return Outcome(r.status("Degraded"), r.events)
+        return Outcome(r.status("Degraded", routing_policy=_held_policy(r, obs)), r.events)
     now_plan = (
         _plan_for_counts(scenario, current, planner)
         if obs.usable_pool is None or current.get(POOL)
@@ -334,7 +335,7 @@ def _counts(obs: Observation, old: PDClusterStatus) -> dict[GroupName, int | Non
     }
 
 
-def _holding(r: _Report, signals: SignalsUnavailable) -> Outcome:
+def _holding(r: _Report, signals: SignalsUnavailable, obs: Observation) -> Outcome:
     was_stale = is_true(r.conditions, "SignalsStale")
     r.cond("SignalsStale", "True", signals.reason, signals.message)
     r.cond("Ready", "False", "SignalsStale", "holding the last good plan")
@@ -342,7 +343,22 @@ def _holding(r: _Report, signals: SignalsUnavailable) -> Outcome:
     r.close_degraded()
     if not was_stale:
         r.event("Warning", "SignalsStale", f"{signals.message}; holding the last good plan")
-    return Outcome(r.status("Holding"), r.events)
+    return Outcome(r.status("Holding", routing_policy=_held_policy(r, obs)), r.events)
+
+
+def _held_policy(r: _Report, obs: Observation) -> RoutingPolicyStatus | None:
+    """The last plan's policy, holding, but with the pool's engines as they are now."""
+    old = r.old.routing_policy
+    if old is None or obs.pool is None or obs.pool.endpoints is None:
+        return None
+    new = with_pool_engines(old, obs.pool.link.name, obs.pool.endpoints)
+    if new.version != old.version:
+        r.event("Normal", "RoutingPolicy", f"v{new.version}: {endpoints_message(new)}")
+    return new
+
+
+def endpoints_message(policy: RoutingPolicyStatus) -> str:
+    return ", ".join(f"{p.name}: {len(p.endpoints)} ready" for p in policy.prefill_pools)
 
 
 def _link(obs: Observation) -> LinkProfile | None:
@@ -569,7 +585,7 @@ def routing_policy(
         pools = [
             PoolRoute(
                 name=obs.pool.link.name,
-                endpoints=list(pool.endpoints.urls),
+                endpoints=_pool_endpoints(obs, previous),
                 link_budget_gbps=link.budget_gbps,
             )
         ]
@@ -581,14 +597,62 @@ def routing_policy(
         prefill_pools=pools,
         prefill_endpoints=list(spec.prefill.endpoints.urls),
         decode_endpoints=list(spec.decode.endpoints.urls),
+        prefill_discovery=_discovery(obs, PREFILL),
+        decode_discovery=_discovery(obs, DECODE),
     )
+    return _versioned(candidate, previous), pending
+
+
+def _versioned(
+    candidate: RoutingPolicyStatus, previous: RoutingPolicyStatus | None
+) -> RoutingPolicyStatus:
+    """``candidate`` with the previous version, or the next one if its content differs."""
     if previous is None or previous.model_dump(exclude={"version"}) != candidate.model_dump(
         exclude={"version"}
     ):
         candidate = candidate.model_copy(
             update={"version": (previous.version + 1) if previous else 1}
         )
-    return candidate, pending
+    return candidate
+
+
+def with_pool_engines(
+    policy: RoutingPolicyStatus, pool: str, ready: Sequence[str]
+) -> RoutingPolicyStatus:
+    """The published policy with ``pool``'s engines as they are now (a new version if they
+    changed): engines come and go between plans, and while signals are stale too."""
+    routes = [
+        r.model_copy(update={"endpoints": list(ready)}) if r.name == pool else r
+        for r in policy.prefill_pools
+    ]
+    return _versioned(policy.model_copy(update={"prefill_pools": routes}), policy)
+
+
+def _pool_endpoints(obs: Observation, previous: RoutingPolicyStatus | None) -> list[str]:
+    """Fixed URLs, or the ready engines observed now, or (not known now: the pool's cluster
+    did not answer) the ones last published: never an empty list for want of a reading."""
+    assert obs.pool is not None and obs.usable_pool is not None
+    declared = obs.usable_pool.endpoints
+    if not declared.discovers:
+        return list(declared.urls)
+    if obs.pool.endpoints is not None:
+        return list(obs.pool.endpoints)
+    for route in previous.prefill_pools if previous else []:
+        if route.name == obs.pool.link.name:
+            return list(route.endpoints)
+    return []
+
+
+def _discovery(obs: Observation, group: GroupName) -> EndpointDiscovery | None:
+    """Where the router finds a local group's engines: EndpointSlices in the namespace of the
+    group's scale target, unless the CR may not name that namespace."""
+    stage = obs.spec.prefill if group == PREFILL else obs.spec.decode
+    ep, selector = stage.endpoints, stage.endpoints.label_selector()
+    seen = obs.groups.get(group)
+    if selector is None or (seen is not None and seen.reason == "TargetForbidden"):
+        return None
+    ns = stage.scale_target_ref.namespace or obs.namespace
+    return EndpointDiscovery(namespace=ns, label_selector=selector, port=ep.port, scheme=ep.scheme)
 
 
 def plan_status_of(p: Plan, at: str) -> PlanStatus:
