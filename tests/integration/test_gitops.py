@@ -272,7 +272,7 @@ def test_spec_commit_reaches_the_cluster_and_the_operator_replans(gitops: GitOps
 
 def stage_bounds(target: str, low: int) -> str:
     """The sample's replica bounds of the stage whose endpoints name ``target``."""
-    return f'replicas: {{min: {low}, max: 7}}\n    endpoints: {{urls: ["http://{target}'
+    return f"replicas: {{min: {low}, max: 7}}\n    endpoints: {{service: {target}}}"
 
 
 def test_invalid_cr_is_rejected_and_the_previous_state_stays(gitops: GitOps) -> None:

@@ -568,6 +568,9 @@ def test_member_cluster_pool_and_unreachable_member(
     pool = in_ns(sample("prefillpool-h200.yaml"), ns)
     pool["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
     pool["spec"]["replicas"] = {"min": 1, "max": 4}
+    pool["spec"]["endpoints"] = {
+        "urls": [f"http://h200-prefill.{ns}.svc:8000"]
+    }  # no EndpointSlices here
     pd = in_ns(fast(sample("pdcluster-h20.yaml")), ns)
     pd["spec"]["policy"]["planPoolSize"] = True
     apply(admin, pool, pd)
