@@ -579,6 +579,12 @@ def test_member_cluster_pool_and_unreachable_member(
         "the member pool scaled to 4", lambda: replicas(member, ns, "h200-prefill") == 4, timeout=90
     )
     wait_for("local split", lambda: replicas(admin, ns, "h20-decode") == 5, timeout=60)
+
+    def pool_in_status() -> bool:  # the status write follows the /scale writes of a pass
+        replicas_seen = (pdcluster(admin, ns).get("status") or {}).get("replicas") or {}
+        return bool(replicas_seen.get("prefillPool") == 4)
+
+    wait_for("the pass's status", pool_in_status, timeout=30)
     obj = pdcluster(admin, ns)
     assert obj["status"]["replicas"]["prefillPool"] == 4
     assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
