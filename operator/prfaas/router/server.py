@@ -215,15 +215,20 @@ class RouterServer:
                 429, f"over {self.gate.limit} requests in flight here; retry later",
                 "too_many_requests", {"Retry-After": str(self.cfg.limits.retry_after_s)},
             ))  # fmt: skip
+        self.metrics.in_flight.set(self.gate.active)
         try:
             return await handler(request)
-        except web.HTTPException:
-            raise
+        except web.HTTPException as exc:  # unknown path or method: the same error shape
+            if exc.status < 400:
+                raise
+            code = exc.reason.lower().replace(" ", "_")
+            return self._error(RequestError(exc.status, exc.reason, code))
         except Exception:  # a bug, not the client's fault: logged here, a clean 500 there
             log.exception("unexpected error on %s", request.path)
             return self._error(RequestError(500, "internal error", "internal_error"))
         finally:
             self.gate.leave()
+            self.metrics.in_flight.set(self.gate.active)
 
     async def _start(self, _: web.Application) -> None:
         timeout = aiohttp.ClientTimeout(
