@@ -4,9 +4,10 @@ every non-2xx is an OpenAI-style JSON error, and ``prfaas_router_errors_total`` 
 
 Bodies are drawn from three shapes: requests close to the OpenAI schema with wrong types and
 values mixed in (prompt, messages, max_tokens, stream, stream_options, model, extra fields),
-arbitrary JSON (nested up to 1,000 deep: past the router's depth limit, and past the 254 levels orjson can write back), and raw bytes. Examples
-are derandomised (the same each run, so CI is stable) and bounded: ``EXAMPLES`` per property,
-each sent over HTTP. A summary line says what was tried (``-s`` shows it).
+arbitrary JSON (up to 1,000 deep: past the depth limit and the 254 levels orjson can write
+back), and raw bytes. Examples are derandomised (the same each run, so CI is stable) and
+bounded: ``EXAMPLES`` per property, each sent over HTTP. A summary line says what was tried
+(``-s`` shows it).
 """
 
 from __future__ import annotations
