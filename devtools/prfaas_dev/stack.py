@@ -42,6 +42,7 @@ class Service:
     port: int
     metrics_url: str | None
     proc: Proc
+    admin_url: str | None = None  # our router's admin port (/policy, /v1/route with URLs)
 
 
 class Stack(Group):
@@ -134,13 +135,15 @@ class Stack(Group):
     def router(
         self, args: Sequence[str], name: str = "prfaas-router", ready_path: str = "/readyz"
     ) -> Service:
-        """``prfaas router ARGS`` on a free port, once ``ready_path`` answers 200."""
-        port = free_port()
-        argv = [*prfaas_argv(), "router", "--host", HOST, "--port", str(port), *args]
+        """``prfaas router ARGS`` on a free port, with its admin port on another, once
+        ``ready_path`` answers 200."""
+        port, admin = free_port(), free_port()
+        argv = [*prfaas_argv(), "router", "--host", HOST, "--port", str(port)]
+        argv += ["--admin-port", str(admin), *args]
         proc = self._spawn(name, argv)
         url = f"http://{HOST}:{port}"
         proc.wait_ready(lambda: http_get(url + ready_path)[0] == 200, 60)
-        return Service(name, url, port, url + "/metrics", proc)
+        return Service(name, url, port, url + "/metrics", proc, f"http://{HOST}:{admin}")
 
     # -- peers -------------------------------------------------------------------------------
     def sglang_router(

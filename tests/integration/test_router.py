@@ -173,11 +173,15 @@ def test_a_cached_prefix_keeps_a_long_prompt_local(cluster: Cluster) -> None:
     hits = metric(cluster.local.url + "/metrics", "vllm:prefix_cache_hits_total")
     assert hits - hits_before == 16_384  # the engine really reused it
     assert gen(r, prompt(24_384))[1]["x-prfaas-prefill"] == "pool"
-    # the decision API agrees, and says why
-    status, body = http_post_json(r + "/v1/route", {"model": MODEL, "prompt": head + prompt(9_000)})
+    # the decision API agrees, and says why; the engines' URLs only on the admin port
+    ask = {"model": MODEL, "prompt": head + prompt(9_000)}
+    status, body = http_post_json(r + "/v1/route", ask)
     d = json.loads(body)
-    assert status == 200
+    assert status == 200 and "prefill" not in d and "decode" not in d
     assert d["target"] == "local" and d["cachedTokens"] == 16_384
+    status, body = http_post_json(f"{cluster.router.admin_url}/v1/route", ask)
+    d = json.loads(body)
+    assert status == 200 and d["target"] == "local"
     assert d["prefill"] == cluster.local.url and d["decode"] in [e.url for e in cluster.decode]
 
 
@@ -269,7 +273,7 @@ def test_policy_file_changes_are_picked_up_and_bad_endpoints_dropped(cluster: Cl
     while metric(r + "/metrics", "prfaas_router_policy_version") != 2:
         assert time.monotonic() < deadline, "policy v2 not picked up"
         time.sleep(0.2)
-    seen = json.loads(http_get(r + "/policy")[1])
+    seen = json.loads(http_get(f"{cluster.router.admin_url}/policy")[1])
     assert seen["thresholdTokens"] == 50_000 and rogue not in seen["decodeEndpoints"]
     assert gen(r, prompt(30_000))[1]["x-prfaas-prefill"] == "local"  # 30K < new t
     # a broken edit is ignored: the last good policy keeps running

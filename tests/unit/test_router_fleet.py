@@ -20,7 +20,7 @@ def policy(version: int = 1, local: tuple[str, ...] = ("http://l0", "http://l1")
 
 def test_the_core_follows_the_endpoints_and_scraped_health() -> None:
     fleet = Fleet(link_retry_s=5.0)
-    assert fleet.apply(policy()) == ["not a url"]
+    assert fleet.apply(policy()) == [("not a url", "invalid")]
     live = fleet.core.live
     assert [i.name for i in live.local.instances] == ["http://l0", "http://l1"]
     assert [i.name for i in live.pools[0].target.instances] == ["http://p0", "http://p1"]

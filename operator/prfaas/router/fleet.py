@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from prfaas.router.allow import Allowlist
 from prfaas.routing.config import ModeThresholds, RoutingConfig
 from prfaas.routing.decide import Decision, Target
 from prfaas.routing.policy import EndpointSource, RoutingPolicy
@@ -109,8 +110,10 @@ class Fleet:
         config: RoutingConfig | None = None,
         link_retry_s: float = 1.0,
         resolve_localhost: bool = False,
+        allow: Allowlist | None = None,
     ) -> None:
         self.config = config or HTTP_ROUTING
+        self.allow = allow or Allowlist()  # where declared (not discovered) endpoints may be
         self.link_retry_s = link_retry_s
         # engines on this host named ``<name>.localhost``: EndpointSlices may not hold loopback
         # addresses, on purpose, so this is opt-in (development, tests)
@@ -125,14 +128,15 @@ class Fleet:
         self._turn = 0  # ties between decode engines go round
 
     # -- policy ------------------------------------------------------------------------------
-    def apply(self, policy: RoutingPolicy) -> list[str]:
-        """Swap in a published policy; returns the endpoints it declares that are not valid
-        URLs (dropped)."""
+    def apply(self, policy: RoutingPolicy) -> list[tuple[str, str]]:
+        """Swap in a published policy; returns the endpoints dropped, with why: ``invalid``
+        (not an http(s) URL) or ``not_allowed`` (declared, not discovered, and outside the
+        allowlist)."""
         self.published = policy
         self.found = {s: u for s, u in self.found.items() if s in policy.sources}
         return self._follow()
 
-    def set_found(self, source: EndpointSource, urls: Sequence[str]) -> list[str]:
+    def set_found(self, source: EndpointSource, urls: Sequence[str]) -> list[tuple[str, str]]:
         """The ready engines of ``source`` now (a discovery watch's news); returns the invalid
         ones (dropped). Ignored unless the published policy names the source."""
         if self.published is None or source not in self.published.sources:
@@ -140,10 +144,16 @@ class Fleet:
         self.found[source] = tuple(urls)
         return self._follow()
 
-    def _follow(self) -> list[str]:
+    def _follow(self) -> list[tuple[str, str]]:
         assert self.published is not None
         policy = self.published.with_found(self.found)
-        bad = [u for u in self._urls(policy) if not valid_endpoint(u)]
+        found = {u for urls in self.found.values() for u in urls}
+        bad: dict[str, str] = {}
+        for u in self._urls(policy):
+            if not valid_endpoint(u):
+                bad[u] = "invalid"
+            elif u not in found and not self.allow.allows(self._resolve(u)):
+                bad[u] = "not_allowed"  # checked where it would really connect
         policy = _mapped(policy, lambda u: None if u in bad else self._resolve(u))
         self.core.follow(policy)
         keep = set(self._urls(policy))
@@ -156,7 +166,7 @@ class Fleet:
         self.decode = [self.engines[u] for u in policy.decode_endpoints]
         self.policy = policy
         self.sync_health()
-        return bad
+        return list(bad.items())
 
     @staticmethod
     def _urls(policy: RoutingPolicy) -> list[str]:

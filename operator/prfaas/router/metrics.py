@@ -64,6 +64,11 @@ class RouterMetrics:
                                    ["pool", "result"], registry=r)  # fmt: skip
         self.errors = Counter("prfaas_router_errors", "requests answered with an error",
                               ["code"], registry=r)  # fmt: skip
+        self.in_flight = Gauge("prfaas_router_requests_in_flight", "client requests in flight "
+                               "here (at most --max-concurrency)", registry=r)  # fmt: skip
+        self.refused = Gauge("prfaas_router_endpoints_refused", "endpoints of the policy "
+                             "dropped, by reason (invalid: not an http(s) URL; not_allowed: "
+                             "outside --allow-endpoint)", ["reason"], registry=r)  # fmt: skip
         self.approximate = Counter("prfaas_router_approximate_token_counts", "text prompts "
                                    "counted without a tokenizer", registry=r)  # fmt: skip
         self.engine_waiting = Gauge("prfaas_router_engine_waiting", "scraped queue depth",

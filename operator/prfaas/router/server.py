@@ -40,8 +40,10 @@ import orjson
 from aiohttp import web
 
 from prfaas.router import telemetry
+from prfaas.router.auth import ApiKeys
 from prfaas.router.deadline import Deadline, PhaseBudget, PhaseTimeoutError
 from prfaas.router.fleet import Engine, Fleet
+from prfaas.router.limits import Gate, Limits, json_depth
 from prfaas.router.metrics import RouterMetrics
 from prfaas.routing.decide import Decision, Target
 from prfaas.routing.policy import RoutingPolicy
@@ -49,6 +51,7 @@ from prfaas.routing.tokens import PromptTokens
 from prfaas.serving import openai
 from prfaas.serving.http import (
     JSON,
+    Handler,
     add_openai_routes,
     error_response,
     json_response,
@@ -75,6 +78,8 @@ class RouterConfig:
     link_retry_s: float = 1.0  # between probes of a failed link
     probe_timeout_s: float = 5.0
     budget: PhaseBudget | None = None  # phase bounds; None: only the upstream timeouts
+    limits: Limits = field(default_factory=Limits)
+    api_keys: ApiKeys | None = None  # None: the OpenAI routes are open
 
 
 @dataclass(slots=True)
@@ -147,13 +152,17 @@ class RouterServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._model: str | None = None  # the last model a client named
         self._probes = 0
+        self.gate = Gate(cfg.limits.max_concurrency)
 
     # -- policy ------------------------------------------------------------------------------
     def set_policy(self, policy: RoutingPolicy) -> None:
         old = self.fleet.policy
         bad = self.fleet.apply(policy)
-        for url in bad:
-            log.error("policy v%d: ignoring endpoint %r (not an http(s) URL)", policy.version, url)
+        for url, why in bad:
+            reason = "not an http(s) URL" if why == "invalid" else "not in --allow-endpoint"
+            log.error("policy v%d: ignoring endpoint %r (%s)", policy.version, url, reason)
+        for why in ("invalid", "not_allowed"):
+            self.metrics.refused.labels(why).set(sum(1 for _, w in bad if w == why))
         if old is None or old.version != policy.version:
             log.info(
                 "policy v%d: threshold %s, %d local prefill, %d decode, pools %s",
@@ -167,17 +176,59 @@ class RouterServer:
 
     # -- app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.max_body_bytes)
+        """The client-facing app: the OpenAI routes and the decision API (behind the API keys
+        and the concurrency gate), health and metrics. No engine URL is ever in an answer."""
+        app = web.Application(client_max_size=self.cfg.max_body_bytes, middlewares=[self._guard])
         add_openai_routes(app, self._serve)
         app.router.add_post("/v1/route", self._route)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
-        app.router.add_get("/policy", self._policy)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
+
+    def admin_app(self) -> web.Application:
+        """The admin app (``--admin-port``, bound to loopback by default): ``/policy`` and a
+        decision API that names the engines (for a gateway sidecar that proxies itself)."""
+        app = web.Application(client_max_size=self.cfg.max_body_bytes)
+        app.router.add_get("/policy", self._policy)
+        app.router.add_post("/v1/route", self._route_admin)
+        app.router.add_get("/healthz", self._healthz)
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """API keys and the concurrency cap on ``/v1/*``; any failure a client input could
+        still cause becomes an OpenAI-style 500, counted, never a traceback to the client."""
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        keys = self.cfg.api_keys
+        if keys is not None and not keys.allows(request.headers.get("Authorization")):
+            return self._error(RequestError(401, "missing or invalid API key (Authorization: "
+                                            "Bearer <key>)", "invalid_api_key"))  # fmt: skip
+        if request.path == "/v1/models":
+            return await handler(request)
+        if not self.gate.enter():
+            return self._error(RequestError(
+                429, f"over {self.gate.limit} requests in flight here; retry later",
+                "too_many_requests", {"Retry-After": str(self.cfg.limits.retry_after_s)},
+            ))  # fmt: skip
+        self.metrics.in_flight.set(self.gate.active)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # unknown path or method: the same error shape
+            if exc.status < 400:
+                raise
+            code = exc.reason.lower().replace(" ", "_")
+            return self._error(RequestError(exc.status, exc.reason, code))
+        except Exception:  # a bug, not the client's fault: logged here, a clean 500 there
+            log.exception("unexpected error on %s", request.path)
+            return self._error(RequestError(500, "internal error", "internal_error"))
+        finally:
+            self.gate.leave()
+            self.metrics.in_flight.set(self.gate.active)
 
     async def _start(self, _: web.Application) -> None:
         timeout = aiohttp.ClientTimeout(
@@ -211,9 +262,26 @@ class RouterServer:
             await self.session.close()
 
     # -- request parsing ---------------------------------------------------------------------
+    async def _read(self, request: web.Request) -> Any:
+        lim = self.cfg.limits
+        body = await read_json(request, lim.body_timeout_s)
+        raw = await request.read()  # cached: counting brackets in C spares most bodies the walk
+        deep = raw.count(b"[") + raw.count(b"{") > lim.max_json_depth
+        if deep and json_depth(body, lim.max_json_depth) > lim.max_json_depth:
+            raise RequestError(400, f"request body nested deeper than {lim.max_json_depth} "
+                               "levels", "json_too_deep")  # fmt: skip
+        return body
+
+    def _check(self, prompt: Prompt) -> None:
+        limit = self.cfg.limits.max_tokens
+        if prompt.max_tokens > limit:
+            raise RequestError(400, f"max_tokens {prompt.max_tokens} is over this router's "
+                               f"limit of {limit}", "max_tokens_too_large")  # fmt: skip
+
     async def _parse(self, request: web.Request, kind: Kind) -> tuple[dict[str, Any], Prompt]:
-        body = await read_json(request)
+        body = await self._read(request)
         prompt = openai.parse(kind, body)
+        self._check(prompt)
         if self.cfg.models and prompt.model is not None and prompt.model not in self.cfg.models:
             raise RequestError(
                 404, f"model {prompt.model!r} not served here (have: "
@@ -224,8 +292,13 @@ class RouterServer:
         return body, prompt
 
     async def _decide(self, prompt: Prompt) -> tuple[PromptTokens, Decision]:
+        """Count, look up and decide; 400 for a prompt over ``--max-prompt-tokens``."""
         t0 = time.perf_counter()
         pt = await self.counter.count_async(prompt)
+        limit = self.cfg.limits.max_prompt_tokens
+        if pt.length > limit:
+            raise RequestError(400, f"prompt of {pt.length} tokens is over this router's "
+                               f"limit of {limit}", "prompt_too_long")  # fmt: skip
         d = self.fleet.core.route(pt.length, pt.hashes)
         self.metrics.decide_seconds.observe(time.perf_counter() - t0)
         if not pt.exact:
@@ -234,22 +307,33 @@ class RouterServer:
 
     # -- decision-only API -------------------------------------------------------------------
     async def _route(self, request: web.Request) -> web.Response:
+        return await self._route_answer(request, urls=False)
+
+    async def _route_admin(self, request: web.Request) -> web.Response:
+        return await self._route_answer(request, urls=True)
+
+    async def _route_answer(self, request: web.Request, urls: bool) -> web.Response:
+        """The decision for a request; the engines' URLs only on the admin port (``urls``)."""
         try:
-            raw = await read_json(request)
+            raw = await self._read(request)
             kind: Kind = "chat" if isinstance(raw, Mapping) and "messages" in raw else "completions"
             prompt = openai.parse(kind, raw)
+            self._check(prompt)
             if self.fleet.policy is None:
                 raise RequestError(503, "no routing policy yet", "no_policy")
+            pt, d = await self._decide(prompt)
         except RequestError as exc:
             return self._error(exc)
-        pt, d = await self._decide(prompt)
-        decode = self.fleet.pick_decode()
         target = _target_name(d)
         self.metrics.decisions.labels(target, d.reason.value).inc()
+        where: dict[str, str | None] = {}
+        if urls:
+            decode = self.fleet.pick_decode()
+            where["prefill"] = None if d.target == Target.REJECT else self.fleet.prefill_url(d)
+            where["decode"] = None if decode is None else decode.url
         return json_response(
             {
-                "prefill": None if d.target == Target.REJECT else self.fleet.prefill_url(d),
-                "decode": None if decode is None else decode.url,
+                **where,
                 "target": target,
                 "pool": self._pool_name(d),
                 "reason": d.reason.value,
@@ -272,11 +356,11 @@ class RouterServer:
         arrived = time.monotonic()
         try:
             body, prompt = await self._parse(request, kind)
+            pt, d = await self._decide(prompt)
         except RequestError as exc:
             return self._error(exc)
         if prompt.model is not None:
             self._model = prompt.model  # link probes name a model the engines serve
-        pt, d = await self._decide(prompt)
         rid = request.headers.get("X-Request-ID") or f"prfaas-{uuid.uuid4().hex}"
         try:
             return await self._pd(_Call(request, kind, body, prompt, pt, d, rid, arrived))
@@ -654,11 +738,27 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-async def run(server: RouterServer, host: str, port: int) -> None:
-    runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
+async def run(
+    server: RouterServer, host: str, port: int, admin: tuple[str, int] | None = None
+) -> None:
+    """Serve until cancelled; ``admin``: also the admin app on (host, port)."""
+    # keepalive_timeout also bounds a request head: aiohttp closes a connection that has not
+    # sent a whole head this long after connecting (or after its last answer)
+    runner = web.AppRunner(
+        server.app(),
+        access_log=None,
+        handler_cancellation=True,
+        keepalive_timeout=server.cfg.limits.idle_timeout_s,
+    )
+    runners = [runner]
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    if admin is not None:
+        runners.append(admin_runner := web.AppRunner(server.admin_app(), access_log=None))
+        await admin_runner.setup()
+        await web.TCPSite(admin_runner, *admin).start()
     try:
         await asyncio.Event().wait()
     finally:
-        await runner.cleanup()
+        for r in runners:
+            await r.cleanup()
