@@ -32,6 +32,8 @@ class EngineMetrics:
                               ).labels(model)  # fmt: skip
         self.requests = Counter("prfaas_engine_requests", "requests by phase run here",
                                 ["phase"], registry=r)  # fmt: skip
+        self.handoffs = Counter("prfaas_engine_handoffs", "KVCaches prefilled for a decode "
+                                "engine, by P/D protocol", ["protocol"], registry=r)  # fmt: skip
         self.kv_sent = Counter("prfaas_engine_kv_sent_bytes", "KV bytes served (scaled)",
                                registry=r)  # fmt: skip
         self.kv_received = Counter("prfaas_engine_kv_received_bytes",

@@ -298,6 +298,8 @@ class Engine:
             }
         else:
             key = f"room:{room}"
+            out["prfaas_kv_bytes"] = nominal  # SGLang routers ignore the body; ours meters it
+        self.metrics.handoffs.labels("vllm" if vllm else "sglang").inc()
         self.store.put(key, wire)
         return json_response(out)
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from prfaas.routing.config import ModeThresholds, RoutingConfig
 from prfaas.routing.decide import Decision, Target
-from prfaas.routing.policy import EndpointSource, RoutingPolicy
+from prfaas.routing.policy import EndpointSource, Handoff, RoutingPolicy
 from prfaas.routing.prefix import PrefixIndex
 from prfaas.routing.router import InFlight, Router
 from prfaas.routing.state import TargetState
@@ -171,6 +171,13 @@ class Fleet:
         if d.target == Target.POOL:
             return self.policy.pools[d.pool].endpoints[d.instance]
         return self.policy.prefill_endpoints[d.instance]
+
+    def handoff(self, d: Decision) -> Handoff:
+        """The P/D protocol of the group ``d`` prefills on."""
+        assert self.policy is not None
+        if d.target == Target.POOL:
+            return self.policy.pools[d.pool].handoff
+        return self.policy.prefill_handoff
 
     def in_flight(
         self, d: Decision, hashes: Sequence[int] = (), total_tokens: int = 0
