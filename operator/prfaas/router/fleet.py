@@ -53,6 +53,9 @@ class Engine:
     active: int = 0  # requests this router has in flight there
     others: float = 0.0  # requests other clients had there at the last scrape
     fails: int = 0  # scrapes failed in a row
+    kv_offered: float | None = None  # pool side of the link (``linkload``): last counter read
+    kv_new: float = 0.0  # offered since the scrape before
+    kv_pending: float | None = None  # offered, not sent yet; None: no reading this round
     waits: set[Callable[[], None]] = field(default_factory=set)  # expire() of waits on it
 
     def __enter__(self) -> Engine:
