@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
 from prfaas.commands.errors import CommandError
-from prfaas.commands.serving_args import add_logging, non_negative, port, positive, serve
+from prfaas.commands.serving_args import (
+    add_logging,
+    non_negative,
+    port,
+    positive,
+    serve,
+    workers,
+)
 
 
 def register(sub: Any) -> None:
@@ -103,6 +111,15 @@ def register(sub: Any) -> None:
         "(development, tests). Off: such names go to the system resolver",
     )
     p.add_argument(
+        "--workers",
+        type=workers,
+        default=1,
+        help="router processes sharing the port (SO_REUSEPORT), to use several cores; each "
+        "routes on its own, the link's load read from the pool side holds across them; "
+        "default %(default)s",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers
+    p.add_argument(
         "--static",
         action="store_true",
         help="the paper's static rule only (fixed t, no bandwidth-aware adaptation)",
@@ -112,6 +129,12 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.workers > 1 and not args.worker:
+        from prfaas.commands import logs
+        from prfaas.commands.workers import supervise
+
+        logs.configure(args.log_format, args.verbose)
+        return supervise(args.workers, sys.argv[1:])
     from prometheus_client import disable_created_metrics
 
     from prfaas.commands import logs
@@ -174,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             source = kube.run(apply)
         watcher = asyncio.ensure_future(source)
         try:
-            await run_router(server, args.host, args.port)
+            await run_router(server, args.host, args.port, reuse_port=args.worker)
         finally:
             watcher.cancel()
             discovery.stop()

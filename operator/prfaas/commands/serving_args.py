@@ -39,6 +39,12 @@ def non_negative(value: str) -> float:
     return x
 
 
+def workers(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(f"expected a number of processes 1-256, got {value!r}")
+    return int(value)
+
+
 def port(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise argparse.ArgumentTypeError(f"expected a port 1-65535, got {value!r}")

@@ -173,7 +173,7 @@ class RouterServer:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
+        app.router.add_get("/metrics", metrics_handler(self.metrics.exposed()))
         app.router.add_get("/policy", self._policy)
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
@@ -737,10 +737,11 @@ async def _cancelled(task: asyncio.Task[Any]) -> None:
         task.exception()  # retrieved: no "never retrieved" warning
 
 
-async def run(server: RouterServer, host: str, port: int) -> None:
+async def run(server: RouterServer, host: str, port: int, reuse_port: bool = False) -> None:
+    """Serve until cancelled; ``reuse_port``: one of several processes on the port."""
     runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     try:
         await asyncio.Event().wait()
     finally:
