@@ -111,6 +111,10 @@ The router's arguments (the `prfaas router` contract). Call with (dict "ctx" $ "
 - {{ .ctx.Values.router.port | quote }}
 - --model
 - {{ .ctx.Values.router.model | quote }}
+{{- if gt (int .ctx.Values.router.workers) 1 }}
+- --workers
+- {{ .ctx.Values.router.workers | quote }}
+{{- end }}
 {{- end }}
 
 {{/* scaleTargets grouped by apiGroup, as YAML {group: [resource/scale, ...]} (sorted, unique). */}}
