@@ -146,6 +146,9 @@ def test_both_groups_speak_sglang_and_place_by_threshold(cluster: Cluster) -> No
     assert handoffs(cluster.local, "vllm") == before[cluster.local.url][1]
     assert metric(cluster.link.url + "/metrics", "prfaas_link_bytes_total") > link_before
     assert metric(r + "/metrics", "prfaas_router_link_bytes_total", pool=POOL) > 0
+    running = json.loads(http_get(r + "/policy")[1])
+    assert running["prefillProtocol"] == "sglang" and running["pools"][0]["protocol"] == "sglang"
+    assert running["pools"][0]["linkLoadFrom"] == "pool"  # our engines report the link's load
 
 
 @pytest.mark.parametrize(

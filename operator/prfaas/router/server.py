@@ -690,7 +690,10 @@ class RouterServer:
         for route, ps in zip(p.pools, fleet.core.live.pools, strict=True):
             pools.append({
                 "name": route.name, "endpoints": list(route.endpoints),
+                "protocol": route.handoff.protocol,
                 "linkUp": ps.link.healthy, "linkUtilisation": ps.link.utilisation(),
+                "linkInFlightBytes": ps.link.in_flight(),
+                "linkLoadFrom": "router" if ps.link.reported is None else "pool",
                 "mode": ps.mode.name.lower(),
                 "thresholdTokens": None if p.threshold_tokens is None
                 else ps.threshold(p.threshold_tokens),
@@ -698,6 +701,7 @@ class RouterServer:
         return json_response({
             "version": p.version, "thresholdTokens": p.threshold_tokens, "pools": pools,
             "prefillEndpoints": list(p.prefill_endpoints),
+            "prefillProtocol": p.prefill_handoff.protocol,
             "decodeEndpoints": list(p.decode_endpoints),
             "engines": fleet.endpoint_states(),
         })  # fmt: skip
