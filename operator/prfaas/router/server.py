@@ -733,12 +733,13 @@ def _hdr(rid: str) -> dict[str, str]:
     return {"X-Request-ID": rid, "Content-Type": JSON}
 
 
-async def _cancelled(task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` and wait until it has ended (its connection closed)."""
+async def _cancelled(task: asyncio.Task[tuple[aiohttp.ClientResponse, bytes]]) -> None:
+    """Cancel a decode start and wait until it has ended; an answer it got already (its prefill
+    was given up as late, yet finished) is dropped, its connection closed."""
     task.cancel()
     await asyncio.wait([task])  # never raises: the task's outcome is not ours to see
-    if not task.cancelled():
-        task.exception()  # retrieved: no "never retrieved" warning
+    if not task.cancelled() and task.exception() is None:
+        task.result()[0].close()
 
 
 async def run(server: RouterServer, host: str, port: int, reuse_port: bool = False) -> None:
