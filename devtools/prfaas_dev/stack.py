@@ -14,7 +14,7 @@ Every process gets a free port, a log file and its own process group; ``Stack`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from prfaas_dev.http import http_get
@@ -115,19 +115,13 @@ class Stack(Group):
         pools: Sequence[tuple[str, Sequence[Engine], float]] = (),
         threshold_tokens: int | None = None,
         extra: Sequence[str] = (),
+        handoffs: Mapping[str, Mapping[str, object]] | None = None,
     ) -> Service:
         """``prfaas router`` on a policy file (``status.routingPolicy``): local PD-P ``prefills``,
-        PD-D ``decodes`` and PrefillPools ``(name, engines, link budget Gbps)``."""
-        policy = {
-            "version": 1,
-            "thresholdTokens": threshold_tokens,
-            "prefillPools": [
-                {"name": n, "endpoints": [e.url for e in es], "linkBudgetGbps": gbps}
-                for n, es, gbps in pools
-            ],
-            "prefillEndpoints": [e.url for e in prefills],
-            "decodeEndpoints": [e.url for e in decodes],
-        }
+        PD-D ``decodes`` and PrefillPools ``(name, engines, link budget Gbps)``; ``handoffs``:
+        a group's P/D protocol (``{"protocol": "sglang", "bootstrapPort": n}``) by pool name,
+        ``"local"`` for the local prefill group."""
+        policy = router_policy(prefills, decodes, pools, threshold_tokens, handoffs)
         policy_file = self.log_dir / f"{self.unique_name('prfaas-router')}.policy.json"
         policy_file.write_text(json.dumps(policy, indent=2))
         return self.router(["--policy-file", str(policy_file), "--log-format", "plain", *extra])
@@ -201,3 +195,31 @@ class Stack(Group):
 
         proc.wait_ready(ready, 60)
         return Service("vllm-router", url, port, f"http://{HOST}:{prom}/metrics", proc)
+
+
+def router_policy(
+    prefills: Sequence[Engine],
+    decodes: Sequence[Engine],
+    pools: Sequence[tuple[str, Sequence[Engine], float]] = (),
+    threshold_tokens: int | None = None,
+    handoffs: Mapping[str, Mapping[str, object]] | None = None,
+) -> dict[str, object]:
+    """A ``status.routingPolicy`` for these engines (see ``Stack.prfaas_router``)."""
+    handoffs = handoffs or {}
+    routes: list[dict[str, object]] = []
+    for name, engines, gbps in pools:
+        route: dict[str, object] = {"name": name, "endpoints": [e.url for e in engines]}
+        route["linkBudgetGbps"] = gbps
+        if name in handoffs:
+            route["handoff"] = dict(handoffs[name])
+        routes.append(route)
+    policy: dict[str, object] = {
+        "version": 1,
+        "thresholdTokens": threshold_tokens,
+        "prefillPools": routes,
+        "prefillEndpoints": [e.url for e in prefills],
+        "decodeEndpoints": [e.url for e in decodes],
+    }
+    if "local" in handoffs:
+        policy["prefillHandoff"] = dict(handoffs["local"])
+    return policy

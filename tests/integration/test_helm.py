@@ -590,6 +590,7 @@ def _knobs(extra: dict[str, Any] | None = None) -> list[str]:
         tokenizer={"configMap": "tokenizers", "key": "kimi.json"},
         podDisruptionBudget={"enabled": True, "minAvailable": 1},
         autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 5},
+        workers=4,
         **(extra or {}),
     )
     return [a for k, v in values.items() for a in ("--set-json", f"{k}={json.dumps(v)}")]
@@ -626,6 +627,7 @@ def test_every_knob_reaches_the_pods(helm_env: dict[str, str]) -> None:
         "spec"
     ]["volumes"]
     assert rc["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert rc["args"][rc["args"].index("--workers") + 1] == "4"
     (pdb,) = by_kind["PodDisruptionBudget"]
     (hpa,) = by_kind["HorizontalPodAutoscaler"]
     assert pdb["spec"]["minAvailable"] == 1
@@ -660,6 +662,7 @@ def test_openshift_can_drop_the_fixed_uid(helm_env: dict[str, str]) -> None:
         (["--set", "router.tokenizer.bogus=1"], "additional properties 'bogus'"),
         (["--set", "serviceMonitor.honorLabels=maybe"], "at '/serviceMonitor/honorLabels'"),
         (["--set", "operator.extraArgs=--x"], "at '/operator/extraArgs'"),
+        (["--set", "router.workers=0"], "at '/router/workers'"),
     ],
 )
 def test_the_new_knobs_reject_bad_values(

@@ -374,3 +374,29 @@ def test_a_namespace_the_cr_may_not_name_gets_no_discovery() -> None:
     )
     assert policy is not None and policy.decode_discovery is None
     assert policy.prefill_discovery is not None
+
+
+def test_each_groups_pd_protocol_is_published_for_the_router() -> None:
+    """Default vLLM: absent (policies of clusters that declare none stay as they were); SGLang
+    on the pool and the local group: published, and the router reads it back."""
+    from prfaas.api.common import Handoff
+    from prfaas.routing.policy import RoutingPolicy
+
+    plain = decided(observation()).outcome().status.routing_policy
+    assert plain is not None and plain.prefill_handoff is None
+    assert plain.prefill_pools[0].handoff is None
+    obs = observation()
+    assert obs.pool is not None and obs.pool.spec is not None
+    sglang = Handoff(protocol="sglang", bootstrap_port=9001)
+    prefill = obs.spec.prefill.model_copy(update={"handoff": sglang})
+    pool = obs.pool.spec.model_copy(update={"handoff": Handoff(protocol="sglang")})
+    obs = replace(
+        obs,
+        spec=obs.spec.model_copy(update={"prefill": prefill}),
+        pool=replace(obs.pool, spec=pool),
+    )
+    policy = decided(obs).outcome().status.routing_policy
+    assert policy is not None
+    read = RoutingPolicy.from_status(policy.model_dump(mode="json", by_alias=True))
+    assert (read.prefill_handoff.protocol, read.prefill_handoff.bootstrap_port) == ("sglang", 9001)
+    assert read.pools[0].handoff.sglang and read.pools[0].handoff.bootstrap_port == 8998

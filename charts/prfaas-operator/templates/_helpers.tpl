@@ -137,6 +137,10 @@ The router's arguments (the `prfaas router` contract). Call with (dict "ctx" $ "
 - --admin-port
 - {{ .ctx.Values.router.adminPort | quote }}
 {{- end }}
+{{- if gt (int .ctx.Values.router.workers) 1 }}
+- --workers
+- {{ .ctx.Values.router.workers | quote }}
+{{- end }}
 {{- end }}
 
 {{/* scaleTargets grouped by apiGroup, as YAML {group: [resource/scale, ...]} (sorted, unique). */}}

@@ -10,6 +10,7 @@ from prfaas import metric_names as names
 from prfaas.api.common import (
     Conditions,
     Endpoints,
+    Handoff,
     Name,
     Placement,
     ReplicaBounds,
@@ -32,6 +33,12 @@ class Stage(Spec):
     scale_target_ref: ScaleTargetRef
     replicas: ReplicaBounds
     endpoints: Endpoints = Endpoints()
+
+
+class PrefillStage(Stage):
+    """The local prefill group (PD-P), and the P/D protocol its engines speak."""
+
+    handoff: Handoff = Handoff()
 
 
 class PoolLink(Spec):
@@ -155,7 +162,7 @@ class PDClusterSpec(Spec):
     """One local instance: prefill latency by length, and decode (BS_max, T_decode)."""
     instances: Annotated[int, Field(ge=2, le=10_000)]
     """N_p + N_d: the machines of this cluster, split between prefill and decode."""
-    prefill: Stage
+    prefill: PrefillStage
     decode: Stage
     placement: Placement = Placement()
     """Where the prefill and decode targets live (this cluster, or a member cluster)."""
@@ -228,6 +235,8 @@ class PoolRoute(Spec):
     name: Name
     endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
     link_budget_gbps: float = Field(ge=0)
+    handoff: Handoff | None = None
+    """The pool's P/D protocol; absent: vllm."""
 
 
 class EndpointDiscovery(Spec):
@@ -253,6 +262,8 @@ class RoutingPolicyStatus(Spec):
     decode_endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
     prefill_discovery: EndpointDiscovery | None = None
     decode_discovery: EndpointDiscovery | None = None
+    prefill_handoff: Handoff | None = None
+    """The local prefill group's P/D protocol; absent: vllm."""
 
 
 class PendingThresholdStatus(Spec):

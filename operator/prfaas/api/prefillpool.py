@@ -9,6 +9,7 @@ from pydantic import Field
 from prfaas.api.common import (
     Conditions,
     Endpoints,
+    Handoff,
     Placement,
     ReplicaBounds,
     ScaleTargetRef,
@@ -32,6 +33,8 @@ class PrefillPoolSpec(Spec):
     scale_target_ref: ScaleTargetRef
     placement: Placement = Placement()
     endpoints: Endpoints = Endpoints()
+    handoff: Handoff = Handoff()
+    """The P/D protocol the pool's engines speak (``vllm`` or ``sglang``)."""
     egress: Egress | None = None
 
     @rule("self.replicas.max >= 1", "replicas.max must allow at least one instance")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from prfaas.commands.serving_args import (
     positive,
     positive_int,
     serve,
+    workers,
 )
 
 
@@ -181,6 +183,15 @@ def register(sub: Any) -> None:
         "default %(default)s",
     )
     p.add_argument(
+        "--workers",
+        type=workers,
+        default=1,
+        help="router processes sharing the port (SO_REUSEPORT), to use several cores; each "
+        "routes on its own, the link's load read from the pool side holds across them; "
+        "default %(default)s",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers
+    p.add_argument(
         "--static",
         action="store_true",
         help="the paper's static rule only (fixed t, no bandwidth-aware adaptation)",
@@ -190,6 +201,12 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.workers > 1 and not args.worker:
+        from prfaas.commands import logs
+        from prfaas.commands.workers import supervise
+
+        logs.configure(args.log_format, args.verbose)
+        return supervise(args.workers, sys.argv[1:])
     from prometheus_client import disable_created_metrics
 
     from prfaas.commands import logs
@@ -272,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
         watcher = asyncio.ensure_future(source)
         try:
             admin = None if args.admin_port is None else (args.admin_host, args.admin_port)
-            await run_router(server, args.host, args.port, admin)
+            await run_router(server, args.host, args.port, admin, reuse_port=args.worker)
         finally:
             watcher.cancel()
             discovery.stop()

@@ -45,6 +45,12 @@ def positive_int(value: str) -> int:
     return int(value)
 
 
+def workers(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        raise argparse.ArgumentTypeError(f"expected a number of processes 1-256, got {value!r}")
+    return int(value)
+
+
 def port(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise argparse.ArgumentTypeError(f"expected a port 1-65535, got {value!r}")

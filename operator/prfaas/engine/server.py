@@ -41,6 +41,7 @@ from prfaas.serving.tokenizer import Counter
 
 Role = Literal["prefill", "decode", "both"]
 log = logging.getLogger("prfaas.engine")
+_OFFER_S = 10.0  # a KVCache not pulled within this is orphaned (a failed pair): off the link
 
 
 def token_text(k: int) -> str:
@@ -80,6 +81,10 @@ class Engine:
         self.store = KVStore()
         self.kv_server = KVServer(self.store, cfg.kv_timeout_s, self.metrics.kv_sent.inc)
         self.kv_peers = KVPeers(cfg.kv_peers)
+        scale = self.t.kv_byte_scale
+        self.metrics.kv_pending.set_function(
+            lambda: (self.store.offered(_OFFER_S) + self.kv_server.sending) / scale
+        )
         self.prefill_lock = asyncio.Lock()
         self.decode_slots = asyncio.Semaphore(self.t.max_batch)
         self.queued_tokens = 0
@@ -298,6 +303,10 @@ class Engine:
             }
         else:
             key = f"room:{room}"
+            out["prfaas_kv_bytes"] = nominal  # SGLang routers ignore the body; ours meters it
+        self.metrics.handoffs.labels("vllm" if vllm else "sglang").inc()
+        if wire:
+            self.metrics.kv_offered.inc(nominal)
         self.store.put(key, wire)
         return json_response(out)
 

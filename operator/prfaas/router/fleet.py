@@ -27,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from prfaas.router.allow import Allowlist
 from prfaas.routing.config import ModeThresholds, RoutingConfig
 from prfaas.routing.decide import Decision, Target
-from prfaas.routing.policy import EndpointSource, RoutingPolicy
+from prfaas.routing.policy import EndpointSource, Handoff, RoutingPolicy
 from prfaas.routing.prefix import PrefixIndex
 from prfaas.routing.router import InFlight, Router
 from prfaas.routing.state import TargetState
@@ -54,6 +54,9 @@ class Engine:
     active: int = 0  # requests this router has in flight there
     others: float = 0.0  # requests other clients had there at the last scrape
     fails: int = 0  # scrapes failed in a row
+    kv_offered: float | None = None  # pool side of the link (``linkload``): last counter read
+    kv_new: float = 0.0  # offered since the scrape before
+    kv_pending: float | None = None  # offered, not sent yet; None: no reading this round
     waits: set[Callable[[], None]] = field(default_factory=set)  # expire() of waits on it
 
     def __enter__(self) -> Engine:
@@ -181,6 +184,13 @@ class Fleet:
         if d.target == Target.POOL:
             return self.policy.pools[d.pool].endpoints[d.instance]
         return self.policy.prefill_endpoints[d.instance]
+
+    def handoff(self, d: Decision) -> Handoff:
+        """The P/D protocol of the group ``d`` prefills on."""
+        assert self.policy is not None
+        if d.target == Target.POOL:
+            return self.policy.pools[d.pool].handoff
+        return self.policy.prefill_handoff
 
     def in_flight(
         self, d: Decision, hashes: Sequence[int] = (), total_tokens: int = 0

@@ -3,7 +3,11 @@ Prometheus queries read the metrics named in ``prfaas.metric_names``; dashboards
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from collections.abc import Sequence
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from prfaas import metric_names as names
 from prfaas.model.workload import LENGTH_BUCKETS
@@ -13,7 +17,34 @@ _DECIDE = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.02)
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+# how ``--workers`` processes' values of a gauge combine (prometheus_client multiprocess mode):
+# in-flight counts add up, health is the worst, load and utilisation the highest
+_Mode = Literal["livemax", "livemin", "livesum", "livemostrecent"]
+_MODES: dict[str, _Mode] = {
+    "prfaas_router_link_utilisation_ratio": "livemax",
+    "prfaas_router_link_in_flight_bytes": "livemax",
+    "prfaas_router_link_up": "livemin",
+    "prfaas_router_bandwidth_abundant": "livemin",
+    "prfaas_router_threshold_tokens": "livemax",
+    "prfaas_router_policy_threshold_tokens": "livemostrecent",
+    "prfaas_router_policy_version": "livemax",
+    "prfaas_router_engine_waiting": "livemax",
+    "prfaas_router_engine_up": "livemin",
+    "prfaas_router_engine_in_flight": "livesum",
+    "prfaas_router_engine_draining": "livemax",
+}
+
+
+def _gauge(
+    name: str, doc: str, labels: Sequence[str] = (), registry: CollectorRegistry | None = None
+) -> Gauge:
+    return Gauge(name, doc, labels, registry=registry, multiprocess_mode=_MODES[name])
+
+
 class RouterMetrics:
+    """The router's metrics; under ``--workers`` (prometheus_client's multiprocess mode) every
+    worker's values, combined per gauge as ``_MODES`` says."""
+
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(names.ROUTER_REQUESTS, "routed requests by prefill target "
@@ -27,19 +58,19 @@ class RouterMetrics:
                                 buckets=(16, 64, 256, 1024, 4096, 16384), registry=r)  # fmt: skip
         self.link_bytes = Counter(names.ROUTER_LINK_BYTES, "nominal KV bytes this router sent "
                                   "over each pool's link", ["pool"], registry=r)  # fmt: skip
-        self.link_utilisation = Gauge("prfaas_router_link_utilisation_ratio", "recent egress "
+        self.link_utilisation = _gauge("prfaas_router_link_utilisation_ratio", "recent egress "
                                       "/ usable bandwidth", ["pool"], registry=r)  # fmt: skip
-        self.link_in_flight = Gauge("prfaas_router_link_in_flight_bytes", "nominal KV bytes sent "
+        self.link_in_flight = _gauge("prfaas_router_link_in_flight_bytes", "nominal KV bytes sent "
                                     "and not yet at decode", ["pool"], registry=r)  # fmt: skip
-        self.link_up = Gauge("prfaas_router_link_up", "1 unless KV transfers over the link "
+        self.link_up = _gauge("prfaas_router_link_up", "1 unless KV transfers over the link "
                              "failed recently", ["pool"], registry=r)  # fmt: skip
-        self.mode = Gauge("prfaas_router_bandwidth_abundant", "1 abundant, 0 scarce (§3.4.3)",
+        self.mode = _gauge("prfaas_router_bandwidth_abundant", "1 abundant, 0 scarce (§3.4.3)",
                           ["pool"], registry=r)  # fmt: skip
-        self.threshold = Gauge("prfaas_router_threshold_tokens", "effective threshold t_eff",
+        self.threshold = _gauge("prfaas_router_threshold_tokens", "effective threshold t_eff",
                                ["pool"], registry=r)  # fmt: skip
-        self.policy_threshold = Gauge("prfaas_router_policy_threshold_tokens", "published t "
+        self.policy_threshold = _gauge("prfaas_router_policy_threshold_tokens", "published t "
                                       "(-1: never offload)", registry=r)  # fmt: skip
-        self.policy_version = Gauge("prfaas_router_policy_version", "version of the policy "
+        self.policy_version = _gauge("prfaas_router_policy_version", "version of the policy "
                                     "running", registry=r)  # fmt: skip
         self.ttft = Histogram("prfaas_router_ttft_seconds", "arrival to first byte of the "
                               "answer", buckets=_LATENCY, registry=r)  # fmt: skip
@@ -71,13 +102,21 @@ class RouterMetrics:
                              "outside --allow-endpoint)", ["reason"], registry=r)  # fmt: skip
         self.approximate = Counter("prfaas_router_approximate_token_counts", "text prompts "
                                    "counted without a tokenizer", registry=r)  # fmt: skip
-        self.engine_waiting = Gauge("prfaas_router_engine_waiting", "scraped queue depth",
+        self.engine_waiting = _gauge("prfaas_router_engine_waiting", "scraped queue depth",
                                     ["endpoint"], registry=r)  # fmt: skip
-        self.engine_up = Gauge("prfaas_router_engine_up", "1 if the last scrape succeeded",
+        self.engine_up = _gauge("prfaas_router_engine_up", "1 if the last scrape succeeded",
                                ["endpoint"], registry=r)  # fmt: skip
-        self.engine_in_flight = Gauge("prfaas_router_engine_in_flight", "requests this router "
+        self.engine_in_flight = _gauge("prfaas_router_engine_in_flight", "requests this router "
                                       "has in flight there", ["endpoint"], registry=r)  # fmt: skip
-        self.engine_draining = Gauge("prfaas_router_engine_draining", "1 while an engine that "
+        self.engine_draining = _gauge("prfaas_router_engine_draining", "1 while an engine that "
                                      "left the policy finishes its requests", ["endpoint"],
                                      registry=r)  # fmt: skip
         self.endpoints: set[str] = set()  # the endpoint label values exported now
+
+    def exposed(self) -> CollectorRegistry:
+        """What ``/metrics`` shows: this process's registry, or all workers' together."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self.registry
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return merged

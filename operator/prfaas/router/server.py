@@ -39,14 +39,14 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from prfaas.router import telemetry
+from prfaas.router import handoff, telemetry
 from prfaas.router.auth import ApiKeys
 from prfaas.router.deadline import Deadline, PhaseBudget, PhaseTimeoutError
 from prfaas.router.fleet import Engine, Fleet
 from prfaas.router.limits import Gate, Limits, json_depth
 from prfaas.router.metrics import RouterMetrics
 from prfaas.routing.decide import Decision, Target
-from prfaas.routing.policy import RoutingPolicy
+from prfaas.routing.policy import Handoff, RoutingPolicy
 from prfaas.routing.tokens import PromptTokens
 from prfaas.serving import openai
 from prfaas.serving.http import (
@@ -184,7 +184,7 @@ class RouterServer:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
+        app.router.add_get("/metrics", metrics_handler(self.metrics.exposed()))
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
@@ -375,14 +375,73 @@ class RouterServer:
             if not self.fleet.has_decode():
                 raise RequestError(503, "no healthy decode instance", "no_decode")
             call.prefills += 1
-            source = self.fleet.engines[self.fleet.prefill_url(d)]
-            kvp = await self._prefill_phase(call)
-            if kvp is None:
+            url = self.fleet.prefill_url(d)
+            source = self.fleet.engines[url]
+            pairing = handoff.pairing(url, self.fleet.handoff(d))
+            if pairing is not None:  # SGLang: prefill and decode at once
+                out = await self._paired(call, source, pairing)
+            elif (kvp := await self._prefill_phase(call)) is not None:
+                out = await self._decode_phase(call, kvp, source)
+            else:
                 continue  # failed: re-routed
-            out = await self._decode_phase(call, kvp, source)
             if out is not None:
                 return out  # else the KVCache was lost: prefill again, locally
         raise RequestError(502, "no prefill target left after failures", "prefill_failed")
+
+    async def _paired(
+        self, call: _Call, source: Engine, pairing: dict[str, Any]
+    ) -> web.StreamResponse | None:
+        """SGLang's hand-off: the request to prefill and to a decode engine at once, paired by
+        ``bootstrap_room``. Prefill failed or late: the decode is cancelled and the call re-routed
+        (as under vLLM); a decode that cannot start: the pair again on another decode engine
+        (its KVCache waits under a room nobody pulls, and expires); None: try again."""
+        decode = self.fleet.pick_decode(call.avoid)
+        if decode is None:
+            raise RequestError(503, "no healthy decode instance", "no_decode")
+        call.decodes += 1
+        with decode:
+            fields = handoff.decode_fields({}, pairing)
+            started = asyncio.create_task(self._decode_start(call, decode, fields, source, True))
+            try:
+                answer = await self._prefill_phase(call, pairing)
+            except BaseException:  # the request's own fault (4xx), or the client went away
+                await _cancelled(started)
+                raise
+            if answer is None:
+                await _cancelled(started)
+                return None
+            return await self._decoded(call, decode, started, handoff.kv_bytes(answer))
+
+    async def _decoded(
+        self,
+        call: _Call,
+        decode: Engine,
+        started: asyncio.Task[tuple[aiohttp.ClientResponse, bytes]],
+        nominal: int,
+    ) -> web.StreamResponse | None:
+        """The decode half of an SGLang pair, once prefill answered: its KVCache on the link
+        until the first byte, then relayed."""
+        d = call.decision
+        if d.target == Target.POOL:
+            self.metrics.link_bytes.labels(self._pool_name(d)).inc(nominal)
+        try:
+            with self.fleet.core.kv_in_flight(d, nominal):
+                resp, first = await started
+        except _UpstreamError as exc:
+            if not (exc.kv or exc.late):
+                call.avoid.append(decode.url)
+                self.metrics.decode_retries.inc()
+                log.warning("%s: decode failed before the answer (%s); the pair again",
+                            call.rid, exc)  # fmt: skip
+                if call.decodes >= _MAX_DECODES:
+                    raise RequestError(502, f"decode failed on {call.decodes} engines",
+                                       "decode_failed") from None  # fmt: skip
+                call.prefills -= 1  # the prefill did not fail: not one of its attempts
+                return None
+            self._kv_lost(call, exc)
+            return None
+        self._count(call)
+        return await self._relay(call, resp, first)
 
     def _reroute(self, call: _Call, cause: str, local: bool = False) -> None:
         """A new decision after a failure; ``local``: fail open to a PD-P instance."""
@@ -392,21 +451,20 @@ class RouterServer:
             core.route_local(pt.length, pt.hashes) if local else core.route(pt.length, pt.hashes)
         )
 
-    async def _prefill_phase(self, call: _Call) -> dict[str, Any] | None:
-        """Phase 1 on the decided target: its ``kv_transfer_params``, or None when it failed
-        (the engine is marked unhealthy until it answers a scrape) and the call was re-routed."""
+    async def _prefill_phase(
+        self, call: _Call, pairing: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Prefill on the decided target: what its answer gives decode (``handoff``), or None
+        when it failed (the engine is marked unhealthy until it answers a scrape) and the call
+        was re-routed."""
         d, pt = call.decision, call.tokens
         url = self.fleet.prefill_url(d)
         pool = d.target == Target.POOL
-        engine = self.fleet.engines[url]
-        budget = math.inf
-        if self.cfg.budget is not None:
-            ahead = self._instance_load(d)
-            budget = self.cfg.budget.prefill_s(pool, d.uncached_tokens, ahead, engine.active)
+        budget = self._prefill_budget(d, self.fleet.engines[url])
         t0 = time.monotonic()
         try:
             with self.fleet.in_flight(d, pt.hashes, pt.length):  # the core's load + the engine's
-                kvp = await self._prefill(url, call, budget)
+                kvp = await self._prefill(url, call, budget, pairing)
         except _UpstreamError as exc:
             self.fleet.engine_failed(url)
             if exc.late:
@@ -418,18 +476,23 @@ class RouterServer:
         self.metrics.phase.labels("prefill").observe(time.monotonic() - t0)
         return kvp
 
+    def _prefill_budget(self, d: Decision, engine: Engine) -> float:
+        if self.cfg.budget is None:
+            return math.inf
+        pool, ahead = d.target == Target.POOL, self._instance_load(d)
+        return self.cfg.budget.prefill_s(pool, d.uncached_tokens, ahead, engine.active)
+
     def _instance_load(self, d: Decision) -> float:
         """Uncached tokens this router already has in flight on ``d``'s instance."""
         live = self.fleet.core.live
         target = live.pools[d.pool].target if d.target == Target.POOL else live.local
         return target.instances[d.instance].load
 
-    async def _prefill(self, url: str, call: _Call, budget: float) -> dict[str, Any]:
+    async def _prefill(
+        self, url: str, call: _Call, budget: float, pairing: dict[str, Any] | None
+    ) -> dict[str, Any]:
         assert self.session is not None
-        req = {k: v for k, v in call.body.items() if k != "stream_options"}
-        req.update(stream=False, max_tokens=1, kv_transfer_params={"do_remote_decode": True})
-        if "max_completion_tokens" in req:
-            req["max_completion_tokens"] = 1
+        req = handoff.prefill_body(call.body, pairing)
         engine = self.fleet.engines[url]
         try:
             with Deadline(budget) as dl, engine.watching(dl.expire):
@@ -444,8 +507,7 @@ class RouterServer:
             raise _UpstreamError(f"{url}: {exc}", late=True) from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise _UpstreamError(f"{url}: {exc or type(exc).__name__}") from None
-        kvp = out.get("kv_transfer_params") if isinstance(out, dict) else None
-        return kvp if isinstance(kvp, dict) else {}
+        return handoff.after_prefill(out, pairing)
 
     async def _decode_phase(
         self, call: _Call, kvp: dict[str, Any], source: Engine
@@ -454,7 +516,7 @@ class RouterServer:
         5xx, broken before anything reached the client) is replaced by another, with the same
         KVCache; None when the KVCache is lost or late (the call was re-routed to local)."""
         d = call.decision
-        nominal = _int(kvp.get("prfaas_kv_bytes"))
+        nominal = handoff.kv_bytes(kvp)
         call.kv_spent = False  # a fresh KVCache
         while call.decodes < _MAX_DECODES:
             decode = self.fleet.pick_decode(call.avoid)
@@ -466,7 +528,8 @@ class RouterServer:
             with decode:  # in flight there from the pick until the answer is relayed
                 try:
                     with self.fleet.core.kv_in_flight(d, nominal):
-                        resp, first = await self._decode_start(call, decode, kvp, source)
+                        fields = handoff.decode_fields(kvp, None)
+                        resp, first = await self._decode_start(call, decode, fields, source)
                 except _UpstreamError as exc:
                     if not (exc.kv or exc.late):
                         call.kv_spent = call.kv_spent or exc.reached
@@ -496,15 +559,22 @@ class RouterServer:
         self._reroute(call, cause, local=True)
 
     async def _decode_start(
-        self, call: _Call, decode: Engine, kvp: dict[str, Any], source: Engine
+        self,
+        call: _Call,
+        decode: Engine,
+        fields: dict[str, Any],
+        source: Engine,
+        with_prefill: bool = False,
     ) -> tuple[aiohttp.ClientResponse, bytes]:
-        """Send phase 2 and wait for the first byte of the answer (a stream's first chunk, a
-        JSON answer whole) within the budget; the wait ends early if either engine hangs."""
+        """Send decode its request (the client's body plus ``fields``) and wait for the first
+        byte of the answer (a stream's first chunk, a JSON answer whole) within the budget
+        (``with_prefill``: sent with the prefill, so its bound too); the wait ends early if
+        either engine hangs."""
         assert self.session is not None
-        req = dict(call.body)
-        if kvp:
-            req["kv_transfer_params"] = kvp
+        req = {**call.body, **fields}
         budget, slots = self._first_byte_budget(call)
+        if with_prefill and self.cfg.budget is not None:
+            budget += self._prefill_budget(call.decision, source)
         was = [False]
 
         def queued() -> bool:
@@ -631,17 +701,18 @@ class RouterServer:
         ever the probe."""
         fleet = self.fleet
         routes = fleet.policy.pools if fleet.policy is not None else ()
-        urls = next((p.endpoints for p in routes if p.name == name), ())
+        route = next((p for p in routes if p.name == name), None)
+        urls = route.endpoints if route is not None else ()
         engines = [fleet.engines[u] for u in urls if fleet.engines[u].healthy]
         decode = fleet.pick_decode()
-        if not engines or decode is None:
+        if route is None or not engines or decode is None:
             fleet.link_probed(name, False)  # nothing to probe with yet
             return
         engine = engines[self._probes % len(engines)]
         self._probes += 1
         try:
             async with asyncio.timeout(self.cfg.probe_timeout_s):
-                ok = await self._probe_once(engine.url, decode.url)
+                ok = await self._probe_once(engine.url, decode.url, route.handoff)
         except (aiohttp.ClientError, TimeoutError, ValueError):
             ok = False
         self.metrics.link_probes.labels(name, "ok" if ok else "failed").inc()
@@ -649,23 +720,31 @@ class RouterServer:
             log.info("link to pool %s carries KV again (probed via %s)", name, engine.url)
         fleet.link_probed(name, ok)
 
-    async def _probe_once(self, prefill: str, decode: str) -> bool:
+    async def _probe_once(self, prefill: str, decode: str, how: Handoff) -> bool:
         assert self.session is not None
         body: dict[str, Any] = {"prompt": [0], "max_tokens": 1, "stream": False}
         model = self.cfg.models[0] if self.cfg.models else self._model
         if model is not None:
             body["model"] = model
         path, hdr = _PATHS["completions"], _hdr(f"prfaas-probe-{uuid.uuid4().hex[:12]}")
-        phase1 = {**body, "kv_transfer_params": {"do_remote_decode": True}}
-        async with self.session.post(prefill + path, data=orjson.dumps(phase1), headers=hdr) as r:
-            out = orjson.loads(await r.read()) if r.status == 200 else None
-        kvp = out.get("kv_transfer_params") if isinstance(out, dict) else None
-        if not isinstance(kvp, dict) or not kvp:
+        pairing = handoff.pairing(prefill, how)
+
+        async def post(url: str, req: dict[str, Any]) -> tuple[int, Any]:
+            assert self.session is not None
+            async with self.session.post(url + path, data=orjson.dumps(req), headers=hdr) as r:
+                raw = await r.read()
+                return r.status, orjson.loads(raw) if r.status == 200 else None
+
+        if pairing is not None:  # SGLang: both at once; the KVCache crossed iff decode answers
+            phase1 = handoff.prefill_body(body, pairing)
+            both = await asyncio.gather(post(prefill, phase1), post(decode, {**body, **pairing}))
+            return all(status == 200 for status, _ in both)
+        status, out = await post(prefill, handoff.prefill_body(body, None))
+        kvp = handoff.after_prefill(out, None) if status == 200 else {}
+        if not kvp:
             return False
-        phase2 = {**body, "kv_transfer_params": kvp}
-        async with self.session.post(decode + path, data=orjson.dumps(phase2), headers=hdr) as r:
-            await r.read()
-            return r.status == 200
+        status, _ = await post(decode, {**body, **handoff.decode_fields(kvp, None)})
+        return status == 200
 
     # -- the rest ----------------------------------------------------------------------------
     def _error(self, exc: RequestError) -> web.Response:
@@ -695,7 +774,10 @@ class RouterServer:
         for route, ps in zip(p.pools, fleet.core.live.pools, strict=True):
             pools.append({
                 "name": route.name, "endpoints": list(route.endpoints),
+                "protocol": route.handoff.protocol,
                 "linkUp": ps.link.healthy, "linkUtilisation": ps.link.utilisation(),
+                "linkInFlightBytes": ps.link.in_flight(),
+                "linkLoadFrom": "router" if ps.link.reported is None else "pool",
                 "mode": ps.mode.name.lower(),
                 "thresholdTokens": None if p.threshold_tokens is None
                 else ps.threshold(p.threshold_tokens),
@@ -703,6 +785,7 @@ class RouterServer:
         return json_response({
             "version": p.version, "thresholdTokens": p.threshold_tokens, "pools": pools,
             "prefillEndpoints": list(p.prefill_endpoints),
+            "prefillProtocol": p.prefill_handoff.protocol,
             "decodeEndpoints": list(p.decode_endpoints),
             "engines": fleet.endpoint_states(),
         })  # fmt: skip
@@ -734,14 +817,24 @@ def _hdr(rid: str) -> dict[str, str]:
     return {"X-Request-ID": rid, "Content-Type": JSON}
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+async def _cancelled(task: asyncio.Task[tuple[aiohttp.ClientResponse, bytes]]) -> None:
+    """Cancel a decode start and wait until it has ended; an answer it got already (its prefill
+    was given up as late, yet finished) is dropped, its connection closed."""
+    task.cancel()
+    await asyncio.wait([task])  # never raises: the task's outcome is not ours to see
+    if not task.cancelled() and task.exception() is None:
+        task.result()[0].close()
 
 
 async def run(
-    server: RouterServer, host: str, port: int, admin: tuple[str, int] | None = None
+    server: RouterServer,
+    host: str,
+    port: int,
+    admin: tuple[str, int] | None = None,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve until cancelled; ``admin``: also the admin app on (host, port)."""
+    """Serve until cancelled; ``admin``: also the admin app on (host, port); ``reuse_port``:
+    one of several processes on the ports."""
     # keepalive_timeout also bounds a request head: aiohttp closes a connection that has not
     # sent a whole head this long after connecting (or after its last answer)
     runner = web.AppRunner(
@@ -752,11 +845,11 @@ async def run(
     )
     runners = [runner]
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     if admin is not None:
         runners.append(admin_runner := web.AppRunner(server.admin_app(), access_log=None))
         await admin_runner.setup()
-        await web.TCPSite(admin_runner, *admin).start()
+        await web.TCPSite(admin_runner, *admin, reuse_port=reuse_port or None).start()
     try:
         await asyncio.Event().wait()
     finally:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from prfaas.api.common import Handoff
 from prfaas.api.pdcluster import (
     ContestedStatus,
     EndpointDiscovery,
@@ -587,6 +588,7 @@ def routing_policy(
                 name=obs.pool.link.name,
                 endpoints=_pool_endpoints(obs, previous),
                 link_budget_gbps=link.budget_gbps,
+                handoff=_published(pool.handoff),
             )
         ]
     else:
@@ -599,8 +601,15 @@ def routing_policy(
         decode_endpoints=list(spec.decode.endpoints.urls),
         prefill_discovery=_discovery(obs, PREFILL),
         decode_discovery=_discovery(obs, DECODE),
+        prefill_handoff=_published(spec.prefill.handoff),
     )
     return _versioned(candidate, previous), pending
+
+
+def _published(handoff: Handoff) -> Handoff | None:
+    """A protocol other than the default, as the router reads it; the default: absent (the
+    policies of clusters that declare none stay as they were)."""
+    return None if handoff == Handoff() else handoff
 
 
 def _versioned(
