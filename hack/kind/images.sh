@@ -80,7 +80,113 @@ python_base() {
   log "    built in $(elapsed "$t")"
 }
 
+# ---- the kind node image ----------------------------------------------------------------------
+
+node_tag() {  # the node image's tag: the Kubernetes version and a hash of how it is built
+  local h
+  h="$(cat "$HERE/images.sh" "$HERE/node/Dockerfile" "$HERE/pause/main.go" \
+    <(echo "k8s ${K8S_VERSION} kind ${KIND_VERSION} ${SUITE}") | sha1sum | cut -c1-10)"
+  echo "prfaas.local/kind-node:v${K8S_VERSION}-${h}"
+}
+
+kind_files() {  # kind's node files (images/base/files) from the kind module at its pinned version
+  local dir
+  dir="$(go mod download -json "sigs.k8s.io/kind@v${KIND_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')"
+  [[ -d "$dir/images/base/files" ]] || die "sigs.k8s.io/kind@v${KIND_VERSION} has no images/base/files"
+  echo "$dir/images/base/files"
+}
+
+component_image() {  # <tag> <base image or scratch> <binary> <path in image> [entrypoint json]
+  local tag="$1" base="$2" bin="$3" path="$4" entry="${5:-}" ctx
+  ctx="$(mktemp -d)"
+  cp "$bin" "$ctx/bin"
+  {
+    echo "FROM ${base}"
+    echo "COPY bin ${path}"
+    [[ -z "$entry" ]] || echo "ENTRYPOINT ${entry}"
+  } >"$ctx/Dockerfile"
+  build "$tag" "$ctx"
+  rm -rf "$ctx"
+}
+
+node() {
+  local tag base t0 t
+  tag="$(node_tag)"
+  have_image "$tag" && return 0
+  t0=$(date +%s)
+  debian
+  local nbin cbin
+  nbin="$("$HACK/build-k8s.sh" --node)"   # kubelet, kubeadm, kube-proxy, ..., coredns, crictl
+  cbin="$("$HACK/build-k8s.sh")"          # kube-apiserver, etcd, kubectl
+  local work
+  work="$(mktemp -d)"
+  trap 'rm -rf "'"$work"'"' RETURN
+
+  base="prfaas.local/kind-node-base:${tag##*:}"
+  if ! have_image "$base"; then
+    log "==> node base: kind v${KIND_VERSION}'s node files, Debian's containerd, runc, CNI plugins (~1 min)"
+    t=$(date +%s)
+    mkdir -p "$work/base"
+    cp -r "$(kind_files)" "$work/base/files"
+    chmod -R u+w "$work/base/files"
+    cp "$HERE/node/Dockerfile" "$work/base/"
+    build "$base" "$work/base" --build-arg "BASE=${DEBIAN_IMAGE}"
+    log "    built in $(elapsed "$t")"
+  fi
+
+  log "==> control-plane images, tagged as kubeadm v${K8S_VERSION} expects them"
+  t=$(date +%s)
+  (cd "$HERE/pause" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/pause" .)
+  local images=() ref name
+  mapfile -t images < <("$nbin/kubeadm" config images list --kubernetes-version "v${K8S_VERSION}" 2>/dev/null)
+  (( ${#images[@]} >= 6 )) || die "kubeadm config images list printed ${#images[@]} images"
+  for ref in "${images[@]}"; do
+    name="${ref##*/}"; name="${name%%:*}"
+    case "$name" in
+      kube-apiserver) component_image "$ref" "$DEBIAN_IMAGE" "$cbin/kube-apiserver" /usr/local/bin/kube-apiserver ;;
+      kube-controller-manager|kube-scheduler)
+        component_image "$ref" "$DEBIAN_IMAGE" "$nbin/$name" "/usr/local/bin/$name" ;;
+      kube-proxy) component_image "$ref" "$base" "$nbin/kube-proxy" /usr/local/bin/kube-proxy '[]' ;;
+      etcd) component_image "$ref" "$DEBIAN_IMAGE" "$cbin/etcd" /usr/local/bin/etcd ;;  # etcd of build-k8s.sh under kubeadm's tag
+      coredns) component_image "$ref" scratch "$nbin/coredns" /coredns '["/coredns"]' ;;
+      pause) component_image "$ref" scratch "$work/pause" /pause '["/pause"]' ;;
+      *) die "kubeadm wants an image this script cannot build: $ref" ;;
+    esac
+  done
+  docker save -o "$work/images.tar" "${images[@]}"
+  log "    $(du -h "$work/images.tar" | cut -f1) in $(elapsed "$t")"
+
+  log "==> node image ${tag}: binaries, the images inside its containerd (~1 min)"
+  t=$(date +%s)
+  local c
+  c="$(docker run -d --privileged --network none --entrypoint sleep "$base" infinity)"
+  # shellcheck disable=SC2064
+  trap "docker rm -f $c >/dev/null 2>&1; rm -rf '$work'" RETURN
+  local b
+  for b in kubelet kubeadm; do docker cp "$nbin/$b" "$c:/usr/bin/$b"; done
+  docker cp "$cbin/kubectl" "$c:/usr/bin/kubectl"
+  docker cp "$nbin/crictl" "$c:/usr/local/bin/crictl"
+  docker cp "$work/images.tar" "$c:/kind/images.tar"
+  docker exec "$c" sh -euc "
+    echo v${K8S_VERSION} > /kind/version
+    containerd >/tmp/containerd.log 2>&1 &
+    for i in \$(seq 1 60); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done
+    ctr --namespace=k8s.io images import --all-platforms --no-unpack --digests /kind/images.tar >/dev/null
+    ctr --namespace=k8s.io images ls -q | sort
+    kill %1; wait || true
+    rm -f /kind/images.tar /tmp/containerd.log
+  " >"$work/imported"
+  for ref in "${images[@]}"; do
+    grep -qx "$ref" "$work/imported" || die "$ref is not in the node's containerd"
+  done
+  docker commit -q --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
+    --change 'CMD []' "$c" "$tag" >/dev/null
+  log "    built in $(elapsed "$t"); node image done in $(elapsed "$t0")"
+}
+
 case "${1:-}" in
+  node) node; node_tag ;;
+  node-tag) node_tag ;;
   debian) debian; echo "$DEBIAN_IMAGE" ;;
   python) python_base; echo "$PYTHON_IMAGE" ;;
   -h|--help|"") sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
