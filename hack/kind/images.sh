@@ -58,9 +58,14 @@ debian() {
 }
 
 build() {  # <tag> <context dir> [docker build args...]: the legacy builder, host network
-  local tag="$1" ctx="$2"
+  local tag="$1" ctx="$2" out
   shift 2
-  docker build --network host -q -t "$tag" "$@" "$ctx" >/dev/null
+  out="$(mktemp)"
+  # quiet unless it fails (the legacy builder's deprecation notice is noise here)
+  if ! docker build --network host -t "$tag" "$@" "$ctx" >"$out" 2>&1; then
+    tail -40 "$out" >&2; rm -f "$out"; die "docker build of $tag failed"
+  fi
+  rm -f "$out"
 }
 
 LOCAL_CA=/usr/local/share/ca-certificates   # update-ca-certificates' local certificates
@@ -170,16 +175,17 @@ node() {
   docker exec "$c" sh -euc "
     echo v${K8S_VERSION} > /kind/version
     containerd >/tmp/containerd.log 2>&1 &
+    pid=\$!
     for i in \$(seq 1 60); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done
     ctr --namespace=k8s.io images import --all-platforms --no-unpack --digests /kind/images.tar >/dev/null
     ctr --namespace=k8s.io images ls -q | sort
-    kill %1; wait || true
+    kill \$pid; wait \$pid || true
     rm -f /kind/images.tar /tmp/containerd.log
   " >"$work/imported"
   for ref in "${images[@]}"; do
     grep -qx "$ref" "$work/imported" || die "$ref is not in the node's containerd"
   done
-  docker commit -q --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
+  docker commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
     --change 'CMD []' "$c" "$tag" >/dev/null
   log "    built in $(elapsed "$t"); node image done in $(elapsed "$t0")"
 }
