@@ -72,10 +72,24 @@ def build() -> str:
     base = _hack("images.sh", "python")
     print(f"==> docker build {name} (base {base}; ~3 min: pip fetches the wheels)", file=sys.stderr)
     proc = subprocess.run(
-        ["docker", "build", "--network", "host", "--build-arg", f"BASE={base}",
-         "--build-arg", f"VERSION={version()}", "-t", name, str(REPO)],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+        [
+            "docker",
+            "build",
+            "--network",
+            "host",
+            "--build-arg",
+            f"BASE={base}",
+            "--build-arg",
+            f"VERSION={version()}",
+            "-t",
+            name,
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
         raise ImageError(f"docker build failed:\n{tail}")

@@ -234,8 +234,9 @@ class Kind:
         return [c for c in self.kind("get", "clusters", quiet=True).split() if c in self.specs]
 
     def node_names(self, cluster: str) -> list[str]:
-        out = self.docker("ps", "-a", "--filter", f"label={CLUSTER_LABEL}={cluster}", "--format",
-                          "{{.Names}}")  # fmt: skip
+        out = self.docker(
+            "ps", "-a", "--filter", f"label={CLUSTER_LABEL}={cluster}", "--format", "{{.Names}}"
+        )
         return sorted(out.split())
 
     def node_ip(self, name: str) -> str:
@@ -272,8 +273,10 @@ class Kind:
         for spec in self.specs.values():
             self.gpus(spec)
         self.wait_ready()
-        self.say(f"clusters {', '.join(self.specs)} ready in {time.monotonic() - t0:.0f} s; "
-                 f"kubeconfigs: {', '.join(str(self.kubeconfig(c)) for c in self.specs)}")  # fmt: skip
+        self.say(
+            f"clusters {', '.join(self.specs)} ready in {time.monotonic() - t0:.0f} s; "
+            f"kubeconfigs: {', '.join(str(self.kubeconfig(c)) for c in self.specs)}"
+        )
 
     def docker_start(self) -> None:
         _hack("kind/docker.sh", "start")
@@ -295,9 +298,19 @@ class Kind:
         config = self.out / f"kind-{spec.name}.yaml"
         config.write_text(yaml.safe_dump(kind_config(spec), sort_keys=False))
         self.kind(
-            "create", "cluster", "--name", spec.name, "--image", image, "--config", str(config),
-            "--kubeconfig", str(self.kubeconfig(spec.name)), "--wait", "0s",
-        )  # fmt: skip
+            "create",
+            "cluster",
+            "--name",
+            spec.name,
+            "--image",
+            image,
+            "--config",
+            str(config),
+            "--kubeconfig",
+            str(self.kubeconfig(spec.name)),
+            "--wait",
+            "0s",
+        )
 
     def _write_kubeconfig(self, cluster: str, text: str) -> None:
         path = self.kubeconfig(cluster)
@@ -319,8 +332,15 @@ class Kind:
                 time.sleep(1)
         for n in nodes:
             conf = json.dumps(cni_config(n.pod_cidr), indent=2)
-            self.docker("exec", "-i", n.name, "sh", "-c",
-                        "cat > /etc/cni/net.d/10-prfaas.conflist", stdin=conf)  # fmt: skip
+            self.docker(
+                "exec",
+                "-i",
+                n.name,
+                "sh",
+                "-c",
+                "cat > /etc/cni/net.d/10-prfaas.conflist",
+                stdin=conf,
+            )
             routes = [
                 f"ip route replace {m.pod_cidr} via {m.ip}" for m in nodes if m.name != n.name
             ]
@@ -338,19 +358,46 @@ class Kind:
             for node in raw.split():
                 patch = json.dumps({"status": {"capacity": {GPU: str(g.gpus)}}})
                 kubectl(kc, "patch", node, "--subresource=status", "--type=merge", "-p", patch)
-                kubectl(kc, "taint", "nodes", node.split("/")[-1], f"{GPU}=present:NoSchedule",
-                        "--overwrite")  # fmt: skip
-        kubectl(kc, "taint", "nodes", f"{spec.name}-control-plane",
-                "node-role.kubernetes.io/control-plane:NoSchedule-", check=False)  # fmt: skip
+                kubectl(
+                    kc,
+                    "taint",
+                    "nodes",
+                    node.split("/")[-1],
+                    f"{GPU}=present:NoSchedule",
+                    "--overwrite",
+                )
+        kubectl(
+            kc,
+            "taint",
+            "nodes",
+            f"{spec.name}-control-plane",
+            "node-role.kubernetes.io/control-plane:NoSchedule-",
+            check=False,
+        )
 
     def wait_ready(self, timeout: float = 300) -> None:
         for name in self.specs:
             kc = self.kubeconfig(name)
             self.say(f"{name}: waiting for nodes and CoreDNS")
-            kubectl(kc, "wait", "--for=condition=Ready", "nodes", "--all",
-                    f"--timeout={timeout:.0f}s", timeout=timeout + 10)  # fmt: skip
-            kubectl(kc, "-n", "kube-system", "rollout", "status", "deployment/coredns",
-                    f"--timeout={timeout:.0f}s", timeout=timeout + 10)  # fmt: skip
+            kubectl(
+                kc,
+                "wait",
+                "--for=condition=Ready",
+                "nodes",
+                "--all",
+                f"--timeout={timeout:.0f}s",
+                timeout=timeout + 10,
+            )
+            kubectl(
+                kc,
+                "-n",
+                "kube-system",
+                "rollout",
+                "status",
+                "deployment/coredns",
+                f"--timeout={timeout:.0f}s",
+                timeout=timeout + 10,
+            )
 
     # -- images ------------------------------------------------------------------------------
     def load(self, image: str, clusters: Sequence[str] | None = None) -> None:

@@ -75,8 +75,9 @@ class System:
 
     def engines(self, cluster: Path, group: str) -> list[dict[str, Any]]:
         """The pods of one engine group (Deployment)."""
-        raw = kubectl(cluster, "-n", NAMESPACE, "get", "pods", "-l", f"{GROUP_LABEL}={group}",
-                      "-o", "json").stdout  # fmt: skip
+        raw = kubectl(
+            cluster, "-n", NAMESPACE, "get", "pods", "-l", f"{GROUP_LABEL}={group}", "-o", "json"
+        ).stdout
         items: list[dict[str, Any]] = json.loads(raw)["items"]
         return items
 
@@ -92,24 +93,33 @@ class System:
         if body is None:
             out = kubectl(self.west, "get", "--raw", url).stdout
         else:
-            out = kubectl(self.west, "create", "--raw", url, "-f", "-",
-                          stdin=json.dumps(body)).stdout  # fmt: skip
+            out = kubectl(
+                self.west, "create", "--raw", url, "-f", "-", stdin=json.dumps(body)
+            ).stdout
         result: dict[str, Any] = json.loads(out)
         return result
 
     def pdcluster(self) -> dict[str, Any]:
-        raw = kubectl(self.west, "-n", NAMESPACE, "get", f"{PDCluster.resource.plural}/h20-pd",
-                      "-o", "json").stdout  # fmt: skip
+        raw = kubectl(
+            self.west, "-n", NAMESPACE, "get", f"{PDCluster.resource.plural}/h20-pd", "-o", "json"
+        ).stdout
         obj: dict[str, Any] = json.loads(raw)
         return obj
 
 
 # -- manifests -------------------------------------------------------------------------------
 def _security() -> tuple[dict[str, Any], dict[str, Any]]:
-    pod = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
-           "seccompProfile": {"type": "RuntimeDefault"}}  # fmt: skip
-    container = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
-                 "capabilities": {"drop": ["ALL"]}}  # fmt: skip
+    pod = {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    container = {
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
     return pod, container
 
 
@@ -125,8 +135,11 @@ def _deployment(
     gpu_group: str | None = None,
 ) -> dict[str, Any]:
     pod_sec, c_sec = _security()
-    labels = {"app.kubernetes.io/name": "prfaas-engine" if gpu_group else name,
-              "app.kubernetes.io/part-of": "prfaas", GROUP_LABEL: name}  # fmt: skip
+    labels = {
+        "app.kubernetes.io/name": "prfaas-engine" if gpu_group else name,
+        "app.kubernetes.io/part-of": "prfaas",
+        GROUP_LABEL: name,
+    }
     spec: dict[str, Any] = {
         "securityContext": pod_sec,
         "terminationGracePeriodSeconds": 5,
@@ -136,7 +149,7 @@ def _deployment(
                 "securityContext": c_sec,
                 "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
             }
-        ],  # fmt: skip
+        ],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
     }
     if gpu_group:
@@ -158,10 +171,29 @@ def engine(
     o: Options, name: str, role: str, profile: str, accelerator: str, kv_via: str | None = None
 ) -> dict[str, Any]:
     """An engine group: ``prfaas engine`` pods, one GPU each, on the accelerator's nodes."""
-    args = ["engine", "--role", role, "--profile", profile, "--model", MODEL,
-            "--host", "0.0.0.0", "--port", str(ENGINE_PORT), "--kv-port", str(KV_PORT),
-            "--kv-advertise", f"$(POD_IP):{KV_PORT}", "--speedup", f"{o.speedup:g}",
-            "--kv-byte-scale", f"{o.kv_byte_scale:g}", "--emit-interval", f"{o.emit_interval:g}"]  # fmt: skip
+    args = [
+        "engine",
+        "--role",
+        role,
+        "--profile",
+        profile,
+        "--model",
+        MODEL,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(ENGINE_PORT),
+        "--kv-port",
+        str(KV_PORT),
+        "--kv-advertise",
+        f"$(POD_IP):{KV_PORT}",
+        "--speedup",
+        f"{o.speedup:g}",
+        "--kv-byte-scale",
+        f"{o.kv_byte_scale:g}",
+        "--emit-interval",
+        f"{o.emit_interval:g}",
+    ]
     if kv_via:
         args += ["--kv-via", kv_via]
     container = {
@@ -173,24 +205,40 @@ def engine(
         "ports": [
             {"name": "http", "containerPort": ENGINE_PORT},
             {"name": "kv", "containerPort": KV_PORT},
-        ],  # fmt: skip
+        ],
         "resources": {"requests": {"cpu": "20m", "memory": "96Mi"}, "limits": {GPU: 1}},
         "readinessProbe": {
             "httpGet": {"path": "/health", "port": "http"},
             "periodSeconds": 2,
             "timeoutSeconds": 2,
-        },  # fmt: skip
+        },
     }
     return _deployment(name, o.initial[name], container, gpu_group=accelerator)
 
 
 def link(o: Options) -> dict[str, Any]:
     """The shaped inter-datacenter link, on dc-west's side: a gateway to dc-east's pods only."""
-    args = ["link", "--host", "0.0.0.0", "--gateway-port", str(GATEWAY_PORT),
-            "--allow", EAST.pod_subnet, "--admin-port", str(LINK_ADMIN_PORT),
-            "--gbps", f"{o.link_gbps:g}", "--rtt-ms", f"{o.link_rtt_ms:g}",
-            "--speedup", f"{o.speedup:g}", "--kv-byte-scale", f"{o.kv_byte_scale:g}",
-            "--name", "dc-east-west"]  # fmt: skip
+    args = [
+        "link",
+        "--host",
+        "0.0.0.0",
+        "--gateway-port",
+        str(GATEWAY_PORT),
+        "--allow",
+        EAST.pod_subnet,
+        "--admin-port",
+        str(LINK_ADMIN_PORT),
+        "--gbps",
+        f"{o.link_gbps:g}",
+        "--rtt-ms",
+        f"{o.link_rtt_ms:g}",
+        "--speedup",
+        f"{o.speedup:g}",
+        "--kv-byte-scale",
+        f"{o.kv_byte_scale:g}",
+        "--name",
+        "dc-east-west",
+    ]
     container = {
         "name": "link",
         "image": o.image,
@@ -199,7 +247,7 @@ def link(o: Options) -> dict[str, Any]:
         "ports": [
             {"name": "gateway", "containerPort": GATEWAY_PORT},
             {"name": "admin", "containerPort": LINK_ADMIN_PORT},
-        ],  # fmt: skip
+        ],
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}},
         "readinessProbe": {"httpGet": {"path": "/health", "port": "admin"}, "periodSeconds": 2},
     }
@@ -230,11 +278,20 @@ def member_rbac() -> list[dict[str, Any]]:
     subject = {"kind": "ServiceAccount", "name": MEMBER_SA, "namespace": NAMESPACE}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta,
-         "rules": rules},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": meta,
-         "roleRef": ref, "subjects": [subject]},
-    ]  # fmt: skip
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": meta,
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": ref,
+            "subjects": [subject],
+        },
+    ]
 
 
 def resources(o: Options, pool_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -265,8 +322,15 @@ def helm_values(o: Options) -> dict[str, Any]:
 
 # -- steps -----------------------------------------------------------------------------------
 def _apply(kubeconfig: Path, *objs: dict[str, Any]) -> None:
-    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-",
-            stdin=yaml.safe_dump_all(objs))  # fmt: skip
+    kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(objs),
+    )
 
 
 def helm(kind: Kind, *args: str, timeout: float = 300) -> str:
@@ -274,8 +338,11 @@ def helm(kind: Kind, *args: str, timeout: float = 300) -> str:
     bin_dir = find_binaries()["kubectl"].parent
     proc = subprocess.run(
         [str(bin_dir / "helm"), "--kubeconfig", str(kind.kubeconfig(WEST.name)), *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise KindError(f"helm {' '.join(args[:2])}: {proc.stderr.strip()}")
     return proc.stdout
@@ -284,8 +351,9 @@ def helm(kind: Kind, *args: str, timeout: float = 300) -> str:
 def member_kubeconfig(kind: Kind) -> str:
     """A kubeconfig for dc-east with the member ServiceAccount's token (no admin rights)."""
     east = kind.kubeconfig(EAST.name)
-    token = kubectl(east, "-n", NAMESPACE, "create", "token", MEMBER_SA,
-                    "--duration=48h").stdout.strip()  # fmt: skip
+    token = kubectl(
+        east, "-n", NAMESPACE, "create", "token", MEMBER_SA, "--duration=48h"
+    ).stdout.strip()
     doc = yaml.safe_load(kind.internal_kubeconfig(EAST.name))
     doc["users"] = [{"name": MEMBER_SA, "user": {"token": token}}]
     for ctx in doc["contexts"]:
@@ -314,8 +382,11 @@ def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> 
     say(f"dc-east: {NAMESPACE}, the member ServiceAccount, h200-prefill engines")
     _apply(east, ns, *member_rbac())
     via = f"{LINK}.{NAMESPACE}.svc.cluster.local:{GATEWAY_PORT}"
-    _apply(east, engine(o, "h200-prefill", "prefill", "h200", "NVIDIA-H200", kv_via=via),
-           service("h200-prefill", {"http": ENGINE_PORT}, node_port=True))  # fmt: skip
+    _apply(
+        east,
+        engine(o, "h200-prefill", "prefill", "h200", "NVIDIA-H200", kv_via=via),
+        service("h200-prefill", {"http": ENGINE_PORT}, node_port=True),
+    )
     say("dc-west: the member kubeconfig Secret, h20 engines, the link")
     secret = {
         "apiVersion": "v1",
@@ -324,11 +395,15 @@ def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> 
         "data": {"kubeconfig": base64.b64encode(member_kubeconfig(kind).encode()).decode()},
     }
     _apply(west, ns, secret)
-    _apply(west, engine(o, "h20-prefill", "prefill", "h20", "NVIDIA-H20"),
-           engine(o, "h20-decode", "decode", "h20", "NVIDIA-H20"), link(o),
-           service("h20-prefill", {"http": ENGINE_PORT}),
-           service("h20-decode", {"http": ENGINE_PORT}),
-           service(LINK, {"gateway": GATEWAY_PORT, "admin": LINK_ADMIN_PORT}))  # fmt: skip
+    _apply(
+        west,
+        engine(o, "h20-prefill", "prefill", "h20", "NVIDIA-H20"),
+        engine(o, "h20-decode", "decode", "h20", "NVIDIA-H20"),
+        link(o),
+        service("h20-prefill", {"http": ENGINE_PORT}),
+        service("h20-decode", {"http": ENGINE_PORT}),
+        service(LINK, {"gateway": GATEWAY_PORT, "admin": LINK_ADMIN_PORT}),
+    )
     installed = RELEASE in helm(kind, "list", "-n", OPERATOR_NS, "-q")
     say(f"dc-west: helm {'upgrade' if installed else 'install'} {RELEASE} ({o.image})")
     install_chart(kind, o, upgrade=installed)
@@ -352,20 +427,45 @@ def wait_rollouts(system: System, timeout: float = 300) -> None:
         (system.east, NAMESPACE, ["h200-prefill"]),
     ):
         for name in names:
-            kubectl(kc, "-n", ns, "rollout", "status", f"deployment/{name}",
-                    f"--timeout={timeout:.0f}s", timeout=timeout + 10)  # fmt: skip
+            kubectl(
+                kc,
+                "-n",
+                ns,
+                "rollout",
+                "status",
+                f"deployment/{name}",
+                f"--timeout={timeout:.0f}s",
+                timeout=timeout + 10,
+            )
 
 
 def undeploy(kind: Kind) -> None:
     """Remove the system (not the clusters): CRs first, while the operator still runs."""
     west, east = kind.kubeconfig(WEST.name), kind.kubeconfig(EAST.name)
     for plural in (PDCluster.resource.plural, PrefillPool.resource.plural):
-        kubectl(west, "-n", NAMESPACE, "delete", plural, "--all", "--wait=true",
-                "--timeout=60s", check=False)  # fmt: skip
+        kubectl(
+            west,
+            "-n",
+            NAMESPACE,
+            "delete",
+            plural,
+            "--all",
+            "--wait=true",
+            "--timeout=60s",
+            check=False,
+        )
     helm(kind, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout=120s")
     for kc in (west, east):
-        kubectl(kc, "delete", "namespace", NAMESPACE, "--wait=true", "--timeout=120s",
-                check=False, timeout=150)  # fmt: skip
+        kubectl(
+            kc,
+            "delete",
+            "namespace",
+            NAMESPACE,
+            "--wait=true",
+            "--timeout=120s",
+            check=False,
+            timeout=150,
+        )
 
 
 def wait_for(what: str, cond: Callable[[], bool], timeout: float, every: float = 1.0) -> None:
