@@ -286,6 +286,11 @@ def _problems(obs: Observation) -> list[tuple[str, str]]:
             problems.append(
                 ("Unreachable" if not o.reachable else "TargetInvalid", f"{g}: {o.error}")
             )
+        if o.unschedulable:  # e.g. a full node group: the plan runs short, say so
+            n = len(o.unschedulable)
+            problems.append(
+                ("Unschedulable", f"{g}: {n} pod(s) Pending, e.g. {o.unschedulable[0]}")
+            )
     return problems
 
 

@@ -42,6 +42,7 @@ class GroupObservation:
     replicas: int | None  # None: could not be read
     error: str | None = None
     reachable: bool = True  # False: its cluster did not answer (True + error: target invalid)
+    unschedulable: tuple[str, ...] = ()  # "pod: scheduler's message" of pods left Pending
 
     @property
     def known(self) -> bool:
