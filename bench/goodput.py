@@ -150,7 +150,8 @@ def start_cluster(
     ``tokenizer``, the engines and ``prfaas router`` count text with that ``tokenizer.json``."""
     sc = case_study()
     link_gbps = sc.link.capacity_gbps * sc.link.usable_fraction
-    tok = ["--tokenizer", str(tokenizer)] if tokenizer else []
+    # --admin: the runs flush the engines' prefix caches between setups (POST /flush_cache)
+    tok = ["--admin", *(["--tokenizer", str(tokenizer)] if tokenizer else [])]
     routes = [free_port() for _ in range(int(ours["n_prfaas"]))]
     pool = [stack.engine("prefill", "h200", speed, kv_advertise=("127.0.0.1", r),
                          kv_byte_scale=KV_BYTE_SCALE, extra=tok) for r in routes]  # fmt: skip

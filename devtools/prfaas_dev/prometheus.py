@@ -13,7 +13,6 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 import yaml
 
@@ -131,10 +130,5 @@ class LocalPrometheus:
     def __enter__(self) -> LocalPrometheus:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *_: object) -> None:
         self.stop()

@@ -8,6 +8,8 @@ control plane.
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -499,3 +501,140 @@ def test_kubectl_apply_k_manifests_twice_changes_nothing(admin: Path) -> None:
     ).stdout.split() == [
         "deployment.apps/prfaas-operator"
     ]  # the router is not part of the plain install
+
+
+# -- the knobs platform teams expect ------------------------------------------------------------
+
+KNOBS = {
+    "image": {"repository": "registry.example/prfaas", "digest": "sha256:" + "a" * 64},
+    "imagePullSecrets": [{"name": "pull"}],
+    "serviceMonitor": {"enabled": True, "relabelings": [{"action": "labeldrop", "regex": "pod"}]},
+    **{
+        component: {
+            "podLabels": {"team": "ml-infra"},
+            "podAnnotations": {"note": "x"},
+            "nodeSelector": {"node-role": "cpu"},
+            "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "zone", "operator": "In",
+                                                   "values": ["a"]}]}
+                        ]
+                    }
+                }
+            },
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway",
+                 "labelSelector": {"matchLabels": {"team": "ml-infra"}}}
+            ],
+            "priorityClassName": "system-cluster-critical",
+            "extraArgs": ["--verbose"],
+            "extraEnv": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+            "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+            "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                          "limits": {"memory": "128Mi"}},
+        }
+        for component in ("operator", "router")
+    },
+}  # fmt: skip
+
+
+def _knobs(extra: dict[str, Any] | None = None) -> list[str]:
+    values = copy.deepcopy(KNOBS)
+    router = values["router"]
+    router.update(
+        tokenizer={"configMap": "tokenizers", "key": "kimi.json"},
+        podDisruptionBudget={"enabled": True, "minAvailable": 1},
+        autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 5},
+        **(extra or {}),
+    )
+    return [a for k, v in values.items() for a in ("--set-json", f"{k}={json.dumps(v)}")]
+
+
+def test_every_knob_reaches_the_pods(helm_env: dict[str, str]) -> None:
+    docs = render(helm_env, *_knobs())
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    for dep in by_kind["Deployment"]:
+        tpl = dep["spec"]["template"]
+        pod, (c,) = tpl["spec"], tpl["spec"]["containers"]
+        assert tpl["metadata"]["labels"]["team"] == "ml-infra"
+        assert tpl["metadata"]["annotations"] == {"note": "x"}
+        assert pod["nodeSelector"] == {"node-role": "cpu"}
+        assert pod["tolerations"][0]["key"] == "dedicated"
+        assert pod["affinity"] == KNOBS["operator"]["affinity"]
+        assert pod["topologySpreadConstraints"][0]["topologyKey"] == "zone"
+        assert pod["priorityClassName"] == "system-cluster-critical"
+        assert pod["imagePullSecrets"] == [{"name": "pull"}]
+        assert c["image"] == "registry.example/prfaas@sha256:" + "a" * 64
+        assert c["args"][-1] == "--verbose"
+        assert c["env"] == [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]
+        assert {"name": "extra", "mountPath": "/extra"} in c["volumeMounts"]
+        assert {"name": "extra", "emptyDir": {}} in pod["volumes"]
+        assert c["resources"]["limits"] == {"memory": "128Mi"}
+        _assert_hardened(pod)
+    (router,) = [d for d in by_kind["Deployment"] if d["metadata"]["name"].endswith("router")]
+    rc = router["spec"]["template"]["spec"]["containers"][0]
+    assert "replicas" not in router["spec"]  # the HPA owns it
+    assert rc["args"][rc["args"].index("--tokenizer") + 1] == "/etc/prfaas/tokenizer/kimi.json"
+    assert {"name": "tokenizer", "configMap": {"name": "tokenizers"}} in router["spec"]["template"][
+        "spec"
+    ]["volumes"]
+    assert rc["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    (pdb,) = by_kind["PodDisruptionBudget"]
+    (hpa,) = by_kind["HorizontalPodAutoscaler"]
+    assert pdb["spec"]["minAvailable"] == 1
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    for sm in by_kind["ServiceMonitor"]:
+        (ep,) = sm["spec"]["endpoints"]
+        assert ep["honorLabels"] is True
+        assert ep["relabelings"] == [{"action": "labeldrop", "regex": "pod"}]
+
+
+def test_openshift_can_drop_the_fixed_uid(helm_env: dict[str, str]) -> None:
+    docs = render(
+        helm_env,
+        "--set-json",
+        'podSecurityContext={"runAsUser":null,"runAsGroup":null,"fsGroup":null}',
+        "--set-json",
+        'containerSecurityContext={"runAsUser":null}',
+    )
+    for dep in (d for d in docs if d["kind"] == "Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        assert "runAsUser" not in pod["securityContext"] and "fsGroup" not in pod["securityContext"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        sc = pod["containers"][0]["securityContext"]
+        assert "runAsUser" not in sc and sc["runAsNonRoot"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "image.digest=latest"], "at '/image/digest'"),
+        (["--set", "router.autoscaling.maxReplicas=0"], "at '/router/autoscaling/maxReplicas'"),
+        (["--set", "router.tokenizer.bogus=1"], "additional properties 'bogus'"),
+        (["--set", "serviceMonitor.honorLabels=maybe"], "at '/serviceMonitor/honorLabels'"),
+        (["--set", "operator.extraArgs=--x"], "at '/operator/extraArgs'"),
+    ],
+)
+def test_the_new_knobs_reject_bad_values(
+    helm_env: dict[str, str], args: list[str], message: str
+) -> None:
+    proc = helm(helm_env, "template", RELEASE, str(CHART), *args, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+def test_every_knob_passes_server_side_dry_run(admin: Path, helm_env: dict[str, str]) -> None:
+    ns = namespace(admin, "helm-knobs")
+    rendered = helm(helm_env, "template", RELEASE, str(CHART), "--namespace", ns, *_knobs())
+    # the PriorityClass named exists in every cluster; ServiceMonitor needs prometheus-operator
+    docs = [d for d in yaml.safe_load_all(rendered.stdout) if d and d["kind"] != "ServiceMonitor"]
+    proc = kubectl(admin, "apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    lines = proc.stdout.strip().splitlines()
+    assert lines and all(line.endswith("(server dry run)") for line in lines), lines
+    assert any(line.startswith("horizontalpodautoscaler") for line in lines)
+    assert any(line.startswith("poddisruptionbudget") for line in lines)

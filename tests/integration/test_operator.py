@@ -8,7 +8,9 @@ excessive permission shows up here.
 from __future__ import annotations
 
 import copy
+import http.server
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +32,7 @@ from kube_helpers import (
 from router_exporter import RouterMetricsExporter, case_study_lengths
 
 from prfaas.api import PDCluster, PrefillPool
+from prfaas_dev.ports import free_port
 from prfaas_dev.prometheus import LocalPrometheus
 
 pytestmark = pytest.mark.integration
@@ -40,6 +43,7 @@ SA_GROUPS = [
     "system:authenticated",
 ]
 NS = "prfaas-demo"
+TRUSTED_NS = "platform-targets"  # the operator's --allow-target-namespace
 PDC, POOL = PDCluster.resource, PrefillPool.resource
 
 
@@ -92,10 +96,22 @@ def operator_kubeconfig(control_plane: Any, admin: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def allowed_prometheus() -> dict[str, int]:
+    """Ports of the Prometheus servers the platform lets CRs query (operator flags)."""
+    return {"measured": free_port(), "failing": free_port()}
+
+
+@pytest.fixture(scope="module")
 def operator(
-    operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+    operator_kubeconfig: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    allowed_prometheus: dict[str, int],
 ) -> Iterator[OperatorProcess]:
-    proc = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("op") / "operator.log")
+    flags = ["--allow-target-namespace", TRUSTED_NS]
+    for port in allowed_prometheus.values():
+        flags += ["--allow-prometheus", f"http://127.0.0.1:{port}"]
+    log = tmp_path_factory.mktemp("op") / "operator.log"
+    proc = OperatorProcess(operator_kubeconfig, log, *flags)
     proc.start()
     yield proc
     proc.stop()
@@ -246,8 +262,18 @@ def test_operator_converges_the_case_study(admin: Path, operator: OperatorProces
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
     assert replicas(admin, ns, "h200-prefill") == 4
+    managers = get_json(admin, "deployment", "h20-decode", "-n", ns, "--show-managed-fields")[
+        "metadata"
+    ]["managedFields"]
+    by_operator = [m for m in managers if m["manager"] == "prfaas-operator"]
+    assert [m.get("subresource") for m in by_operator] == ["scale"]
     pool = get_json(admin, POOL.singular, "h200-pool", "-n", ns)
     assert pool["status"]["desiredReplicas"] == 4
+    assert pool["status"]["observedGeneration"] == pool["metadata"]["generation"]
+    ready = condition(pool, "Ready")
+    assert ready is not None and (ready["status"], ready["reason"]) == ("True", "Reachable")
+    columns = kubectl(admin, "get", PDC.singular, "h20-pd", "-n", ns).stdout.split("\n")[0]
+    assert "READY" in columns.split()  # in the default columns, not only with -o wide
     events = get_json(admin, "events", "-n", ns)["items"]
     reasons = {e["reason"] for e in events}
     assert {"Scaled", "Planned", "RoutingPolicy"} <= reasons
@@ -370,12 +396,13 @@ def test_operator_rbac_is_least_privilege(admin: Path) -> None:
 
 
 def test_prometheus_signals_then_stale_holds_the_plan(
-    admin: Path, operator: OperatorProcess
+    admin: Path, operator: OperatorProcess, allowed_prometheus: dict[str, int]
 ) -> None:
     ns = "measured"
     fresh_namespace(admin, ns)
     exporter = RouterMetricsExporter()
-    prom = LocalPrometheus({"router": [f"127.0.0.1:{exporter.port}"]}).start()
+    port = allowed_prometheus["measured"]
+    prom = LocalPrometheus({"router": [f"127.0.0.1:{exporter.port}"]}, port=port).start()
     try:
         prom.wait_scraped()
         exporter.drive(case_study_lengths(3000))
@@ -470,14 +497,14 @@ def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
     assert replicas(member, ns, "h20-decode") == 2
 
 
-def _member_secret(admin: Path, member: Path, ns: str) -> None:
+def _member_secret(admin: Path, member: Path, ns: str, name: str = "dc-east") -> None:
     """The member kubeconfig as a Secret, readable by the operator by name only."""
     kubectl(
         admin,
         "create",
         "secret",
         "generic",
-        "dc-east",
+        name,
         "-n",
         ns,
         f"--from-file=kubeconfig={member}",
@@ -487,24 +514,24 @@ def _member_secret(admin: Path, member: Path, ns: str) -> None:
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
-            "metadata": {"name": "prfaas-operator-secrets", "namespace": ns},
+            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
             "rules": [
                 {
                     "apiGroups": [""],
                     "resources": ["secrets"],
                     "verbs": ["get"],
-                    "resourceNames": ["dc-east"],
+                    "resourceNames": [name],
                 }
             ],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
-            "metadata": {"name": "prfaas-operator-secrets", "namespace": ns},
+            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
             "roleRef": {
                 "apiGroup": "rbac.authorization.k8s.io",
                 "kind": "Role",
-                "name": "prfaas-operator-secrets",
+                "name": f"prfaas-operator-{name}",
             },
             "subjects": [
                 {"kind": "ServiceAccount", "name": "prfaas-operator", "namespace": "prfaas-system"}
@@ -557,5 +584,287 @@ def test_member_cluster_pool_and_unreachable_member(
     assert degraded_condition is not None
     assert degraded_condition["reason"] == "Unreachable"
     assert "prefillPool" in degraded_condition["message"]
+    pool_ready = condition(get_json(admin, POOL.singular, "h200-pool", "-n", ns), "Ready")
+    assert pool_ready is not None and pool_ready["status"] == "False"
+    assert pool_ready["reason"] == "Unreachable"
     # nothing shrinks while a member is unreachable
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
+
+
+# -- trust boundaries: what a CR author cannot make the operator do ------------------------------
+
+
+class CountingServer:
+    """An HTTP listener on loopback that counts requests and answers ``status`` with ``body``."""
+
+    def __init__(self, status: int = 200, body: bytes = b"{}", port: int | None = None) -> None:
+        counter = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                counter.hits += 1
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.hits = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port or free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _with_prometheus(doc: dict[str, Any], url: str) -> dict[str, Any]:
+    doc["spec"]["workload"] = {"prometheus": {"url": url, "window": "1m", "minRequests": 1}}
+    return doc
+
+
+def _stale_reason(admin: Path, ns: str, reason: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        c = condition(pdcluster(admin, ns), "SignalsStale")
+        return c if c and c["status"] == "True" and c["reason"] == reason else None
+
+    found_condition: dict[str, Any] = wait_for(f"SignalsStale {reason}", found, timeout=60)
+    return found_condition
+
+
+def test_a_prometheus_url_the_platform_did_not_allow_is_never_queried(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    ns = "tenant-prom"
+    fresh_namespace(admin, ns)
+    listener = CountingServer()
+    try:
+        pd = _with_prometheus(in_ns(fast(sample("pdcluster-h20.yaml")), ns), listener.url)
+        apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), pd)
+        c = _stale_reason(admin, ns, "PrometheusNotAllowed")
+        assert "--allow-prometheus" in c["message"]
+        time.sleep(5)  # a few more passes
+        assert listener.hits == 0
+        assert pdcluster(admin, ns)["status"]["phase"] == "Holding"
+    finally:
+        listener.close()
+
+
+def test_a_failing_prometheus_answer_never_reaches_status_or_logs(
+    admin: Path, operator: OperatorProcess, allowed_prometheus: dict[str, int]
+) -> None:
+    ns = "tenant-prom-500"
+    fresh_namespace(admin, ns)
+    body = b"TOPSECRET-ANSWER\nsecond line of the body"
+    failing = CountingServer(500, body, port=allowed_prometheus["failing"])
+    try:
+        pd = _with_prometheus(in_ns(fast(sample("pdcluster-h20.yaml")), ns), failing.url)
+        apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), pd)
+        c = _stale_reason(admin, ns, "PrometheusUnreachable")
+        assert failing.hits > 0 and "HTTP 500" in c["message"]
+        events = kubectl(admin, "get", "events", "-n", ns, "-o", "json").stdout
+        for text in (json.dumps(pdcluster(admin, ns)), events, operator.log()):
+            assert "TOPSECRET" not in text
+    finally:
+        failing.close()
+
+
+def test_a_tenant_cannot_scale_another_namespace_through_the_operator(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    tenant, victim = "tenant-a", "victim-ns"
+    user = "tenant-a-dev"
+    fresh_namespace(admin, tenant)
+    apply(admin, namespace(victim), deployment("h20-decode", victim, 1))
+    apply(admin, namespace(TRUSTED_NS), deployment("shared-decode", TRUSTED_NS, 1))
+    apply(
+        admin,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "pdcluster-author", "namespace": tenant},
+            "rules": [
+                {
+                    "apiGroups": [PDC.group],
+                    "resources": [PDC.plural, POOL.plural],
+                    "verbs": ["get", "list", "create", "patch", "update"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "pdcluster-author", "namespace": tenant},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "pdcluster-author",
+            },
+            "subjects": [{"kind": "User", "name": user}],
+        },
+    )
+
+    def can(verb: str, what: str, ns: str) -> str:
+        out = kubectl(admin, "auth", "can-i", verb, what, "-n", ns, f"--as={user}", check=False)
+        return out.stdout.strip()
+
+    assert can("create", PDC.name, tenant) == "yes"
+    assert can("patch", "deployments/scale", victim) == "no"
+    assert can("patch", "deployments/scale", tenant) == "no"
+
+    pd = in_ns(fast(sample("pdcluster-h20.yaml")), tenant)
+    pd["spec"]["decode"]["scaleTargetRef"]["namespace"] = victim
+    pool = in_ns(sample("prefillpool-h200.yaml"), tenant)
+    kubectl(
+        admin, "apply", "-f", "-", f"--as={user}", stdin=yaml.safe_dump_all([pool, pd])
+    )  # created by the tenant, with the tenant's rights
+
+    def refused() -> dict[str, Any] | None:
+        c = condition(pdcluster(admin, tenant), "Degraded")
+        return c if c and c["reason"] == "TargetForbidden" else None
+
+    c = wait_for("Degraded TargetForbidden", refused, timeout=60)
+    assert victim in c["message"] and "--allow-target-namespace" in c["message"]
+    time.sleep(5)  # several passes later, the victim is untouched and nothing shrank
+    assert replicas(admin, victim, "h20-decode") == 1
+    assert replicas(admin, tenant, "h20-prefill") == 5
+
+    # a namespace the platform allows: the same CR may scale there
+    ref = {"namespace": TRUSTED_NS, "name": "shared-decode"}
+    patch = json.dumps({"spec": {"decode": {"scaleTargetRef": ref}}})
+    kubectl(admin, "patch", PDC.singular, "h20-pd", "-n", tenant, "--type=merge", "-p", patch)
+    wait_for("shared decode scaled", lambda: replicas(admin, TRUSTED_NS, "shared-decode") > 1)
+
+
+@pytest.mark.parametrize(
+    ("user_entry", "field"),
+    [
+        ({"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "sh",
+                   "args": ["-c", "touch {marker}; echo '{{}}'"]}}, "users[0].user.exec"),
+        ({"tokenFile": "{secret_file}"}, "users[0].user.tokenFile"),
+        ({"client-certificate": "{secret_file}", "client-key": "{secret_file}"},
+         "users[0].user.client-certificate"),
+    ],
+)  # fmt: skip
+def test_member_kubeconfigs_that_run_commands_or_read_files_are_refused(
+    admin: Path,
+    operator: OperatorProcess,
+    tmp_path: Path,
+    user_entry: dict[str, Any],
+    field: str,
+) -> None:
+    ns = "tenant-kc-" + field.rsplit(".", 1)[1].lower()
+    marker = tmp_path / "the-command-ran"
+    secret_file = tmp_path / "operator-local-file"
+    secret_file.write_text("FILE-SECRET-LINE-1\nFILE-SECRET-LINE-2\n")
+    listener = CountingServer()  # where the kubeconfig would send the operator's requests
+    entry = json.loads(
+        json.dumps(user_entry)
+        .replace("{marker}", str(marker))
+        .replace("{secret_file}", str(secret_file))
+        .replace("{{}}", "{}")
+    )
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": listener.url}}],
+        "users": [{"name": "u", "user": entry}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    kc = tmp_path / "member.kubeconfig"
+    kc.write_text(yaml.safe_dump(kubeconfig))
+    try:
+        fresh_namespace(admin, ns)
+        _member_secret(admin, kc, ns, name="evil-member")
+        pool = in_ns(sample("prefillpool-h200.yaml"), ns)
+        pool["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "evil-member"}}
+        apply(admin, pool, in_ns(fast(sample("pdcluster-h20.yaml")), ns))
+
+        def rejected() -> dict[str, Any] | None:
+            c = condition(pdcluster(admin, ns), "Degraded")
+            return c if c and c["reason"] == "KubeconfigRejected" else None
+
+        c = wait_for("Degraded KubeconfigRejected", rejected, timeout=60)
+        assert field in c["message"]
+        time.sleep(4)
+        assert not marker.exists() and listener.hits == 0
+        events = kubectl(admin, "get", "events", "-n", ns, "-o", "json").stdout
+        for text in (json.dumps(pdcluster(admin, ns)), events, operator.log()):
+            assert "FILE-SECRET" not in text
+        # nothing shrinks while the pool cannot be reached
+        assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (5, 3)
+    finally:
+        listener.close()
+
+
+def test_one_cr_cannot_make_a_pass_cost_more_than_the_budget(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    ns = "tenant-huge-grid"
+    fresh_namespace(admin, ns)
+    pd = in_ns(fast(sample("pdcluster-h20.yaml"), planPoolSize=True), ns)
+    pd["spec"]["policy"]["threshold"] = {"mode": "Auto", "stepTokens": 1}
+    apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), pd)
+
+    def too_large() -> dict[str, Any] | None:
+        c = condition(pdcluster(admin, ns), "Ready")
+        return c if c and c["reason"] == "PlanTooLarge" else None
+
+    c = wait_for("Ready PlanTooLarge", too_large, timeout=60)
+    assert "stepTokens" in c["message"]
+    assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (5, 3)
+
+
+def test_a_deleted_pdclusters_series_leave_metrics(admin: Path, operator: OperatorProcess) -> None:
+    ns = "short-lived"
+    fresh_namespace(admin, ns)
+    apply(
+        admin,
+        in_ns(sample("prefillpool-h200.yaml"), ns),
+        in_ns(fast(sample("pdcluster-h20.yaml")), ns),
+    )
+    mine = f'namespace="{ns}",pdcluster="h20-pd"'
+    wait_for("its series", lambda: f"prfaas_plan_threshold_tokens{{{mine}}}" in operator.metrics())
+    assert f"prfaas_plan_egress_bytes_per_second{{{mine}}}" in operator.metrics()
+    kubectl(admin, "delete", PDC.singular, "h20-pd", "-n", ns, "--wait=true")
+    wait_for("no series of it", lambda: mine not in operator.metrics(), timeout=30)
+
+
+def test_the_operator_does_not_fight_another_writer(admin: Path, operator: OperatorProcess) -> None:
+    ns = "contested"
+    fresh_namespace(admin, ns)
+    apply(
+        admin,
+        in_ns(sample("prefillpool-h200.yaml"), ns),
+        in_ns(fast(sample("pdcluster-h20.yaml")), ns),
+    )
+
+    def at_plan() -> bool:
+        c = condition(pdcluster(admin, ns), "PlanApplied")
+        return bool(c and c["status"] == "True")
+
+    wait_for("converged", at_plan, timeout=90)  # written after the writes were counted
+
+    def writes() -> float:
+        lines = [line for line in operator.metrics().splitlines() if ns in line]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines if "scale_actions_total" in line)
+
+    before = writes()
+    deadline = time.monotonic() + 12  # an HPA-like writer holds decode at 2, several passes long
+    while time.monotonic() < deadline:
+        kubectl(admin, "scale", "deployment", "h20-decode", "-n", ns, "--replicas=2")
+        time.sleep(0.5)
+    c = condition(pdcluster(admin, ns), "ScaleContested")
+    assert c is not None and c["status"] == "True" and "decode" in c["message"]
+    assert writes() == before, "the operator wrote /scale while another writer held decode"
+    assert replicas(admin, ns, "h20-decode") == 2
+    # the spec changes (the platform team removed the other writer): the operator acts again
+    kubectl(admin, "patch", PDC.singular, "h20-pd", "-n", ns, "--type=merge",
+            "-p", json.dumps({"spec": {"policy": {"cooldownSeconds": 1}}}))  # fmt: skip
+    wait_for("decode back toward the plan", lambda: replicas(admin, ns, "h20-decode") > 2)
+    released = condition(pdcluster(admin, ns), "ScaleContested")
+    assert released is not None and released["status"] == "False"

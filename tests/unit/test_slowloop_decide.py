@@ -201,3 +201,66 @@ def test_pods_the_scheduler_cannot_place_are_reported_not_hidden() -> None:
     assert reason(out, "Ready") == "True/Planned" and out.status.routing_policy is not None
     again = decided(observation(pool=5), out.status).outcome()  # scheduled: the report clears
     assert reason(again, "Degraded") == "False/AllReachable"
+
+
+def test_a_plan_over_the_budget_is_refused_before_planning() -> None:
+    obs = observation(plan_pool=True)
+    spec = obs.spec.model_copy(
+        update={
+            "policy": obs.spec.policy.model_copy(
+                update={
+                    "threshold": obs.spec.policy.threshold.model_copy(update={"step_tokens": 1})
+                }
+            )
+        }
+    )
+    big = Observation(obs.name, spec, obs.groups, obs.signals, obs.pool)
+
+    def never(_: object) -> Any:
+        raise AssertionError("planned anyway")
+
+    out = decide(big, PDClusterStatus(), NOW, 1, planner=never, max_plan_cells=2_000_000)
+    assert isinstance(out, Outcome)
+    assert reason(out, "Ready") == "False/PlanTooLarge"
+    c = condition(out.status.conditions, "Ready")
+    assert c is not None and "7,340,088 cells" in c.message  # 8 pool sizes × 7 splits × 131,073
+
+
+def test_grid_cells_counts_the_planners_search() -> None:
+    from prfaas.model.planner import grid_cells, plan
+    from prfaas.model.scenario import Range, case_study
+
+    sc = case_study()
+    sc = sc.model_copy(
+        update={"planner": sc.planner.model_copy(update={"pool_instances": Range(min=2, max=5)})}
+    )
+    assert plan(sc).surface.throughput.size == grid_cells(sc)
+
+
+def test_a_group_another_writer_changed_is_left_alone_until_the_spec_changes() -> None:
+    first = decided(observation(prefill=6, decode=2)).outcome()  # writes decode 2 → 4
+    assert first.status.replicas is not None and first.status.replicas.decode == 4
+    later = NOW + timedelta(minutes=10)  # past the cooldown
+    # an HPA (or a GitOps tool) puts decode back to 2
+    d = decide(observation(prefill=4, decode=2), first.status, later, 1)
+    assert isinstance(d, Decision)
+    assert all(c.group != DECODE for c in d.to_apply)
+    decode = next(c for c in d.changes if c.group == DECODE)
+    assert decode.reason == "another writer owns its replicas"
+    out = d.outcome()
+    assert reason(out, "ScaleContested") == "True/AnotherWriter"
+    assert out.status.contested is not None and out.status.contested.groups == [DECODE]
+    assert [e.reason for e in out.events].count("ScaleContested") == 1
+    # the next passes, same generation: still held, no new warning
+    assert out.status.replicas is not None and out.status.replicas.prefill is not None
+    n_p = out.status.replicas.prefill  # what the operator left prefill at
+    again = decide(observation(prefill=n_p, decode=2), out.status, later + timedelta(minutes=1), 1)
+    assert isinstance(again, Decision) and all(c.group != DECODE for c in again.to_apply)
+    assert "ScaleContested" not in [e.reason for e in again.outcome().events]
+    # the spec changes (generation 2): the operator acts again
+    resumed = decide(
+        observation(prefill=n_p, decode=2), out.status, later + timedelta(minutes=9), 2
+    )
+    assert isinstance(resumed, Decision)
+    assert any(c.group == DECODE for c in resumed.to_apply)
+    assert reason(resumed.outcome(), "ScaleContested") == "False/SoleWriter"

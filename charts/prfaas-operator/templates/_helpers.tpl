@@ -56,29 +56,44 @@ app.kubernetes.io/component: router
 {{- end }}
 
 {{- define "prfaas-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+{{- end }}
 
-{{/* Pod and container security: non-root, read-only root, no privilege, RuntimeDefault. */}}
+{{/* Pod and container security from values (default: non-root 65532, read-only root, no
+privilege, RuntimeDefault seccomp). */}}
 {{- define "prfaas-operator.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-fsGroup: 65532
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "prfaas-operator.containerSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-readOnlyRootFilesystem: true
-allowPrivilegeEscalation: false
-privileged: false
-capabilities:
-  drop: [ALL]
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/* Scheduling knobs of a pod spec. Call with the component's values (.Values.operator, …). */}}
+{{- define "prfaas-operator.scheduling" -}}
+{{- with .nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -116,4 +131,22 @@ The router's arguments (the `prfaas router` contract). Call with (dict "ctx" $ "
 {{- $_ := set $out .namespace (append $have .name | uniq | sortAlpha) }}
 {{- end }}
 {{- toYaml $out }}
+{{- end }}
+
+{{/* ServiceMonitor endpoint options shared by the operator's and the router's. */}}
+{{- define "prfaas-operator.scrapeOptions" -}}
+honorLabels: {{ .Values.serviceMonitor.honorLabels }}
+{{- with .Values.serviceMonitor.relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.serviceMonitor.metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the operator runs with kopf peering (several replicas, or asked for). */}}
+{{- define "prfaas-operator.peering" -}}
+{{- if or .Values.operator.peering.enabled (gt (int .Values.operator.replicas) 1) }}true{{ end }}
 {{- end }}

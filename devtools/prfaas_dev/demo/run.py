@@ -336,7 +336,7 @@ class Demo:
             ]
         )
         kubelet.step()
-        self._operator(group, west)
+        self._operator(group, west, prom)
         router = f"http://{HOST}:{router_port}"
         r_argv = _router_argv(
             router_port, ["--pdcluster", "h20-pd", "-n", NAMESPACE, "--kubeconfig", str(west)]
@@ -411,12 +411,14 @@ class Demo:
         stack.callback(prom.stop)
         return prom.url
 
-    def _operator(self, group: Group, kubeconfig: Path) -> Proc:
+    def _operator(self, group: Group, kubeconfig: Path, prometheus_url: str) -> Proc:
         argv = [
             *prfaas_argv(),
             "operator",
             "-n",
             NAMESPACE,
+            "--allow-prometheus",
+            prometheus_url,
             "--log-format",
             "plain",
             "--metrics-address",

@@ -257,6 +257,15 @@ class ScaledAtStatus(Spec):
     decode: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
 
 
+class ContestedStatus(Spec):
+    """Groups whose replicas another writer changed; the operator leaves them alone until the
+    spec changes (``generation`` moves) or they reach the plan on their own."""
+
+    groups: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=3)
+    generation: int | None = Field(default=None, ge=0)
+    since: str = Field(json_schema_extra={"format": "date-time"})
+
+
 class PDClusterStatus(Spec):
     observed_generation: int | None = Field(default=None, ge=0)
     phase: Literal["Pending", "Planned", "Applied", "Holding", "Degraded"] | None = None
@@ -266,6 +275,7 @@ class PDClusterStatus(Spec):
     last_applied_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     replicas: ReplicasStatus | None = None
     scaled_at: ScaledAtStatus | None = None
+    contested: ContestedStatus | None = None
     conditions: Conditions = Field(default_factory=list)
 
 
@@ -283,7 +293,7 @@ class PDCluster(Spec):
             Column("Nd", "integer", ".status.plan.nDecode"),
             Column("Throughput", "number", ".status.plan.throughputRps"),
             Column("Phase", "string", ".status.phase"),
-            condition_column("Ready", "Ready", priority=1),
+            condition_column("Ready", "Ready"),
             Column("Policy", "integer", ".status.routingPolicy.version", priority=1),
             AGE,
         ),

@@ -73,6 +73,23 @@ def register(sub: Any) -> None:
         "(the first token is never delayed); default %(default)s",
     )
     p.add_argument("--max-body-mb", type=int, default=64, help="request size limit, MiB")
+    p.add_argument(
+        "--kv-peer",
+        action="append",
+        default=[],
+        metavar="NET",
+        help="a network (CIDR or IP) or host name decode may pull a KVCache from (repeatable; "
+        "default: loopback only). Requests naming any other source get 403 "
+        "kv_peer_not_allowed: the address comes from the request",
+    )
+    p.add_argument(
+        "--kv-timeout",
+        type=positive,
+        default=30.0,
+        help="seconds a KV transfer (and a FETCH for a key not there yet) may take "
+        "(default %(default)s)",
+    )
+    p.add_argument("--admin", action="store_true", help="serve POST /flush_cache (off: 404)")
     p.set_defaults(func=run)
 
 
@@ -81,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
     # no *_created series: dashboards and peers never read them
     disable_created_metrics()  # type: ignore[no-untyped-call]
+    from prfaas.engine.peers import LOOPBACK
     from prfaas.engine.server import EngineConfig
     from prfaas.engine.server import run as run_engine
     from prfaas.engine.timing import ProfileError, timing_for
@@ -112,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_mb << 20,
             tokenizer=args.tokenizer,
             emit_interval_s=args.emit_interval,
+            kv_peers=tuple(args.kv_peer) or LOOPBACK,
+            kv_timeout_s=args.kv_timeout,
+            admin=args.admin,
         )
         from prfaas.engine.server import Engine
 

@@ -68,6 +68,12 @@ def register(sub: Any) -> None:
     p.add_argument("--gbps", type=positive, default=100.0, help="capacity (default %(default)s)")
     p.add_argument("--rtt-ms", type=float, default=0.0, help="round-trip time, unscaled")
     p.add_argument("--admin-port", type=port, default=9900, help="admin API (default %(default)s)")
+    p.add_argument(
+        "--admin-host",
+        default="127.0.0.1",
+        help="admin API bind address (default %(default)s: it can cut the link, so only this "
+        "host reaches it unless you say otherwise)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     p.add_argument("--name", default="link", help="name in /link and logs")
     add_scaling(p)
@@ -113,12 +119,12 @@ def run(args: argparse.Namespace) -> int:
         await link.start(args.host)
         runner = web.AppRunner(link.admin_app(), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, args.host, args.admin_port).start()
+        await web.TCPSite(runner, args.admin_host, args.admin_port).start()
         print(
             f"prfaas link: {args.name} {args.gbps:g} Gbps, RTT {args.rtt_ms:g} ms, "
             f"{len(routes)} route(s)"
             + (f", gateway on {args.gateway_port}" if args.gateway_port else "")
-            + f", admin on http://{args.host}:{args.admin_port}",
+            + f", admin on http://{args.admin_host}:{args.admin_port}",
             file=sys.stderr,
             flush=True,
         )

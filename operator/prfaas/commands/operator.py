@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from prfaas.commands.errors import CommandError
 from prfaas.commands.serving_args import add_logging
@@ -20,8 +22,8 @@ def register(sub: Any) -> None:
             "policy.intervalSeconds, and at once when a spec changes, each PDCluster is "
             "re-planned from Prometheus or its declared workload; in Enforce mode the /scale "
             "of its targets is patched within bounds, max step and cooldown. Run ONE replica "
-            "(strategy Recreate): --standalone is the default; --peering NAME uses kopf peering "
-            "(needs its CRDs) so that a second replica waits instead of acting."
+            "(strategy Recreate), or several with --peering NAME (kopf peering, its CRDs and "
+            "object shipped by the chart): one acts, the others take over when it dies."
         ),
     )
     scope = p.add_mutually_exclusive_group()
@@ -29,7 +31,28 @@ def register(sub: Any) -> None:
         "-n", "--namespace", action="append", default=[], help="watch only these (repeatable)"
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all (default)")
-    p.add_argument("--peering", metavar="NAME", help="kopf peering object (default: standalone)")
+    p.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="kopf peering object (ClusterKopfPeering, or KopfPeering per --namespace) shared "
+        "by the replicas: the one of highest --priority acts, the others wait (default: "
+        "standalone, one replica)",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        metavar="N",
+        help="peering priority (default: random, so that two replicas never tie: a tie pauses "
+        "both)",
+    )
+    p.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=15,
+        metavar="S",
+        help="seconds a replica's peering record lives without a keep-alive: how long the "
+        "others wait after it dies (default %(default)s)",
+    )
     p.add_argument(
         "--liveness",
         default="http://0.0.0.0:8080/healthz",
@@ -45,6 +68,41 @@ def register(sub: Any) -> None:
         action="store_true",
         help="plan and report in status, but never patch /scale or member clusters",
     )
+    trust = p.add_argument_group(
+        "what CR authors may make the operator do (default: nothing beyond their namespace)"
+    )
+    trust.add_argument(
+        "--allow-prometheus",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a Prometheus base URL that workload.prometheus.url may name (repeatable; a URL "
+        "matches with the same scheme, host and port and a path under this one). Without it "
+        "PDClusters can only declare their workload",
+    )
+    trust.add_argument(
+        "--allow-target-namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="a namespace that any CR may name in scaleTargetRef.namespace (repeatable); "
+        "otherwise a CR scales only in its own namespace",
+    )
+    trust.add_argument(
+        "--allow-kubeconfig-exec",
+        action="store_true",
+        help="let member kubeconfig Secrets use exec credential plugins (runs the command they "
+        "name, as the operator); auth-provider and file references stay refused",
+    )
+    trust.add_argument(
+        "--max-plan-cells",
+        type=int,
+        default=2_000_000,
+        metavar="N",
+        help="most planning-grid cells (pool sizes × splits × thresholds) one PDCluster may "
+        "cost per pass; larger ones get Ready=False/PlanTooLarge (default %(default)s: "
+        "~0.6 s and ~150 MB)",
+    )
     add_logging(p)
     p.set_defaults(func=run)
 
@@ -54,10 +112,22 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from prfaas.controller import handlers
+    from prfaas.controller.trust import Trust
 
+    if args.peering_lifetime < 2:
+        raise CommandError("--peering-lifetime must be at least 2 seconds")
+    if args.max_plan_cells < 1:
+        raise CommandError("--max-plan-cells must be at least 1")
     if not 0 <= args.metrics_port <= 65535:
         raise CommandError(f"--metrics-port {args.metrics_port} is not a port")
     handlers.Runtime.dry_run = args.dry_run
+    handlers.Runtime.peering_lifetime = args.peering_lifetime
+    handlers.Runtime.trust = Trust(
+        allow_kubeconfig_exec=args.allow_kubeconfig_exec,
+        target_namespaces=frozenset(args.allow_target_namespace),
+        prometheus_urls=tuple(_prometheus_urls(args.allow_prometheus)),
+        max_plan_cells=args.max_plan_cells,
+    )
     kopf.configure(
         verbose=args.verbose,
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
@@ -77,9 +147,18 @@ def run(args: argparse.Namespace) -> int:
         kopf.operator(
             standalone=args.peering is None,
             peering_name=args.peering,
+            priority=args.priority if args.priority is not None else secrets.randbelow(1 << 30),
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             liveness_endpoint=None if args.liveness == "none" else args.liveness,
         )
     )
     return 0
+
+
+def _prometheus_urls(urls: list[str]) -> list[str]:
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+            raise CommandError(f"--allow-prometheus {url!r}: expected http(s)://host[:port][/path]")
+    return urls

@@ -21,6 +21,7 @@ from prfaas.controller import metrics
 from prfaas.controller.kube import Cluster, Members, UnreachableError, local_api
 from prfaas.controller.reconcile import Reconciler, Resource, parse_status, routing_configmap
 from prfaas.controller.signals import prometheus_query_factory
+from prfaas.controller.trust import Trust
 from prfaas.slowloop.conditions import is_true, set_condition
 from prfaas.slowloop.decide import Outcome
 
@@ -34,6 +35,8 @@ class Runtime:
 
     reconciler: Reconciler | None = None
     dry_run = False
+    trust = Trust()
+    peering_lifetime = 15
     local: Cluster | None = None
 
 
@@ -49,12 +52,23 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=PDC.group, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # events are posted explicitly, one per change
+    # with --peering: a dead leader's record expires after this long, then another replica acts
+    settings.peering.lifetime = Runtime.peering_lifetime
     settings.watching.server_timeout = 300
+    # kopf retries its own failed requests 9 times over ~90 s; a namespace-scoped operator may not
+    # list namespaces (least privilege) and kopf only falls back after the last retry: keep the
+    # start quick (our passes retry on their own schedule anyway)
+    settings.networking.error_backoffs = [1, 2, 4]
     settings.networking.request_timeout = 30
     local = Cluster(await asyncio.to_thread(local_api))
     Runtime.local = local
+    trust = Runtime.trust
     Runtime.reconciler = Reconciler(
-        Members(local), prometheus_query_factory(), lambda: datetime.now(UTC), Runtime.dry_run
+        Members(local, allow_exec=trust.allow_kubeconfig_exec),
+        prometheus_query_factory(),
+        lambda: datetime.now(UTC),
+        Runtime.dry_run,
+        trust,
     )
 
 
@@ -86,6 +100,7 @@ async def pdcluster_loop(
             if body.meta.get("generation") != generation:
                 break  # the spec changed: plan again now
             await stopped.wait(1.0)
+    metrics.forget(namespace, name)  # deleted (or no longer watched): no stale series
 
 
 async def _report_error(name: str, namespace: str, body: kopf.Body, exc: Exception) -> None:
@@ -119,7 +134,6 @@ async def _one_pass(name: str, namespace: str, body: kopf.Body, labels: dict[str
     await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, status)
     if outcome.pool_status is not None and outcome.pool_name:
         pool_status = outcome.pool_status.model_dump(by_alias=True, exclude_none=True, mode="json")
-        pool_status.pop("conditions", None)  # not managed here: never clear them
         try:
             await asyncio.to_thread(
                 local.patch_status, POOL.plural, namespace, outcome.pool_name, pool_status
@@ -167,7 +181,7 @@ def _record(outcome: Outcome, labels: dict[str, str]) -> None:
     if plan is not None:
         metrics.PLAN_THRESHOLD.labels(**labels).set(plan.threshold_tokens or 0)
         metrics.PLAN_THROUGHPUT.labels(**labels).set(plan.throughput_rps)
-        metrics.PLAN_EGRESS.labels(**labels).set(plan.egress_gbps)
+        metrics.PLAN_EGRESS.labels(**labels).set(plan.egress_gbps * 1e9 / 8)
         for group, count in (
             ("prefillPool", plan.n_prfaas),
             ("prefill", plan.n_prefill),
@@ -188,6 +202,7 @@ async def pdcluster_deleted(*, name: str, namespace: str | None, spec: kopf.Spec
     """Delete what the operator created in a member cluster (the policy ConfigMap), only that."""
     reconciler = Runtime.reconciler
     assert namespace is not None
+    metrics.forget(namespace, name)
     placement = spec.get("placement") or {}
     if reconciler is None or not placement.get("kubeconfigSecretRef"):
         return

@@ -11,13 +11,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from prfaas.api.common import Placement, ScaleTargetRef
 from prfaas.api.resource import GROUP, VERSION
+from prfaas.controller.kubeconfig import KubeconfigRefusedError, parse_kubeconfig
 
+FIELD_MANAGER = "prfaas-operator"  # in managedFields: GitOps tools and kubectl see who wrote
 TIMEOUT = (3.0, 10.0)  # connect, read: a member cluster that does not answer is unreachable
 
 
@@ -25,8 +26,27 @@ class UnreachableError(Exception):
     """A cluster did not answer (network, TLS, credentials): act as if it is not there."""
 
 
+class KubeconfigRejectedError(UnreachableError):
+    """A member kubeconfig that asks for what the operator refuses (exec, file references)."""
+
+
 class TargetError(Exception):
     """The cluster answered, but the target is wrong (missing, no /scale, forbidden)."""
+
+
+def _describe(exc: Exception) -> str:
+    """What went wrong, without the exception's text: a member's kubeconfig comes from a CR
+    author, and transport errors can quote request headers (its credentials)."""
+    reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError wraps the cause
+    cause = reason if isinstance(reason, Exception) else exc
+    name = type(cause).__name__
+    if "Timeout" in name or isinstance(cause, TimeoutError):
+        return f"timed out ({name})"
+    if "SSL" in name or "Certificate" in name:
+        return f"TLS failed ({name})"
+    if "Connection" in name or isinstance(cause, OSError):
+        return f"cannot connect ({name})"
+    return name
 
 
 def _split(api_version: str) -> tuple[str, str]:
@@ -53,7 +73,7 @@ class Cluster:
                 raise UnreachableError(f"{self.name}: HTTP {exc.status} {exc.reason}") from None
             raise
         except Exception as exc:  # urllib3 / socket / TLS errors
-            raise UnreachableError(f"{self.name}: {type(exc).__name__}: {exc}") from None
+            raise UnreachableError(f"{self.name}: {_describe(exc)}") from None
 
     def plural(self, api_version: str, kind: str) -> str:
         key = (api_version, kind)
@@ -128,6 +148,7 @@ class Cluster:
                 plural,
                 ref.name,
                 {"spec": {"replicas": replicas}},
+                field_manager=FIELD_MANAGER,
             )
         except ApiException as exc:
             raise TargetError(f"{ref.kind}/{ref.name}: HTTP {exc.status} {exc.reason}") from None
@@ -155,6 +176,7 @@ class Cluster:
             plural,
             name,
             {"status": status},
+            field_manager=FIELD_MANAGER,
         )
 
     def apply_configmap(self, namespace: str, name: str, data: dict[str, str]) -> None:
@@ -196,8 +218,9 @@ class Members:
     Cached by (namespace, secret, resourceVersion): a rotated Secret gets a new client.
     """
 
-    def __init__(self, local: Cluster) -> None:
+    def __init__(self, local: Cluster, allow_exec: bool = False) -> None:
         self.local = local
+        self.allow_exec = allow_exec  # --allow-kubeconfig-exec
         self._cache: dict[tuple[str, str, str], Cluster] = {}
         self._lock = threading.Lock()
 
@@ -219,13 +242,18 @@ class Members:
         raw = (secret.data or {}).get(ref.key)
         if raw is None:
             raise UnreachableError(f"Secret {namespace}/{ref.name} has no key {ref.key!r}")
+        where = f"Secret {namespace}/{ref.name}[{ref.key}]"
         try:
-            kubeconfig = yaml.safe_load(base64.b64decode(raw))
+            kubeconfig = parse_kubeconfig(base64.b64decode(raw), self.allow_exec)
+        except KubeconfigRefusedError as exc:
+            raise KubeconfigRejectedError(f"{where}: {exc}") from None
+        except ValueError:  # not base64
+            raise KubeconfigRejectedError(f"{where}: not base64") from None
+        try:
             api = config.new_client_from_config_dict(kubeconfig)  # type: ignore[no-untyped-call]
         except Exception as exc:  # never log the secret itself
             raise UnreachableError(
-                f"Secret {namespace}/{ref.name}[{ref.key}] is not a usable kubeconfig "
-                f"({type(exc).__name__})"
+                f"{where} is not a usable kubeconfig ({type(exc).__name__})"
             ) from None
         api.configuration.retries = 1
         member = Cluster(api, name=f"member {ref.name}")

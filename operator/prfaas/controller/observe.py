@@ -13,9 +13,16 @@ from pydantic import ValidationError
 
 from prfaas.api.common import Placement, ScaleTargetRef
 from prfaas.api.pdcluster import PDClusterSpec
-from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec
-from prfaas.controller.kube import Cluster, Members, TargetError, UnreachableError
+from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec, PrefillPoolStatus
+from prfaas.controller.kube import (
+    Cluster,
+    KubeconfigRejectedError,
+    Members,
+    TargetError,
+    UnreachableError,
+)
 from prfaas.controller.signals import Query, SignalsUnavailableError, gather
+from prfaas.controller.trust import Trust
 from prfaas.slowloop.observation import (
     DECODE,
     POOL,
@@ -48,6 +55,7 @@ class ScaleHandle:
 def observe(
     members: Members,
     query_factory: Callable[[str], Query],
+    trust: Trust,
     name: str,
     namespace: str,
     spec: PDClusterSpec,
@@ -62,8 +70,13 @@ def observe(
     groups: dict[GroupName, GroupObservation] = {}
     handles: dict[GroupName, ScaleHandle] = {}
     for group, placement, ref in wanted:
+        refusal = trust.target_refusal(namespace, ref.namespace)
+        if refusal is not None:  # never read, never written
+            groups[group] = GroupObservation(None, refusal, reason="TargetForbidden")
+            handles[group] = ScaleHandle(None, ref, namespace)
+            continue
         groups[group], handles[group] = _read_scale(members, placement, ref, namespace)
-    obs = Observation(name, spec, groups, _signals(spec, query_factory), pool)
+    obs = Observation(name, spec, groups, _signals(spec, query_factory, trust), pool)
     return obs, handles
 
 
@@ -77,8 +90,14 @@ def _pool(members: Members, namespace: str, spec: PDClusterSpec) -> PoolObservat
         return PoolObservation(
             link, None, ("PrefillPoolNotFound", f"PrefillPool {link.name} not found")
         )
+    generation = (raw.get("metadata") or {}).get("generation")
     try:
-        return PoolObservation(link, PrefillPoolSpec.model_validate(raw.get("spec") or {}))
+        status = PrefillPoolStatus.model_validate(raw.get("status") or {})
+    except ValidationError:  # written by an older version: start afresh
+        status = PrefillPoolStatus()
+    try:
+        pool = PrefillPoolSpec.model_validate(raw.get("spec") or {})
+        return PoolObservation(link, pool, generation=generation, status=status)
     except ValidationError:
         return PoolObservation(
             link, None, ("PrefillPoolInvalid", f"PrefillPool {link.name} has an invalid spec")
@@ -90,6 +109,9 @@ def _read_scale(
 ) -> tuple[GroupObservation, ScaleHandle]:
     try:
         cluster = members.for_placement(placement, namespace)
+    except KubeconfigRejectedError as exc:
+        refused = GroupObservation(None, str(exc), reachable=False, reason="KubeconfigRejected")
+        return refused, ScaleHandle(None, ref, namespace)
     except UnreachableError as exc:
         return GroupObservation(None, str(exc), reachable=False), ScaleHandle(None, ref, namespace)
     handle = ScaleHandle(cluster, ref, namespace)
@@ -122,8 +144,12 @@ _WARNED: set[tuple[str, str]] = set()
 
 
 def _signals(
-    spec: PDClusterSpec, query_factory: Callable[[str], Query]
+    spec: PDClusterSpec, query_factory: Callable[[str], Query], trust: Trust
 ) -> Signals | SignalsUnavailable:
+    source = spec.workload.prometheus
+    refusal = trust.prometheus_refusal(source.url) if source is not None else None
+    if refusal is not None:  # never queried
+        return SignalsUnavailable("PrometheusNotAllowed", refusal)
     try:
         return gather(spec.workload, query_factory)
     except SignalsUnavailableError as exc:

@@ -18,6 +18,7 @@ from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
 from prfaas.controller.kube import Members, TargetError, UnreachableError
 from prfaas.controller.observe import ScaleHandle, observe
 from prfaas.controller.signals import Query
+from prfaas.controller.trust import Trust
 from prfaas.slowloop.conditions import parse_conditions
 from prfaas.slowloop.decide import Decision, Outcome, decide, invalid_spec
 from prfaas.slowloop.observation import GroupName
@@ -67,11 +68,13 @@ class Reconciler:
         query_factory: Callable[[str], Query],
         clock: Callable[[], datetime],
         dry_run: bool = False,
+        trust: Trust | None = None,
     ) -> None:
         self.members = members
         self.query_factory = query_factory
         self.clock = clock
         self.dry_run = dry_run  # plan and report, never scale (operator-wide Observe)
+        self.trust = trust or Trust()
 
     def reconcile(self, res: Resource) -> Outcome:
         now = self.clock()
@@ -79,8 +82,17 @@ class Reconciler:
             first = res.spec.errors()[0]
             where = ".".join(map(str, first["loc"]))
             return invalid_spec(res.status, res.generation, now, where, first["msg"])
-        obs, handles = observe(self.members, self.query_factory, res.name, res.namespace, res.spec)
-        decision = decide(obs, res.status, now, res.generation, dry_run=self.dry_run)
+        obs, handles = observe(
+            self.members, self.query_factory, self.trust, res.name, res.namespace, res.spec
+        )
+        decision = decide(
+            obs,
+            res.status,
+            now,
+            res.generation,
+            dry_run=self.dry_run,
+            max_plan_cells=self.trust.max_plan_cells,
+        )
         if not isinstance(decision, Decision):
             return decision  # nothing to act on (stale signals, no plan)
         return decision.outcome(act(decision.to_apply, handles))

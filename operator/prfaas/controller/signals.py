@@ -7,6 +7,7 @@ on plain data and integration-tested against a real Prometheus.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -131,8 +132,22 @@ def gather(source: WorkloadSource, query_factory: Callable[[str], Query]) -> Sig
         raise
     except Exception as exc:  # any transport or server error means: no fresh signals
         raise SignalsUnavailableError(
-            "PrometheusUnreachable", f"{source.prometheus.url}: {type(exc).__name__}: {exc}"
+            "PrometheusUnreachable", f"{source.prometheus.url}: {describe_failure(exc)}"
         ) from None
+
+
+def describe_failure(exc: Exception) -> str:
+    """The failure without what the server sent: the URL comes from a CR, and its answer must
+    not reach status (only an HTTP status code does)."""
+    found = re.search(r"HTTP Status Code (\d{3})", str(exc))
+    if found:
+        return f"HTTP {found.group(1)}"
+    name = type(exc).__name__
+    if "Timeout" in name or isinstance(exc, TimeoutError):
+        return f"timed out ({name})"
+    if "Connection" in name or isinstance(exc, OSError):
+        return f"cannot connect ({name})"
+    return name
 
 
 def prometheus_query_factory(timeout_s: float = 5.0) -> Callable[[str], Query]:

@@ -44,6 +44,10 @@ class KVStore:
         fut.set_result(nbytes)
         self._born[key] = time.monotonic()
 
+    def ready(self, key: str) -> bool:
+        fut = self._items.get(key)
+        return fut is not None and fut.done() and not fut.cancelled()
+
     async def take(self, key: str, timeout: float) -> int | None:
         fut = self._items.get(key)
         if fut is None:
@@ -73,14 +77,25 @@ class KVStore:
 
 
 class KVServer:
-    """Serves the store on a TCP port; ``on_sent`` counts bytes put on the wire."""
+    """Serves the store on a TCP port; ``on_sent`` counts bytes put on the wire.
+
+    A FETCH for a key that is not there yet waits at most ``wait_s``, and at most
+    ``max_waiting`` FETCHes wait at once (more are answered ``ERR busy``): whoever reaches the
+    port cannot hold connections open by asking for keys that never come.
+    """
 
     def __init__(
-        self, store: KVStore, wait_s: float = 60.0, on_sent: Callable[[int], None] | None = None
+        self,
+        store: KVStore,
+        wait_s: float = 30.0,
+        on_sent: Callable[[int], None] | None = None,
+        max_waiting: int = 256,
     ) -> None:
         self.store = store
         self.wait_s = wait_s
         self.on_sent = on_sent
+        self.max_waiting = max_waiting
+        self.waiting = 0
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -99,7 +114,14 @@ class KVServer:
             if verb != "FETCH" or not key:
                 writer.write(b"ERR bad request\n")
                 return
-            nbytes = await self.store.take(key, self.wait_s)
+            if self.waiting >= self.max_waiting and not self.store.ready(key):
+                writer.write(b"ERR busy\n")
+                return
+            self.waiting += 1
+            try:
+                nbytes = await self.store.take(key, self.wait_s)
+            finally:
+                self.waiting -= 1
             if nbytes is None:
                 writer.write(b"ERR unknown key\n")
                 return
@@ -129,9 +151,7 @@ async def fetch(host: str, port: int, key: str, timeout: float) -> int:
                 writer.write(f"FETCH {key}\n".encode())
                 await writer.drain()
                 head = (await reader.readline()).decode("ascii", "replace").strip()
-                if not head.startswith("OK "):
-                    raise KVTransferError(f"{host}:{port}: {head or 'connection closed'}")
-                left = total = int(head[3:])
+                left = total = _size(head, f"{host}:{port}")
                 while left > 0:
                     chunk = await reader.read(min(left, CHUNK))
                     if not chunk:
@@ -142,5 +162,18 @@ async def fetch(host: str, port: int, key: str, timeout: float) -> int:
                 writer.close()
     except TimeoutError:
         raise KVTransferError(f"{host}:{port}: no KVCache within {timeout:.0f} s") from None
-    except (OSError, ValueError) as exc:
-        raise KVTransferError(f"{host}:{port}: {exc}") from None
+    except OSError as exc:  # a local error (refused, unreachable): no peer bytes in it
+        raise KVTransferError(f"{host}:{port}: {exc.strerror or type(exc).__name__}") from None
+
+
+_ANSWERS = {"ERR unknown key": "unknown key", "ERR bad request": "bad request", "ERR busy": "busy"}
+
+
+def _size(head: str, where: str) -> int:
+    """The size in an ``OK <n>`` answer; anything else is reported by kind, never echoed
+    (the address came from a request: echoing would make decode a banner grabber)."""
+    if head.startswith("OK ") and head[3:].isdigit():
+        return int(head[3:])
+    if not head:
+        raise KVTransferError(f"{where}: connection closed")
+    raise KVTransferError(f"{where}: {_ANSWERS.get(head, 'not a KV peer')}")

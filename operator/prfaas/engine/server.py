@@ -30,6 +30,7 @@ from aiohttp import web
 
 from prfaas.engine.kv import KVServer, KVStore, KVTransferError, fetch
 from prfaas.engine.metrics import EngineMetrics
+from prfaas.engine.peers import LOOPBACK, KVPeers
 from prfaas.engine.timing import Timing
 from prfaas.routing.prefix import PrefixIndex
 from prfaas.routing.tokens import PromptTokens
@@ -66,6 +67,8 @@ class EngineConfig:
     cache_blocks: int = 1 << 16
     tokenizer: str | None = None
     emit_interval_s: float = 0.02  # tokens due are written together, at most this often
+    kv_peers: tuple[str, ...] = LOOPBACK  # networks (CIDR) or host names decode may pull from
+    admin: bool = False  # POST /flush_cache
 
 
 class Engine:
@@ -77,6 +80,7 @@ class Engine:
         self.cache = PrefixIndex(capacity_blocks=cfg.cache_blocks)
         self.store = KVStore()
         self.kv_server = KVServer(self.store, cfg.kv_timeout_s, self.metrics.kv_sent.inc)
+        self.kv_peers = KVPeers(cfg.kv_peers)
         self.prefill_lock = asyncio.Lock()
         self.decode_slots = asyncio.Semaphore(self.t.max_batch)
         self.queued_tokens = 0
@@ -97,7 +101,8 @@ class Engine:
         for path in ("/model_info", "/get_model_info"):
             app.router.add_get(path, self._model_info)
         app.router.add_get("/get_load", self._get_load)
-        app.router.add_post("/flush_cache", self._flush)
+        if self.cfg.admin:  # off by default: anyone who reaches the port could call it
+            app.router.add_post("/flush_cache", self._flush)
         app.on_startup.append(self._start_kv)
         app.on_cleanup.append(self._stop_kv)
         return app
@@ -225,6 +230,13 @@ class Engine:
         except RequestError as exc:
             return json_response(exc.body(), status=exc.status)
 
+        if source is not None and not self.kv_peers.allows(source[0]):
+            err = openai.error_body(
+                "the KV source is not a peer this engine was told about (--kv-peer)",
+                "kv_peer_not_allowed",
+                403,
+            )
+            return json_response(err, status=403)
         if source is None:
             self.metrics.requests.labels("prefill+decode").inc()
             await self.prefill(pt)

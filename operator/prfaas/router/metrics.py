@@ -27,8 +27,8 @@ class RouterMetrics:
                                 buckets=(16, 64, 256, 1024, 4096, 16384), registry=r)  # fmt: skip
         self.link_bytes = Counter(names.ROUTER_LINK_BYTES, "nominal KV bytes this router sent "
                                   "over each pool's link", ["pool"], registry=r)  # fmt: skip
-        self.link_utilisation = Gauge("prfaas_router_link_utilisation", "recent egress / usable "
-                                      "bandwidth", ["pool"], registry=r)  # fmt: skip
+        self.link_utilisation = Gauge("prfaas_router_link_utilisation_ratio", "recent egress "
+                                      "/ usable bandwidth", ["pool"], registry=r)  # fmt: skip
         self.link_in_flight = Gauge("prfaas_router_link_in_flight_bytes", "nominal KV bytes sent "
                                     "and not yet at decode", ["pool"], registry=r)  # fmt: skip
         self.link_up = Gauge("prfaas_router_link_up", "1 unless KV transfers over the link "

@@ -7,12 +7,13 @@ made them (a change that failed is reported, and the routing policy follows what
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from prfaas.api.pdcluster import (
+    ContestedStatus,
     PDClusterSpec,
     PDClusterStatus,
     PlanStatus,
@@ -25,7 +26,7 @@ from prfaas.api.pdcluster import (
 )
 from prfaas.api.planning import scenario_for
 from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
-from prfaas.model.planner import Plan, PlanError, PlanResult, plan
+from prfaas.model.planner import Plan, PlanError, PlanResult, grid_cells, plan
 from prfaas.model.profiles import LinkProfile
 from prfaas.model.scenario import PDSpec, PoolSpec, Scenario
 from prfaas.slowloop.conditions import Status, is_true, iso, set_condition
@@ -77,6 +78,7 @@ class _Report:
         self.conditions = list(old.conditions)
         self.events: list[Event] = []
         self.problems: list[tuple[str, str]] = []  # (condition reason, message)
+        self.contested: ContestedStatus | None = old.contested
 
     def cond(self, ctype: str, status: Status, reason: str, message: str = "") -> None:
         self.conditions = set_condition(
@@ -164,6 +166,7 @@ class Decision:
             scaled_at=scaled,
             last_applied_time=r.at if applied else None,
         )
+        status = status.model_copy(update={"contested": r.contested})
         return Outcome(status, r.events, applied, self._pool_status(after), self._pool_name())
 
     def _scaled(self, applied: list[Change]) -> tuple[dict[GroupName, int | None], ScaledAtStatus]:
@@ -219,11 +222,24 @@ class Decision:
     def _pool_status(self, after: Mapping[GroupName, int | None]) -> PrefillPoolStatus | None:
         if self.obs.usable_pool is None:
             return None
+        pool, seen = self.obs.pool, self.obs.groups[POOL]
+        assert pool is not None
         change = next(c for c in self.changes if c.group == POOL)
+        old = pool.status or PrefillPoolStatus()
+        at, gen = self.report.at, pool.generation
+        if seen.known:
+            ready = set_condition(old.conditions, "Ready", "True", "Reachable", "", gen, at)
+        else:
+            reason = seen.reason or ("Unreachable" if not seen.reachable else "TargetInvalid")
+            ready = set_condition(
+                old.conditions, "Ready", "False", reason, seen.error or "", gen, at
+            )
         return PrefillPoolStatus(
+            observed_generation=gen,
             replicas=after.get(POOL),
             desired_replicas=change.desired,
-            phase="Ready" if self.obs.groups[POOL].reachable else "Degraded",
+            phase="Ready" if seen.known else "Degraded",
+            conditions=ready,
         )
 
     def _pool_name(self) -> str | None:
@@ -238,9 +254,11 @@ def decide(
     *,
     dry_run: bool = False,
     planner: Planner = plan,
+    max_plan_cells: int | None = None,
 ) -> Decision | Outcome:
     """Plan and limit the changes; an ``Outcome`` straight away when there is nothing to act on
-    (stale signals: hold the last good plan; no feasible plan)."""
+    (stale signals: hold the last good plan; no feasible plan; a plan over ``max_plan_cells``,
+    the operator's budget per pass, see ``grid_cells``)."""
     r = _Report(old, generation, now)
     r.problems = _problems(obs)
     signals = obs.signals
@@ -248,10 +266,11 @@ def decide(
         return _holding(r, signals)
     r.cond("SignalsStale", "False", "Fresh", f"{signals.source} signals")
     try:
-        target, scenario = _plan_target(obs, signals, planner)
+        target, scenario = _plan_target(obs, signals, planner, max_plan_cells)
     except PlanError as exc:
-        r.problems.append(("PlanFailed", f"plan failed: {exc}"))
-        r.cond("Ready", "False", "PlanFailed", str(exc))
+        reason = "PlanTooLarge" if isinstance(exc, PlanTooLargeError) else "PlanFailed"
+        r.problems.append((reason, f"plan failed: {exc}"))
+        r.cond("Ready", "False", reason, str(exc))
         r.cond("PlanApplied", "False", "Holding", "no plan")
         r.close_degraded()
         return Outcome(r.status("Degraded"), r.events)
@@ -261,16 +280,18 @@ def decide(
         if obs.usable_pool is None or current.get(POOL)
         else None
     )
-    spec = obs.spec
+    spec, targets = obs.spec, _targets(obs, target)
+    contested = _contested(obs, old, generation, targets)
     changes = safe_changes(
-        _groups(obs, old, _floors(signals.arrival_rate_rps, target)),
-        _targets(obs, target),
+        _groups(obs, old, _floors(signals.arrival_rate_rps, target), contested),
+        targets,
         spec.policy.max_step,
         timedelta(seconds=spec.policy.cooldown_seconds),
         now,
         shared=(PREFILL, DECODE, spec.instances),
     )
     enforce = spec.policy.mode == "Enforce" and not dry_run
+    _report_contest(r, old, obs, contested)
     return Decision(
         obs, r, now, signals, scenario, target, now_plan, changes, enforce, dry_run, planner
     )
@@ -283,9 +304,8 @@ def _problems(obs: Observation) -> list[tuple[str, str]]:
         problems.append(obs.pool.problem)
     for g, o in obs.groups.items():
         if o.error:
-            problems.append(
-                ("Unreachable" if not o.reachable else "TargetInvalid", f"{g}: {o.error}")
-            )
+            reason = o.reason or ("Unreachable" if not o.reachable else "TargetInvalid")
+            problems.append((reason, f"{g}: {o.error}"))
         if o.unschedulable:  # e.g. a full node group: the plan runs short, say so
             n = len(o.unschedulable)
             problems.append(
@@ -315,7 +335,24 @@ def _link(obs: Observation) -> LinkProfile | None:
     return link
 
 
-def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[Plan, Scenario]:
+class PlanTooLargeError(PlanError):
+    """The planning grid exceeds the operator's budget per pass."""
+
+
+def _budgeted(scenario: Scenario, max_cells: int | None) -> Scenario:
+    cells = grid_cells(scenario)
+    if max_cells is not None and cells > max_cells:
+        raise PlanTooLargeError(
+            f"the search grid has {cells:,} cells (pool sizes × local splits × thresholds); "
+            f"the operator plans at most {max_cells:,} per pass: raise "
+            "policy.threshold.stepTokens, or narrow the replica bounds or the length range"
+        )
+    return scenario
+
+
+def _plan_target(
+    obs: Observation, signals: Signals, planner: Planner, max_cells: int | None
+) -> tuple[Plan, Scenario]:
     spec, pool, link = obs.spec, obs.usable_pool, _link(obs)
     if pool is None or link is None or obs.pool is None:
         # no usable PrefillPool: plan the local cluster alone (the homogeneous split)
@@ -323,7 +360,7 @@ def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[
             obs.name, spec, "none", _no_pool(spec), 1, _UNBOUNDED, signals.workload
         )
         settings = scenario.planner.model_copy(update={"homogeneous_instances": spec.instances})
-        scenario = scenario.model_copy(update={"planner": settings})
+        scenario = _budgeted(scenario.model_copy(update={"planner": settings}), max_cells)
         return planner(scenario).homogeneous, scenario
     pool_now = obs.groups[POOL].replicas if POOL in obs.groups else None
     scenario = scenario_for(
@@ -335,7 +372,7 @@ def _plan_target(obs: Observation, signals: Signals, planner: Planner) -> tuple[
         link,
         signals.workload,
     )
-    return planner(scenario).prfaas, scenario
+    return planner(_budgeted(scenario, max_cells)).prfaas, scenario
 
 
 _UNBOUNDED = LinkProfile(capacity_gbps=1_000_000)
@@ -359,7 +396,52 @@ def _targets(obs: Observation, target: Plan) -> dict[str, int]:
     return targets
 
 
-def _groups(obs: Observation, old: PDClusterStatus, floors: Mapping[str, int]) -> list[Group]:
+def _contested(
+    obs: Observation, old: PDClusterStatus, generation: int | None, targets: Mapping[str, int]
+) -> list[str]:
+    """Groups another writer changed since the last pass (its replicas are not what this
+    operator left), and those still contested from before at this generation; a group that
+    reached the plan on its own is free again."""
+    seen = old.replicas or ReplicasStatus()
+    before = old.contested
+    carried = set(before.groups) if before and before.generation == generation else set()
+    contested: list[str] = []
+    for g, o in obs.groups.items():
+        last, now = getattr(seen, _SCALED_FIELD[g]), o.replicas
+        changed = last is not None and now is not None and now != last
+        at_plan = now is not None and now == targets.get(g, now)
+        if (changed or g in carried) and not at_plan:
+            contested.append(g)
+    return contested
+
+
+def _report_contest(
+    r: _Report, old: PDClusterStatus, obs: Observation, contested: list[str]
+) -> None:
+    if not contested:
+        r.cond("ScaleContested", "False", "SoleWriter", "")
+        r.contested = None
+        return
+    before = old.contested
+    same = before is not None and before.groups == contested
+    message = (
+        f"{', '.join(contested)}: replicas changed by another writer (an HPA, KEDA, or a GitOps "
+        "tool re-applying replicas?); the operator leaves them alone until the PDCluster's spec "
+        "changes or they reach the plan"
+    )
+    r.cond("ScaleContested", "True", "AnotherWriter", message)
+    if not same:
+        r.event("Warning", "ScaleContested", message)
+    since = before.since if same and before is not None else r.at
+    r.contested = ContestedStatus(groups=contested, generation=r.generation, since=since)
+
+
+def _groups(
+    obs: Observation,
+    old: PDClusterStatus,
+    floors: Mapping[str, int],
+    contested: Sequence[str] = (),
+) -> list[Group]:
     spec, pool = obs.spec, obs.usable_pool
     seen = old.replicas or ReplicasStatus()
     scaled = old.scaled_at or ScaledAtStatus()
@@ -387,6 +469,7 @@ def _groups(obs: Observation, old: PDClusterStatus, floors: Mapping[str, int]) -
                 floor=floors.get(g, 0),
                 reachable=o.known,
                 last_change=datetime.fromisoformat(last.replace("Z", "+00:00")) if last else None,
+                held="another writer owns its replicas" if g in contested else "",
             )
         )
     return groups

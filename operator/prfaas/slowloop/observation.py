@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from prfaas.api.pdcluster import PDClusterSpec, PoolLink
-from prfaas.api.prefillpool import PrefillPoolSpec
+from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
 from prfaas.model.workload import Workload
 
 GroupName = Literal["prefillPool", "prefill", "decode"]
@@ -42,6 +42,7 @@ class GroupObservation:
     replicas: int | None  # None: could not be read
     error: str | None = None
     reachable: bool = True  # False: its cluster did not answer (True + error: target invalid)
+    reason: str | None = None  # condition reason for ``error`` (default from ``reachable``)
     unschedulable: tuple[str, ...] = ()  # "pod: scheduler's message" of pods left Pending
 
     @property
@@ -56,6 +57,8 @@ class PoolObservation:
     link: PoolLink
     spec: PrefillPoolSpec | None  # None: not found or invalid (``problem`` says which)
     problem: tuple[str, str] | None = None  # (condition reason, message)
+    generation: int | None = None  # the PrefillPool's metadata.generation
+    status: PrefillPoolStatus | None = None  # as last written
 
 
 @dataclass(frozen=True)

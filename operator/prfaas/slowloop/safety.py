@@ -8,6 +8,8 @@ Rules, in order:
    the traffic flowing now (an overload) never takes capacity from the group that needs it;
 4. when a group cannot be reached (member cluster down), nothing changes there, and nothing
    shrinks anywhere else (the router fails open to local prefill, which must keep its capacity);
+   a group whose replicas another writer changed (an HPA, KEDA, a GitOps tool) is left alone,
+   bounds included: the operator never fights another controller;
 5. the local prefill and decode groups share ``instances`` machines: one only grows by what the
    other gives up now (never past the total), so no instance is planned onto a machine in use;
 6. growth is applied before shrinkage, so capacity never dips during a role conversion.
@@ -31,6 +33,7 @@ class Group:
     floor: int = 0  # needed by traffic at the current threshold
     reachable: bool = True
     last_change: datetime | None = None
+    held: str = ""  # why the group is left alone (another writer owns its replicas)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,9 @@ def safe_changes(
         desired = _clamp(targets.get(g.name, g.current), g.min, g.max)
         step = _clamp(desired, g.current - max_step, g.current + max_step)
         reason = "toward plan"
+        if g.held:
+            changes.append(Change(g.name, g.current, desired, g.current, g.held))
+            continue
         if not g.reachable:
             step, reason = g.current, "unreachable: holding"
         elif g.current < g.min or g.current > g.max:
