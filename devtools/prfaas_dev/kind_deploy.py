@@ -404,7 +404,7 @@ def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> 
         service("h20-decode", {"http": ENGINE_PORT}),
         service(LINK, {"gateway": GATEWAY_PORT, "admin": LINK_ADMIN_PORT}),
     )
-    installed = RELEASE in helm(kind, "list", "-n", OPERATOR_NS, "-q")
+    installed = RELEASE in helm(kind, "list", "-n", OPERATOR_NS, "-q").split()
     say(f"dc-west: helm {'upgrade' if installed else 'install'} {RELEASE} ({o.image})")
     install_chart(kind, o, upgrade=installed)
     pool_url = (
@@ -440,10 +440,11 @@ def wait_rollouts(system: System, timeout: float = 300) -> None:
 
 
 def undeploy(kind: Kind) -> None:
-    """Remove the system (not the clusters): CRs first, while the operator still runs."""
+    """Remove the system (not the clusters, not the CRDs): the CRs first, while the operator
+    still runs (its finalizer cleans up after them; without an operator it is removed here)."""
     west, east = kind.kubeconfig(WEST.name), kind.kubeconfig(EAST.name)
     for plural in (PDCluster.resource.plural, PrefillPool.resource.plural):
-        kubectl(
+        done = kubectl(
             west,
             "-n",
             NAMESPACE,
@@ -451,10 +452,26 @@ def undeploy(kind: Kind) -> None:
             plural,
             "--all",
             "--wait=true",
-            "--timeout=60s",
+            "--timeout=30s",
             check=False,
+            timeout=60,
         )
-    helm(kind, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout=120s")
+        if done.returncode != 0:  # no operator to finalize them
+            names = kubectl(west, "-n", NAMESPACE, "get", plural, "-o", "name", check=False)
+            for name in names.stdout.split():
+                kubectl(
+                    west,
+                    "-n",
+                    NAMESPACE,
+                    "patch",
+                    name,
+                    "--type=merge",
+                    "-p",
+                    '{"metadata":{"finalizers":null}}',
+                    check=False,
+                )
+    if RELEASE in helm(kind, "list", "-n", OPERATOR_NS, "-q").split():
+        helm(kind, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout=120s")
     for kc in (west, east):
         kubectl(
             kc,

@@ -12,6 +12,8 @@
 #   hack/kind/docker.sh start     start it unless it runs; prints the DOCKER_HOST value
 #   hack/kind/docker.sh stop      stop it and every container it runs (the kind nodes)
 #   hack/kind/docker.sh status    exit 0 if it answers
+#   hack/kind/docker.sh run CMD.. run CMD with it up (DOCKER_HOST set); if this started it, it is
+#                                 stopped afterwards, also when CMD fails or is interrupted
 #   hack/kind/docker.sh host      print the DOCKER_HOST value
 #
 # The daemon runs containers through hack/kind/runc-nocap (see there: a workaround for VMs whose
@@ -105,12 +107,21 @@ stop() {
   "${SUDO[@]}" rm -f "$PIDFILE"
 }
 
+run() {
+  local started=0 rc=0
+  answers || { start >/dev/null; started=1; }
+  if (( started )); then trap 'stop' EXIT; trap 'exit 130' INT TERM; fi
+  "$@" || rc=$?
+  return "$rc"
+}
+
 case "${1:-}" in
   install) install ;;
+  run) shift; [[ $# -gt 0 ]] || die "run: give a command"; run "$@" ;;
   start) start ;;
   stop) stop ;;
   status) answers ;;
   host) echo "$DOCKER_HOST" ;;
-  -h|--help|"") sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|"") awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0" ;;
   *) die "unknown command: $1 (see --help)" ;;
 esac

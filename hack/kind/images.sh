@@ -195,6 +195,6 @@ case "${1:-}" in
   node-tag) node_tag ;;
   debian) debian; echo "$DEBIAN_IMAGE" ;;
   python) python_base; echo "$PYTHON_IMAGE" ;;
-  -h|--help|"") sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|"") awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0" ;;
   *) die "unknown command: $1 (see --help)" ;;
 esac
