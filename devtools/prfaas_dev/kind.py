@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from prfaas_dev.kubectl import kubectl
+from prfaas_dev.kubectl import KubeError, kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack"
@@ -123,6 +123,18 @@ def cni_config(pod_cidr: str) -> dict[str, Any]:
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }
+
+
+def kubectl_retry(kubeconfig: Path, *args: str, attempts: int = 6) -> str:
+    """kubectl, tried again when the API server is slow to answer (a loaded machine)."""
+    for k in range(attempts):
+        try:
+            return kubectl(kubeconfig, *args, "--request-timeout=30s").stdout
+        except KubeError:
+            if k == attempts - 1:
+                raise
+            time.sleep(2 + 2 * k)
+    raise AssertionError("unreachable")
 
 
 def _say(msg: str) -> None:
@@ -246,7 +258,7 @@ class Kind:
     def nodes(self) -> list[Node]:
         found = []
         for cluster in self.existing():
-            raw = kubectl(self.kubeconfig(cluster), "get", "nodes", "-o", "json").stdout
+            raw = kubectl_retry(self.kubeconfig(cluster), "get", "nodes", "-o", "json")
             for item in json.loads(raw)["items"]:
                 name = item["metadata"]["name"]
                 cidr = item["spec"].get("podCIDR")
@@ -259,15 +271,16 @@ class Kind:
     def up(self) -> None:
         t0 = time.monotonic()
         self.docker_start()
-        image = self.node_image()
         self.network()
         have = self.existing()
+        image = None if all(name in have for name in self.specs) else self.node_image()
         for spec in self.specs.values():
             if spec.name in have:
                 self.say(f"{spec.name}: exists")
                 kubectl_config = self.kind("get", "kubeconfig", "--name", spec.name, quiet=True)
                 self._write_kubeconfig(spec.name, kubectl_config)
                 continue
+            assert image is not None
             self.create(spec, image)
         self.wire()
         for spec in self.specs.values():
@@ -326,7 +339,7 @@ class Kind:
             try:
                 nodes = self.nodes()
                 break
-            except KindError:  # the controller-manager assigns pod CIDRs shortly after start
+            except (KindError, KubeError):  # pod CIDRs come from the controller-manager
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(1)

@@ -49,7 +49,7 @@ from prfaas_dev.kind_deploy import (
     undeploy,
     wait_rollouts,
 )
-from prfaas_dev.kubectl import kubectl
+from prfaas_dev.kubectl import KubeError, kubectl
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def clusters() -> Iterator[Kind]:
     failure = ""
     try:
         k.up()
-    except (KindError, subprocess.SubprocessError) as exc:
+    except (KindError, KubeError, subprocess.SubprocessError) as exc:
         failure = f"the kind clusters did not come up: {exc}"
     if failure:
         tidy()
@@ -97,7 +97,7 @@ def system(clusters: Kind) -> Iterator[System]:
             undeploy(clusters)  # a fresh start: the tests count restarts, events, pods
         s = deploy(clusters, Options(image=image.build()))
         wait_rollouts(s, 300)
-    except (KindError, image.ImageError, subprocess.SubprocessError) as exc:
+    except (KindError, KubeError, image.ImageError, subprocess.SubprocessError) as exc:
         failure = f"the system did not deploy: {exc}"
     if failure:
         pytest.fail(failure, pytrace=False)
@@ -105,7 +105,7 @@ def system(clusters: Kind) -> Iterator[System]:
         yield s
     finally:
         # best effort: the clusters go away with the module anyway when it created them
-        with contextlib.suppress(KindError, subprocess.SubprocessError):
+        with contextlib.suppress(KindError, KubeError, subprocess.SubprocessError):
             undeploy(clusters)
 
 
@@ -116,7 +116,7 @@ def wait_for(what: str, cond: Callable[[], bool], timeout: float, every: float =
         try:
             if cond():
                 return
-        except (KindError, subprocess.SubprocessError, KeyError, ValueError):
+        except (KindError, KubeError, subprocess.SubprocessError, KeyError, ValueError):
             pass  # not there yet (an object missing, a cluster briefly away)
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout:.0f} s: {what}")
