@@ -3,8 +3,8 @@ engines) and ``dc-east`` (the PrefillPool: H200 engines), made by the real ``kin
 node image built on this machine (``hack/kind/images.sh``), in the project's own Docker engine
 (``hack/kind/docker.sh``).
 
-Each cluster has a control-plane node (no accelerators) and a GPU node group: nodes labelled
-with their datacenter (``topology.kubernetes.io/region``), accelerator
+Each cluster has a GPU node group (by default its one node, see ``NodeGroup.nodes``): nodes
+labelled with their datacenter (``topology.kubernetes.io/region``), accelerator
 (``nvidia.com/gpu.product``) and group (``prfaas.io/node-group``) that advertise
 ``nvidia.com/gpu`` as an extended resource, so the real scheduler places engine pods that
 request GPUs on the right group and leaves them Pending when the group is full.
@@ -58,7 +58,9 @@ class NodeGroup:
     name: str  # h20, h200
     accelerator: str  # the nvidia.com/gpu.product label value
     gpus: int  # nvidia.com/gpu each node advertises
-    nodes: int = 1
+    # 0: the control-plane node is the group (a one-node cluster: what the tests run, for the
+    # CPU of a 2-core machine); n: n worker nodes, tainted so that only GPU pods land there
+    nodes: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,12 @@ class Node:
 
 def kind_config(spec: ClusterSpec) -> dict[str, Any]:
     """The kind cluster config: our CNI (none from kind), iptables kube-proxy, labels."""
-    nodes: list[dict[str, Any]] = [{"role": "control-plane", "labels": {REGION: spec.name}}]
+    control: dict[str, Any] = {"role": "control-plane", "labels": {REGION: spec.name}}
+    nodes: list[dict[str, Any]] = [control]
     for g in spec.groups:
         labels = {REGION: spec.name, ACCELERATOR: g.accelerator, NODE_GROUP: g.name}
+        if g.nodes == 0:
+            control["labels"].update(labels)
         nodes += [{"role": "worker", "labels": labels} for _ in range(g.nodes)]
     return {
         "kind": "Cluster",
@@ -282,6 +287,8 @@ class Kind:
                 continue
             assert image is not None
             self.create(spec, image)
+        for spec in self.specs.values():
+            self.relax_probes(spec.name)
         self.wire()
         for spec in self.specs.values():
             self.gpus(spec)
@@ -331,6 +338,21 @@ class Kind:
         path.write_text(text)
         path.chmod(0o600)
 
+    def relax_probes(self, cluster: str) -> None:
+        """Lenient probes for the control plane's static pods (etcd, API server, controller
+        manager, scheduler): on a loaded 2-core machine kubeadm's defaults (8 failures of a
+        15 s probe; readiness every second) restart a slow etcd, then the API server that
+        lost it, and the control plane never settles. Idempotent: unchanged files stay."""
+        script = (
+            "for f in /etc/kubernetes/manifests/*.yaml; do "
+            "sed -E -e 's/failureThreshold: [0-9]+/failureThreshold: 60/' "
+            "-e 's/timeoutSeconds: [0-9]+/timeoutSeconds: 60/' "
+            "-e 's/periodSeconds: 1$/periodSeconds: 5/' \"$f\" > /etc/kubernetes/manifest.tmp; "
+            'cmp -s /etc/kubernetes/manifest.tmp "$f" || mv /etc/kubernetes/manifest.tmp "$f"; '
+            "done; rm -f /etc/kubernetes/manifest.tmp"
+        )
+        self.docker("exec", f"{cluster}-control-plane", "sh", "-c", script)
+
     def wire(self) -> None:
         """CNI config on each node, and routes from each node to every other node's pods."""
         self.say("networking: CNI config and pod routes on every node (both clusters)")
@@ -362,31 +384,24 @@ class Kind:
 
     def gpus(self, spec: ClusterSpec) -> None:
         """Advertise ``nvidia.com/gpu`` on each GPU node (the documented way for an extended
-        resource no device plugin manages: a patch of the node's status) and taint it as GPU
-        node pools are, so only pods that tolerate GPUs land there; the control-plane node takes
-        the rest (operator, router, link)."""
+        resource no device plugin manages: a patch of the node's status). GPU worker nodes are
+        tainted as GPU node pools are, so only pods that tolerate GPUs land there, and the
+        control-plane node takes the rest (operator, router, link)."""
         kc = self.kubeconfig(spec.name)
         for g in spec.groups:
-            raw = kubectl(kc, "get", "nodes", "-l", f"{NODE_GROUP}={g.name}", "-o", "name").stdout
+            raw = kubectl_retry(kc, "get", "nodes", "-l", f"{NODE_GROUP}={g.name}", "-o", "name")
             for node in raw.split():
                 patch = json.dumps({"status": {"capacity": {GPU: str(g.gpus)}}})
-                kubectl(kc, "patch", node, "--subresource=status", "--type=merge", "-p", patch)
-                kubectl(
-                    kc,
-                    "taint",
-                    "nodes",
-                    node.split("/")[-1],
-                    f"{GPU}=present:NoSchedule",
-                    "--overwrite",
+                kubectl_retry(
+                    kc, "patch", node, "--subresource=status", "--type=merge", "-p", patch
                 )
-        kubectl(
-            kc,
-            "taint",
-            "nodes",
-            f"{spec.name}-control-plane",
-            "node-role.kubernetes.io/control-plane:NoSchedule-",
-            check=False,
-        )
+                if g.nodes:
+                    taint = f"{GPU}=present:NoSchedule"
+                    kubectl_retry(kc, "taint", "nodes", node.split("/")[-1], taint, "--overwrite")
+        if any(g.nodes for g in spec.groups):
+            cp = f"{spec.name}-control-plane"
+            taint = "node-role.kubernetes.io/control-plane:NoSchedule-"
+            kubectl(kc, "taint", "nodes", cp, taint, check=False)
 
     def wait_ready(self, timeout: float = 300) -> None:
         for name in self.specs:

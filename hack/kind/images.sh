@@ -41,12 +41,12 @@ mirror() {  # the Debian mirror this machine's apt uses for $SUITE
   echo "$uri"
 }
 
-debian() {
+debian() (  # a subshell: its EXIT trap cleans up however it ends
   have_image "$DEBIAN_IMAGE" && return 0
   command -v debootstrap >/dev/null || die "debootstrap is missing: hack/kind/docker.sh install"
   local root t
   root="$(mktemp -d)"
-  trap '"${SUDO[@]}" rm -rf "'"$root"'"' RETURN
+  trap '"${SUDO[@]}" rm -rf "'"$root"'"' EXIT
   t=$(date +%s)
   log "==> debootstrap --variant=minbase ${SUITE} (first time ~2 min)"
   "${SUDO[@]}" debootstrap --variant=minbase "$SUITE" "$root" "$(mirror)" >"$root.log" 2>&1 \
@@ -55,7 +55,7 @@ debian() {
   "${SUDO[@]}" rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   "${SUDO[@]}" tar -C "$root" -c . | docker import - "$DEBIAN_IMAGE" >/dev/null
   log "    ${DEBIAN_IMAGE} in $(elapsed "$t")"
-}
+)
 
 build() {  # <tag> <context dir> [docker build args...]: the legacy builder, host network
   local tag="$1" ctx="$2" out
@@ -70,28 +70,38 @@ build() {  # <tag> <context dir> [docker build args...]: the legacy builder, hos
 
 LOCAL_CA=/usr/local/share/ca-certificates   # update-ca-certificates' local certificates
 
-python_base() {
+python_base() (  # a subshell: its EXIT trap cleans up however it ends
   have_image "$PYTHON_IMAGE" && return 0
   debian
   log "==> ${PYTHON_IMAGE}: Debian's python3 and pip (~1 min)"
   local t ctx
   t=$(date +%s)
   ctx="$(mktemp -d)"
-  trap 'rm -rf "'"$ctx"'"' RETURN
+  trap 'rm -rf "'"$ctx"'"' EXIT
   cp "$HERE/python/Dockerfile" "$ctx/"
   mkdir -p "$ctx/local-ca"
   find "$LOCAL_CA" -maxdepth 2 -name '*.crt' -exec cp {} "$ctx/local-ca/" \; 2>/dev/null || true
   build "$PYTHON_IMAGE" "$ctx" --build-arg "BASE=${DEBIAN_IMAGE}"
   log "    built in $(elapsed "$t")"
-}
+)
 
 # ---- the kind node image ----------------------------------------------------------------------
 
 node_tag() {  # the node image's tag: the Kubernetes version and a hash of how it is built
-  local h
+  local h  # (the binaries' VERSIONS files name their versions and build times)
   h="$(cat "$HERE/images.sh" "$HERE/node/Dockerfile" "$HERE/pause/main.go" \
-    <(echo "k8s ${K8S_VERSION} kind ${KIND_VERSION} ${SUITE}") | sha1sum | cut -c1-10)"
+    "$("$HACK/build-k8s.sh" --node --print-dir)/../VERSIONS" \
+    "$("$HACK/build-k8s.sh" --print-dir)/../VERSIONS" \
+    <(echo "k8s ${K8S_VERSION} kind ${KIND_VERSION} ${SUITE}") 2>/dev/null | sha1sum | cut -c1-10)"
   echo "prfaas.local/kind-node:v${K8S_VERSION}-${h}"
+}
+
+prune() {  # older node images of this script (their layers are shared; dangling ones go too)
+  local keep="$1" ref
+  for ref in $(docker images --format '{{.Repository}}:{{.Tag}}' | grep -E '^prfaas\.local/kind-node(-base)?:'); do
+    [[ "$ref" == "$keep" || "$ref" == "prfaas.local/kind-node-base:${keep##*:}" ]] || docker rmi "$ref" >/dev/null 2>&1 || true
+  done
+  docker image prune -f >/dev/null 2>&1 || true
 }
 
 kind_files() {  # kind's node files (images/base/files) from the kind module at its pinned version
@@ -114,7 +124,7 @@ component_image() {  # <tag> <base image or scratch> <binary> <path in image> [e
   rm -rf "$ctx"
 }
 
-node() {
+node() (  # a subshell: its EXIT trap cleans up however it ends
   local tag base t0 t
   tag="$(node_tag)"
   have_image "$tag" && return 0
@@ -125,7 +135,7 @@ node() {
   cbin="$("$HACK/build-k8s.sh")"          # kube-apiserver, etcd, kubectl
   local work
   work="$(mktemp -d)"
-  trap 'rm -rf "'"$work"'"' RETURN
+  trap 'rm -rf "'"$work"'"' EXIT
 
   base="prfaas.local/kind-node-base:${tag##*:}"
   if ! have_image "$base"; then
@@ -166,7 +176,7 @@ node() {
   local c
   c="$(docker run -d --privileged --network none --entrypoint sleep "$base" infinity)"
   # shellcheck disable=SC2064
-  trap "docker rm -f $c >/dev/null 2>&1; rm -rf '$work'" RETURN
+  trap "docker rm -f $c >/dev/null 2>&1; rm -rf '$work'" EXIT
   local b
   for b in kubelet kubeadm; do docker cp "$nbin/$b" "$c:/usr/bin/$b"; done
   docker cp "$cbin/kubectl" "$c:/usr/bin/kubectl"
@@ -188,7 +198,8 @@ node() {
   docker commit --change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
     --change 'CMD []' "$c" "$tag" >/dev/null
   log "    built in $(elapsed "$t"); node image done in $(elapsed "$t0")"
-}
+  prune "$tag"
+)
 
 case "${1:-}" in
   node) node; node_tag ;;
