@@ -312,25 +312,26 @@ class Kind:
         self.say(f"creating the Docker network {NETWORK} ({subnet})")
         self.docker("network", "create", "--driver", "bridge", "--subnet", subnet, NETWORK)
 
-    def create(self, spec: ClusterSpec, image: str) -> None:
-        self.say(f"{spec.name}: kind create cluster (~1-2 min)")
+    def create(self, spec: ClusterSpec, image: str, attempts: int = 2) -> None:
+        """``kind create cluster``; tried once more when kubeadm gives up (on a loaded machine
+        the control plane can miss kubeadm's deadline; kind deletes the half-made cluster)."""
         self.out.mkdir(parents=True, exist_ok=True)
         config = self.out / f"kind-{spec.name}.yaml"
         config.write_text(yaml.safe_dump(kind_config(spec), sort_keys=False))
-        self.kind(
-            "create",
-            "cluster",
-            "--name",
-            spec.name,
-            "--image",
-            image,
-            "--config",
-            str(config),
-            "--kubeconfig",
-            str(self.kubeconfig(spec.name)),
-            "--wait",
-            "0s",
-        )
+        for k in range(attempts):
+            self.say(f"{spec.name}: kind create cluster (~1-2 min)")
+            try:
+                self.kind(
+                    "create", "cluster", "--name", spec.name, "--image", image,
+                    "--config", str(config), "--kubeconfig", str(self.kubeconfig(spec.name)),
+                    "--wait", "0s",
+                )  # fmt: skip
+                return
+            except KindError:
+                if k == attempts - 1:
+                    raise
+                self.say(f"{spec.name}: kind create cluster failed; trying once more")
+                self.kind("delete", "cluster", "--name", spec.name, quiet=True)
 
     def _write_kubeconfig(self, cluster: str, text: str) -> None:
         path = self.kubeconfig(cluster)
