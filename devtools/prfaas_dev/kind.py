@@ -288,7 +288,7 @@ class Kind:
             assert image is not None
             self.create(spec, image)
         for spec in self.specs.values():
-            self.relax_probes(spec.name)
+            self.steady_control_plane(spec.name)
         self.wire()
         for spec in self.specs.values():
             self.gpus(spec)
@@ -339,16 +339,19 @@ class Kind:
         path.write_text(text)
         path.chmod(0o600)
 
-    def relax_probes(self, cluster: str) -> None:
-        """Lenient probes for the control plane's static pods (etcd, API server, controller
-        manager, scheduler): on a loaded 2-core machine kubeadm's defaults (8 failures of a
-        15 s probe; readiness every second) restart a slow etcd, then the API server that
-        lost it, and the control plane never settles. Idempotent: unchanged files stay."""
+    def steady_control_plane(self, cluster: str) -> None:
+        """A control plane that rides out a loaded 2-core machine: lenient probes for its
+        static pods (kubeadm's 8 failures of a 15 s probe restart a slow etcd, then the API
+        server that lost it) and no leader election for the one controller manager and
+        scheduler (a lease renewal slower than 5 s makes them exit, then back off for
+        minutes). Idempotent: unchanged manifests stay as they are."""
         script = (
             "for f in /etc/kubernetes/manifests/*.yaml; do "
             "sed -E -e 's/failureThreshold: [0-9]+/failureThreshold: 60/' "
             "-e 's/timeoutSeconds: [0-9]+/timeoutSeconds: 60/' "
-            "-e 's/periodSeconds: 1$/periodSeconds: 5/' \"$f\" > /etc/kubernetes/manifest.tmp; "
+            "-e 's/periodSeconds: 1$/periodSeconds: 5/' "
+            "-e 's/--leader-elect=true/--leader-elect=false/' "
+            '"$f" > /etc/kubernetes/manifest.tmp; '
             'cmp -s /etc/kubernetes/manifest.tmp "$f" || mv /etc/kubernetes/manifest.tmp "$f"; '
             "done; rm -f /etc/kubernetes/manifest.tmp"
         )

@@ -171,29 +171,13 @@ def engine(
     o: Options, name: str, role: str, profile: str, accelerator: str, kv_via: str | None = None
 ) -> dict[str, Any]:
     """An engine group: ``prfaas engine`` pods, one GPU each, on the accelerator's nodes."""
-    args = [
-        "engine",
-        "--role",
-        role,
-        "--profile",
-        profile,
-        "--model",
-        MODEL,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(ENGINE_PORT),
-        "--kv-port",
-        str(KV_PORT),
-        "--kv-advertise",
-        f"$(POD_IP):{KV_PORT}",
-        "--speedup",
-        f"{o.speedup:g}",
-        "--kv-byte-scale",
-        f"{o.kv_byte_scale:g}",
-        "--emit-interval",
-        f"{o.emit_interval:g}",
-    ]
+    # (no value below contains a space)
+    args = (
+        f"engine --role {role} --profile {profile} --model {MODEL} --host 0.0.0.0 "
+        f"--port {ENGINE_PORT} --kv-port {KV_PORT} --kv-advertise $(POD_IP):{KV_PORT} "
+        f"--speedup {o.speedup:g} --kv-byte-scale {o.kv_byte_scale:g} "
+        f"--emit-interval {o.emit_interval:g}"
+    ).split()
     if kv_via:
         args += ["--kv-via", kv_via]
     container = {
@@ -218,27 +202,14 @@ def engine(
 
 def link(o: Options) -> dict[str, Any]:
     """The shaped inter-datacenter link, on dc-west's side: a gateway to dc-east's pods only."""
-    args = [
-        "link",
-        "--host",
-        "0.0.0.0",
-        "--gateway-port",
-        str(GATEWAY_PORT),
-        "--allow",
-        EAST.pod_subnet,
-        "--admin-port",
-        str(LINK_ADMIN_PORT),
-        "--gbps",
-        f"{o.link_gbps:g}",
-        "--rtt-ms",
-        f"{o.link_rtt_ms:g}",
-        "--speedup",
-        f"{o.speedup:g}",
-        "--kv-byte-scale",
-        f"{o.kv_byte_scale:g}",
-        "--name",
-        "dc-east-west",
-    ]
+    # the admin API on the pod's address: the tests and the demo reach it through the API
+    # server's pod proxy (it can cut the link; nothing else in the cluster is told where it is)
+    args = (
+        f"link --host 0.0.0.0 --gateway-port {GATEWAY_PORT} --allow {EAST.pod_subnet} "
+        f"--admin-host 0.0.0.0 --admin-port {LINK_ADMIN_PORT} --gbps {o.link_gbps:g} "
+        f"--rtt-ms {o.link_rtt_ms:g} --speedup {o.speedup:g} "
+        f"--kv-byte-scale {o.kv_byte_scale:g} --name dc-east-west"
+    ).split()
     container = {
         "name": "link",
         "image": o.image,
