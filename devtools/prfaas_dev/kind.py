@@ -130,15 +130,24 @@ def cni_config(pod_cidr: str) -> dict[str, Any]:
     }
 
 
-def kubectl_retry(kubeconfig: Path, *args: str, attempts: int = 6) -> str:
-    """kubectl, tried again when the API server is slow to answer (a loaded machine)."""
+def kubectl_retry(
+    kubeconfig: Path,
+    *args: str,
+    stdin: str | None = None,
+    attempts: int = 6,
+    timeout: float = 120,
+    request_timeout: str | None = "60s",
+) -> str:
+    """kubectl for an idempotent call, tried again when the API server is slow to answer
+    (TLS handshake timeouts and the like on a loaded machine); returns its stdout."""
+    extra = [f"--request-timeout={request_timeout}"] if request_timeout else []
     for k in range(attempts):
         try:
-            return kubectl(kubeconfig, *args, "--request-timeout=30s").stdout
-        except KubeError:
+            return kubectl(kubeconfig, *args, *extra, stdin=stdin, timeout=timeout).stdout
+        except (KubeError, subprocess.TimeoutExpired):
             if k == attempts - 1:
                 raise
-            time.sleep(2 + 2 * k)
+            time.sleep(2 + 3 * k)
     raise AssertionError("unreachable")
 
 
@@ -411,25 +420,12 @@ class Kind:
         for name in self.specs:
             kc = self.kubeconfig(name)
             self.say(f"{name}: waiting for nodes and CoreDNS")
-            kubectl(
-                kc,
-                "wait",
-                "--for=condition=Ready",
-                "nodes",
-                "--all",
-                f"--timeout={timeout:.0f}s",
-                timeout=timeout + 10,
-            )
-            kubectl(
-                kc,
-                "-n",
-                "kube-system",
-                "rollout",
-                "status",
-                "deployment/coredns",
-                f"--timeout={timeout:.0f}s",
-                timeout=timeout + 10,
-            )
+            for what in (
+                ["wait", "--for=condition=Ready", "nodes", "--all"],
+                ["-n", "kube-system", "rollout", "status", "deployment/coredns"],
+            ):
+                kubectl_retry(kc, *what, f"--timeout={timeout:.0f}s", attempts=3,
+                              timeout=timeout + 30, request_timeout=None)  # fmt: skip
 
     # -- images ------------------------------------------------------------------------------
     def load(self, image: str, clusters: Sequence[str] | None = None) -> None:

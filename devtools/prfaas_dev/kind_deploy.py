@@ -33,7 +33,7 @@ import yaml
 from prfaas.api import PDCluster, PrefillPool
 from prfaas_dev.binaries import find_binaries
 from prfaas_dev.demo.scenario import NAMESPACE, time_scaled
-from prfaas_dev.kind import ACCELERATOR, EAST, GPU, REPO, WEST, Kind, KindError
+from prfaas_dev.kind import ACCELERATOR, EAST, GPU, REPO, WEST, Kind, KindError, kubectl_retry
 from prfaas_dev.kubectl import kubectl
 
 RELEASE = "prfaas-operator"
@@ -75,34 +75,34 @@ class System:
 
     def engines(self, cluster: Path, group: str) -> list[dict[str, Any]]:
         """The pods of one engine group (Deployment)."""
-        raw = kubectl(
+        raw = kubectl_retry(
             cluster, "-n", NAMESPACE, "get", "pods", "-l", f"{GROUP_LABEL}={group}", "-o", "json"
-        ).stdout
+        )
         items: list[dict[str, Any]] = json.loads(raw)["items"]
         return items
 
     def proxy(self, cluster: Path, pod: str, port: int, path: str) -> str:
         """GET a pod's HTTP endpoint through the API server's proxy (no route to pods needed)."""
         url = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}:{port}/proxy{path}"
-        return kubectl(cluster, "get", "--raw", url, timeout=30).stdout
+        return kubectl_retry(cluster, "get", "--raw", url)
 
     def link_admin(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """The link's admin API (GET, or POST ``body``), through the API server's proxy."""
         pod = self.engines(self.west, LINK)[0]["metadata"]["name"]
         url = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}:{LINK_ADMIN_PORT}/proxy/link"
         if body is None:
-            out = kubectl(self.west, "get", "--raw", url).stdout
-        else:
-            out = kubectl(
+            out = kubectl_retry(self.west, "get", "--raw", url)
+        else:  # setting a capacity or state: the same again is the same
+            out = kubectl_retry(
                 self.west, "create", "--raw", url, "-f", "-", stdin=json.dumps(body)
-            ).stdout
+            )
         result: dict[str, Any] = json.loads(out)
         return result
 
     def pdcluster(self) -> dict[str, Any]:
-        raw = kubectl(
+        raw = kubectl_retry(
             self.west, "-n", NAMESPACE, "get", f"{PDCluster.resource.plural}/h20-pd", "-o", "json"
-        ).stdout
+        )
         obj: dict[str, Any] = json.loads(raw)
         return obj
 
@@ -293,38 +293,39 @@ def helm_values(o: Options) -> dict[str, Any]:
 
 # -- steps -----------------------------------------------------------------------------------
 def _apply(kubeconfig: Path, *objs: dict[str, Any]) -> None:
-    kubectl(
-        kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "-f",
-        "-",
-        stdin=yaml.safe_dump_all(objs),
-    )
+    text = yaml.safe_dump_all(objs)
+    kubectl_retry(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", "-", stdin=text)
 
 
-def helm(kind: Kind, *args: str, timeout: float = 300) -> str:
-    """The helm that ``make k8s-bin`` built, against dc-west."""
+def helm(kind: Kind, *args: str, timeout: float = 300, attempts: int = 1) -> str:
+    """The helm that ``make k8s-bin`` built, against dc-west; ``attempts`` > 1 only for calls
+    that are safe to repeat (list, upgrade)."""
     bin_dir = find_binaries()["kubectl"].parent
-    proc = subprocess.run(
-        [str(bin_dir / "helm"), "--kubeconfig", str(kind.kubeconfig(WEST.name)), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise KindError(f"helm {' '.join(args[:2])}: {proc.stderr.strip()}")
-    return proc.stdout
+    for k in range(attempts):
+        proc = subprocess.run(
+            [str(bin_dir / "helm"), "--kubeconfig", str(kind.kubeconfig(WEST.name)), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if proc.returncode == 0:
+            return proc.stdout
+        if k < attempts - 1:
+            time.sleep(3 + 3 * k)
+    raise KindError(f"helm {' '.join(args[:2])}: {proc.stderr.strip()}")
+
+
+def released(kind: Kind) -> bool:
+    return RELEASE in helm(kind, "list", "-n", OPERATOR_NS, "-q", attempts=5).split()
 
 
 def member_kubeconfig(kind: Kind) -> str:
     """A kubeconfig for dc-east with the member ServiceAccount's token (no admin rights)."""
     east = kind.kubeconfig(EAST.name)
-    token = kubectl(
+    token = kubectl_retry(
         east, "-n", NAMESPACE, "create", "token", MEMBER_SA, "--duration=48h"
-    ).stdout.strip()
+    ).strip()
     doc = yaml.safe_load(kind.internal_kubeconfig(EAST.name))
     doc["users"] = [{"name": MEMBER_SA, "user": {"token": token}}]
     for ctx in doc["contexts"]:
@@ -333,15 +334,24 @@ def member_kubeconfig(kind: Kind) -> str:
 
 
 def node_port(kubeconfig: Path, name: str, namespace: str = NAMESPACE) -> int:
-    raw = kubectl(kubeconfig, "-n", namespace, "get", "service", name, "-o", "json").stdout
+    raw = kubectl_retry(kubeconfig, "-n", namespace, "get", "service", name, "-o", "json")
     return int(json.loads(raw)["spec"]["ports"][0]["nodePort"])
 
 
-def install_chart(kind: Kind, o: Options, upgrade: bool = False) -> None:
+def install_chart(kind: Kind, o: Options) -> None:
+    """helm install, or upgrade when the release exists (also after an install that timed out
+    half-way on a slow API server)."""
     values = kind.out / "kind-helm-values.yaml"
     values.write_text(yaml.safe_dump(helm_values(o)))
-    verb = ["upgrade"] if upgrade else ["install", "--create-namespace"]
-    helm(kind, *verb, RELEASE, str(CHART), "-n", OPERATOR_NS, "-f", str(values))
+    common = [RELEASE, str(CHART), "-n", OPERATOR_NS, "-f", str(values)]
+    if not released(kind):
+        try:
+            helm(kind, "install", "--create-namespace", *common)
+            return
+        except KindError:
+            if not released(kind):
+                raise
+    helm(kind, "upgrade", *common, attempts=4)
 
 
 def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> System:
@@ -375,9 +385,8 @@ def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> 
         service("h20-decode", {"http": ENGINE_PORT}),
         service(LINK, {"gateway": GATEWAY_PORT, "admin": LINK_ADMIN_PORT}),
     )
-    installed = RELEASE in helm(kind, "list", "-n", OPERATOR_NS, "-q").split()
-    say(f"dc-west: helm {'upgrade' if installed else 'install'} {RELEASE} ({o.image})")
-    install_chart(kind, o, upgrade=installed)
+    say(f"dc-west: the Helm chart, release {RELEASE} ({o.image})")
+    install_chart(kind, o)
     pool_url = (
         f"http://{kind.node_ip(f'{EAST.name}-control-plane')}:{node_port(east, 'h200-prefill')}"
     )
@@ -397,17 +406,10 @@ def wait_rollouts(system: System, timeout: float = 300) -> None:
         (system.west, NAMESPACE, [f"{RELEASE}-router", LINK, "h20-prefill", "h20-decode"]),
         (system.east, NAMESPACE, ["h200-prefill"]),
     ):
-        for name in names:
-            kubectl(
-                kc,
-                "-n",
-                ns,
-                "rollout",
-                "status",
-                f"deployment/{name}",
-                f"--timeout={timeout:.0f}s",
-                timeout=timeout + 10,
-            )
+        for name in names:  # waiting again after a dropped connection is the same wait
+            kubectl_retry(kc, "-n", ns, "rollout", "status", f"deployment/{name}",
+                          f"--timeout={timeout:.0f}s", attempts=3, timeout=timeout + 30,
+                          request_timeout=None)  # fmt: skip
 
 
 def undeploy(kind: Kind) -> None:
@@ -441,7 +443,7 @@ def undeploy(kind: Kind) -> None:
                     '{"metadata":{"finalizers":null}}',
                     check=False,
                 )
-    if RELEASE in helm(kind, "list", "-n", OPERATOR_NS, "-q").split():
+    if released(kind):
         helm(kind, "uninstall", RELEASE, "-n", OPERATOR_NS, "--wait", "--timeout=120s")
     for kc in (west, east):
         kubectl(

@@ -46,6 +46,7 @@ from prfaas_dev.kind_deploy import (
     System,
     deploy,
     helm,
+    released,
     undeploy,
     wait_rollouts,
 )
@@ -93,7 +94,7 @@ def system(clusters: Kind) -> Iterator[System]:
     """The system freshly deployed from the image of this tree; removed again afterwards."""
     failure = ""
     try:
-        if RELEASE in helm(clusters, "list", "-n", OPERATOR_NS, "-q").split():
+        if released(clusters):
             undeploy(clusters)  # a fresh start: the tests count restarts, events, pods
         s = deploy(clusters, Options(image=image.build()))
         wait_rollouts(s, 300)
