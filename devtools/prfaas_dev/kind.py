@@ -134,7 +134,7 @@ def kubectl_retry(
     kubeconfig: Path,
     *args: str,
     stdin: str | None = None,
-    attempts: int = 6,
+    attempts: int = 8,
     timeout: float = 120,
     request_timeout: str | None = "60s",
 ) -> str:

@@ -317,7 +317,7 @@ def helm(kind: Kind, *args: str, timeout: float = 300, attempts: int = 1) -> str
 
 
 def released(kind: Kind) -> bool:
-    return RELEASE in helm(kind, "list", "-n", OPERATOR_NS, "-q", attempts=5).split()
+    return RELEASE in helm(kind, "list", "-n", OPERATOR_NS, "-q", attempts=8).split()
 
 
 def member_kubeconfig(kind: Kind) -> str:
@@ -351,7 +351,7 @@ def install_chart(kind: Kind, o: Options) -> None:
         except KindError:
             if not released(kind):
                 raise
-    helm(kind, "upgrade", *common, attempts=4)
+    helm(kind, "upgrade", *common, attempts=6)
 
 
 def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> System:
