@@ -37,7 +37,7 @@ lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 	$(VENV)/bin/ruff format --check operator devtools tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/hadolint Dockerfile hack/kind/python/Dockerfile hack/kind/node/Dockerfile
 
 unit: venv ## unit tests only (fast, no processes)
 	$(PY) -m pytest tests/unit -q
