@@ -168,7 +168,13 @@ def _deployment(
 
 
 def engine(
-    o: Options, name: str, role: str, profile: str, accelerator: str, kv_via: str | None = None
+    o: Options,
+    name: str,
+    role: str,
+    profile: str,
+    accelerator: str,
+    kv_via: str | None = None,
+    kv_peers: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """An engine group: ``prfaas engine`` pods, one GPU each, on the accelerator's nodes."""
     # (no value below contains a space)
@@ -180,6 +186,8 @@ def engine(
     ).split()
     if kv_via:
         args += ["--kv-via", kv_via]
+    for peer in kv_peers:  # where decode may pull a KVCache from (the engine refuses the rest)
+        args += ["--kv-peer", peer]
     container = {
         "name": "engine",
         "image": o.image,
@@ -362,7 +370,8 @@ def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> 
     ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
     say(f"dc-east: {NAMESPACE}, the member ServiceAccount, h200-prefill engines")
     _apply(east, ns, *member_rbac())
-    via = f"{LINK}.{NAMESPACE}.svc.cluster.local:{GATEWAY_PORT}"
+    link_name = f"{LINK}.{NAMESPACE}.svc.cluster.local"
+    via = f"{link_name}:{GATEWAY_PORT}"
     _apply(
         east,
         engine(o, "h200-prefill", "prefill", "h200", "NVIDIA-H200", kv_via=via),
@@ -379,7 +388,10 @@ def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> 
     _apply(
         west,
         engine(o, "h20-prefill", "prefill", "h20", "NVIDIA-H20"),
-        engine(o, "h20-decode", "decode", "h20", "NVIDIA-H20"),
+        # decode pulls from local PD-P pods and, for the pool, through the link only
+        engine(
+            o, "h20-decode", "decode", "h20", "NVIDIA-H20", kv_peers=(WEST.pod_subnet, link_name)
+        ),
         link(o),
         service("h20-prefill", {"http": ENGINE_PORT}),
         service("h20-decode", {"http": ENGINE_PORT}),
