@@ -78,11 +78,15 @@ async def run(
     fleet: Fleet, metrics: RouterMetrics, session: aiohttp.ClientSession, interval: float
 ) -> None:
     while True:
-        engines = list(fleet.engines.values())
-        if engines:
-            await asyncio.gather(*(scrape(session, e, max(0.2, interval * 0.8)) for e in engines))
-        now = time.monotonic()
-        fleet.sync_health(now)
-        fleet.core.observe(now)
-        export(fleet, metrics)
+        try:
+            engines = list(fleet.engines.values())
+            if engines:
+                timeout = max(0.2, interval * 0.8)
+                await asyncio.gather(*(scrape(session, e, timeout) for e in engines))
+            now = time.monotonic()
+            fleet.sync_health(now)
+            fleet.core.observe(now)
+            export(fleet, metrics)
+        except Exception:  # the loop must outlive any one pass: health would freeze otherwise
+            log.exception("telemetry pass failed")
         await asyncio.sleep(interval)
