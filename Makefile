@@ -9,8 +9,9 @@ OUT := .local
 
 -include hack/k8s.mk
 -include hack/kind.mk
+-include hack/flux.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -25,11 +26,12 @@ $(STAMP): pyproject.toml devtools/pyproject.toml
 
 venv: $(STAMP) ## create .venv with the package, the dev tooling (devtools/) and dev tools
 
-deps: ## system packages the tests use: Debian's prometheus, docker.io, debootstrap, jq
-	@command -v prometheus >/dev/null || { \
-	  echo "==> installing Debian's prometheus package"; \
+deps: ## system packages the integration tests use (Debian's prometheus; git for the GitOps tests; docker.io, debootstrap, jq for kind)
+	@missing=; for p in prometheus git; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing Debian's$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
 	@hack/kind/docker.sh install
 
 lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
@@ -44,7 +46,7 @@ unit: venv ## unit tests only (fast, no processes)
 
 # The kind tests need the project's Docker engine: `docker.sh run` starts it if it is not running
 # and stops it afterwards (also on failure); the tests create and delete the clusters themselves.
-test: lint deps k8s-bin kind-bin peers ## the whole suite: lint, unit and integration tests (incl. two kind clusters)
+test: lint deps k8s-bin flux-bin kind-bin peers ## the whole suite: lint, unit and integration tests (incl. two kind clusters)
 	@hack/kind/docker.sh run sh -c 'hack/kind/images.sh node >/dev/null && $(PY) -m prfaas_dev.image >/dev/null && $(PY) -m pytest tests -q'
 
 demo: venv deps k8s-bin ## the case study: plan (Table 6, Fig. 5), simulate, then the whole system live (~4 min)
@@ -75,10 +77,17 @@ manifests: chart-crds k8s-bin ## regenerate manifests/operator/ from the Helm ch
 	  --show-only templates/deployment.yaml --show-only templates/service.yaml \
 	  --show-only templates/dashboard.yaml; } > manifests/operator/operator.yaml
 
-bench: bench-planner bench-sim bench-routing bench-reconcile ## all benchmarks
+bench: bench-planner bench-fleet bench-sim bench-routing bench-reconcile ## all benchmarks
 
 bench-planner: venv ## planner speed on the full case-study grid
 	$(PY) bench/planner_grid.py
+
+bench-fleet: venv ## fleet planner speed: 50 PD clusters × 8 PrefillPools
+	$(PY) bench/fleet_speed.py
+
+bench-fleet-gain: venv ## joint vs independent fleet plans on asymmetric fleets, and the sample fleet simulated (~3 min)
+	$(PY) bench/fleet_gain.py
+	$(VENV)/bin/prfaas simulate -f manifests/samples/fleet/ --max-rate --policies joint,independent
 
 bench-sim: venv ## simulator speed: 100,000 case-study requests
 	$(PY) bench/sim_speed.py
@@ -102,5 +111,5 @@ bench-goodput-aiperf: venv peers ## Benchmark B, then the same case study driven
 peers: ## sglang-router, vllm-router, aiperf in version-keyed venvs outside the repo (first time ~2 min; cached)
 	@hack/peers.sh
 
-clean: ## remove the venv and local state (not the cached Kubernetes binaries)
+clean: ## remove the venv and local state (not the cached Kubernetes binaries or Flux)
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

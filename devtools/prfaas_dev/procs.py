@@ -149,6 +149,19 @@ class Proc:
                 return
         raise ProcessError(f"{self.name} (pid {self.pid}) survived SIGKILL")
 
+    def send_signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to its process group (fault injection: SIGKILL, SIGSTOP, SIGCONT)."""
+        self._signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL, no grace: a crash. Returns once it is gone."""
+        self._signal(signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.alive():
+            raise ProcessError(f"{self.name} (pid {self.pid}) survived SIGKILL")
+
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
             if os.getpgid(self.pid) == self.pid:  # our process-group leader, not a reused pid

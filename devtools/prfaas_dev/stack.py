@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prfaas_dev.http import http_get
 from prfaas_dev.ports import free_port
@@ -32,6 +32,7 @@ class Engine:
     kv_port: int
     bootstrap_port: int  # what a router must give decode to pull from (kv_port, or a link route)
     proc: Proc
+    argv: tuple[str, ...] = ()  # to start it again on the same ports (``Stack.restart``)
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class Stack(Group):
         kv_advertise: tuple[str, int] | None = None,
         kv_byte_scale: float | None = None,
         extra: Sequence[str] = (),
+        port: int | None = None,
     ) -> Engine:
-        port, kv = free_port(), kv_port or free_port()
+        port, kv = port or free_port(), kv_port or free_port()
         argv = [*prfaas_argv(), "engine", "--role", role, "--host", HOST, "--port", str(port)]
         argv += ["--kv-port", str(kv), "--profile", profile, "--speedup", f"{speedup:g}"]
         if zero_compute:
@@ -75,7 +77,15 @@ class Stack(Group):
         url = f"http://{HOST}:{port}"
         proc.wait_ready(lambda: http_get(url + "/health")[0] == 200, 30)
         boot = kv_advertise[1] if kv_advertise else kv
-        return Engine(role, url, port, kv, boot, proc)
+        return Engine(role, url, port, kv, boot, proc, tuple(argv))
+
+    def restart(self, engine: Engine, wait: bool = True) -> Engine:
+        """``engine`` again, same ports and options, once its process is gone (killed or
+        stopped); ``wait``: until it answers ``/health``."""
+        proc = self._spawn(f"engine-{engine.role}", list(engine.argv))
+        if wait:
+            proc.wait_ready(lambda: http_get(engine.url + "/health")[0] == 200, 30)
+        return replace(engine, proc=proc)
 
     def link(
         self,

@@ -54,19 +54,67 @@ def deployment(name: str, namespace: str, replicas: int) -> dict[str, Any]:
     return dict(scale_target(name, namespace, replicas))
 
 
-class OperatorProcess:
-    """``prfaas operator`` as a child process with its own kubeconfig (its RBAC identity)."""
+def member_secret(admin: Path, member: Path, ns: str, name: str = "dc-east") -> None:
+    """The member kubeconfig as a Secret, readable by the operator by name only."""
+    kubectl(
+        admin, "create", "secret", "generic", name, "-n", ns, f"--from-file=kubeconfig={member}"
+    )
+    rbac = [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "verbs": ["get"],
+                    "resourceNames": [name],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": f"prfaas-operator-{name}",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": "prfaas-operator", "namespace": "prfaas-system"}
+            ],
+        },
+    ]
+    doc = {"apiVersion": "v1", "kind": "List", "items": rbac}
+    kubectl(admin, "apply", "-f", "-", stdin=json.dumps(doc))
 
-    def __init__(self, kubeconfig: Path, log_path: Path, *extra: str) -> None:
+
+class OperatorProcess:
+    """``prfaas operator`` as a child process with its own kubeconfig (its RBAC identity).
+
+    ``command``: the arguments to start from (e.g. the container args of the operator's
+    Deployment); loopback ports and plain logs are appended, so they win.
+    """
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *extra: str,
+        command: tuple[str, ...] = ("operator",),
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra = extra
+        self.command = command
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.proc: Proc | None = None
 
     def start(self) -> OperatorProcess:
-        argv = [sys.executable, "-m", "prfaas.cli", "operator", "--log-format", "plain"]
+        argv = [sys.executable, "-m", "prfaas.cli", *self.command, "--log-format", "plain"]
         argv += ["--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port)]
         argv += ["--liveness", f"http://127.0.0.1:{self.health_port}/healthz", *self.extra]
         env = {"KUBECONFIG": str(self.kubeconfig)}

@@ -247,7 +247,12 @@ def test_router_deployment_service_and_role(helm_env: dict[str, str]) -> None:
     _assert_hardened(pod)
     assert by_kind["Service"]["spec"]["ports"][0]["port"] == 8000
     assert by_kind["Role"]["rules"] == [
-        {"apiGroups": [PDC.group], "resources": [PDC.plural], "verbs": ["get", "list", "watch"]}
+        {"apiGroups": [PDC.group], "resources": [PDC.plural], "verbs": ["get", "list", "watch"]},
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["list", "watch"],
+        },
     ]
     off = render(helm_env, "--set", "router.enabled=false")
     assert not [d for d in off if "router" in d["metadata"]["name"]]
@@ -427,6 +432,8 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     assert not can_i(admin, op, "list", "pods", "-n", ns)  # only where it watches
     assert can_i(admin, op, "get", "secrets/dc-east", "-n", watched)
     assert can_i(admin, op, "watch", "customresourcedefinitions.apiextensions.k8s.io")
+    assert can_i(admin, op, "watch", "endpointslices.discovery.k8s.io", "-n", watched)
+    assert can_i(admin, op, "list", "endpointslices.discovery.k8s.io", "-n", watched)
     # and nothing else
     assert not can_i(admin, op, "list", "secrets", "-n", watched)
     assert not can_i(admin, op, "get", "secrets/other", "-n", watched)
@@ -443,15 +450,22 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     )
     assert not can_i(admin, op, "create", "configmaps", "-n", watched)
     assert not can_i(admin, op, "delete", "customresourcedefinitions.apiextensions.k8s.io")
+    assert not can_i(admin, op, "create", "endpointslices.discovery.k8s.io", "-n", watched)
+    assert not can_i(admin, op, "list", "pods", "-n", watched)
     # watchNamespaces: nothing outside the watched namespace
     assert not can_i(admin, op, "patch", PDC.name, "--subresource=status", "-A")
     assert not can_i(
         admin, op, "patch", "deployments.apps", "--subresource=scale", "-n", "helm-it-other"
     )
-    # the router reads its PDCluster, in its namespace, and does nothing else
+    # the router reads its PDCluster and its engines' EndpointSlices, in its namespace only
     router = sa(watched, f"{RELEASE}-router")
     assert can_i(admin, router, "watch", PDC.name, "-n", watched)
+    assert can_i(admin, router, "watch", "endpointslices.discovery.k8s.io", "-n", watched)
     assert not can_i(admin, router, "list", PDC.name, "-n", "helm-it-other")
+    assert not can_i(
+        admin, router, "list", "endpointslices.discovery.k8s.io", "-n", "helm-it-other"
+    )
+    assert not can_i(admin, router, "update", "endpointslices.discovery.k8s.io", "-n", watched)
     assert not can_i(admin, router, "patch", PDC.name, "-n", watched)
     assert not can_i(admin, router, "patch", PDC.name, "--subresource=status")
     assert not can_i(admin, router, "get", "secrets", "-n", watched)
@@ -487,7 +501,9 @@ def test_helm_uninstall_removes_everything_but_the_crds(
 def test_kubectl_apply_k_manifests_twice_changes_nothing(admin: Path) -> None:
     kubectl(admin, "apply", "-k", str(ROOT / "manifests"))
     second = kubectl(admin, "apply", "-k", str(ROOT / "manifests")).stdout.strip().splitlines()
-    assert len(second) == 11, second  # namespace, 2 CRDs, SA, 2 ClusterRoles, 2 bindings, 3 more
+    assert len(second) == 13, (
+        second
+    )  # namespace, 4 CRDs (2 kopf peering), SA, 2 ClusterRoles, 2 bindings, 3 more
     assert all(line.endswith(" unchanged") for line in second), second
     op = sa("prfaas-system", "prfaas-operator")
     assert can_i(admin, op, "patch", PDC.name, "--subresource=status", "-A")

@@ -55,6 +55,22 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path, wheel: Path) 
         cwd=tmp_path,
     ).stdout
     assert '"threshold_tokens": 19400' in out
+    # a fleet: its linear programs come from a dependency (HiGHS) the wheel must pull in
+    fleet = subprocess.run(
+        [
+            str(env_dir / "bin" / "prfaas"),
+            "plan",
+            "-f",
+            str(ROOT / "bench/fleets/two-datacenters.yaml"),
+            "-o",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    ).stdout
+    assert fleet.startswith("{") and '"joint"' in fleet
     listing = subprocess.run(
         [str(py), "-m", "zipfile", "-l", str(wheel)], check=True, capture_output=True, text=True
     ).stdout

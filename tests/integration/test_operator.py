@@ -26,6 +26,7 @@ from kube_helpers import (
     deployment,
     get_json,
     kubectl,
+    member_secret,
     replicas,
     wait_for,
 )
@@ -258,7 +259,16 @@ def test_operator_converges_the_case_study(admin: Path, operator: OperatorProces
     assert plan["thresholdTokens"] == 19400
     assert plan["throughputRps"] == pytest.approx(3.24, rel=0.03)
     assert obj["status"]["routingPolicy"]["thresholdTokens"] == 19400
-    assert obj["status"]["routingPolicy"]["prefillPools"][0]["endpoints"]
+    policy = obj["status"]["routingPolicy"]
+    # the samples name Services: the pool's engines are its ready EndpointSlice endpoints (none
+    # here: no pods), the local groups' are left to the router
+    assert policy["prefillPools"][0] == {
+        "name": "h200-pool",
+        "endpoints": [],
+        "linkBudgetGbps": 100.0,
+    }
+    assert policy["prefillDiscovery"]["labelSelector"] == "kubernetes.io/service-name=h20-prefill"
+    assert "Forbidden" not in operator.log()  # it may list this cluster's EndpointSlices
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
     assert replicas(admin, ns, "h200-prefill") == 4
@@ -278,6 +288,34 @@ def test_operator_converges_the_case_study(admin: Path, operator: OperatorProces
     reasons = {e["reason"] for e in events}
     assert {"Scaled", "Planned", "RoutingPolicy"} <= reasons
     assert "prfaas_plan_threshold_tokens" in operator.metrics()
+
+
+def test_a_policy_that_stops_offloading_keeps_its_version(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    """The PrefillPool goes away: the policy drops it and its threshold in one new version,
+    then stays. (The status was patched without the fields that became empty, so the old
+    threshold stayed in status and every pass bumped the version.)"""
+    ns = "pool-gone"
+    fresh_namespace(admin, ns)
+    apply(
+        admin,
+        in_ns(sample("prefillpool-h200.yaml"), ns),
+        in_ns(fast(sample("pdcluster-h20.yaml")), ns),
+    )
+
+    def policy() -> dict[str, Any]:
+        return dict(pdcluster(admin, ns).get("status", {}).get("routingPolicy") or {})
+
+    wait_for("an offloading policy", lambda: policy().get("thresholdTokens") == 19400, 90)
+    kubectl(admin, "delete", POOL.singular, "h200-pool", "-n", ns, "--wait=true")
+    wait_for("the pool dropped", lambda: not policy().get("prefillPools"), timeout=60)
+    dropped = policy()
+    assert "thresholdTokens" not in dropped
+    time.sleep(3 * 2 + 1)  # three more passes
+    assert policy() == dropped
+    c = condition(pdcluster(admin, ns), "Degraded")
+    assert c is not None and c["reason"] == "PrefillPoolNotFound"
 
 
 def test_observe_mode_changes_nothing(admin: Path, operator: OperatorProcess) -> None:
@@ -412,6 +450,8 @@ def test_prometheus_signals_then_stale_holds_the_plan(
         doc["spec"]["workload"] = {
             "prometheus": {"url": prom.url, "window": "30m", "minRequests": 500}
         }
+        # a move of t is published once it has lasted 6 s (3 passes; default: the window)
+        doc["spec"]["policy"]["threshold"] = {"dwellSeconds": 6}
         apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), in_ns(doc, ns))
 
         def planned_from_prometheus() -> bool:
@@ -431,8 +471,19 @@ def test_prometheus_signals_then_stale_holds_the_plan(
             return bool(plan["thresholdTokens"] != first["thresholdTokens"])
 
         wait_for("a new plan for the new traffic", replanned, timeout=60)
+        seen = pdcluster(admin, ns)["status"]
+        # the move is remembered across passes (status.pendingThreshold), not yet published
+        assert seen["routingPolicy"]["version"] == 1, seen
+        t_old, pending = seen["routingPolicy"]["thresholdTokens"], seen["pendingThreshold"]
+        assert abs(pending["tokens"] - t_old) > 0.05 * t_old
+
+        def published() -> bool:
+            return bool(pdcluster(admin, ns)["status"]["routingPolicy"]["version"] > 1)
+
+        wait_for("the move published after its dwell", published, timeout=30)
         before = pdcluster(admin, ns)["status"]
-        assert before["routingPolicy"]["version"] > 1
+        assert "pendingThreshold" not in before
+        assert abs(before["routingPolicy"]["thresholdTokens"] - t_old) > 0.05 * t_old
         held = (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode"))
     finally:
         prom.stop()
@@ -470,7 +521,7 @@ def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
         namespace(ns),
         deployment("h200-prefill", ns, 4),
     )
-    _member_secret(admin, member, ns)
+    member_secret(admin, member, ns)
     pd = in_ns(fast(sample("pdcluster-h20.yaml")), ns)
     pd["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
     apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), pd)
@@ -497,49 +548,6 @@ def test_pd_cluster_in_a_member_gets_its_policy_and_deletion_cleans_up(
     assert replicas(member, ns, "h20-decode") == 2
 
 
-def _member_secret(admin: Path, member: Path, ns: str, name: str = "dc-east") -> None:
-    """The member kubeconfig as a Secret, readable by the operator by name only."""
-    kubectl(
-        admin,
-        "create",
-        "secret",
-        "generic",
-        name,
-        "-n",
-        ns,
-        f"--from-file=kubeconfig={member}",
-    )
-    apply(
-        admin,
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["secrets"],
-                    "verbs": ["get"],
-                    "resourceNames": [name],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {"name": f"prfaas-operator-{name}", "namespace": ns},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": f"prfaas-operator-{name}",
-            },
-            "subjects": [
-                {"kind": "ServiceAccount", "name": "prfaas-operator", "namespace": "prfaas-system"}
-            ],
-        },
-    )
-
-
 def test_member_cluster_pool_and_unreachable_member(
     admin: Path, operator: OperatorProcess, second_control_plane: Any
 ) -> None:
@@ -556,10 +564,13 @@ def test_member_cluster_pool_and_unreachable_member(
         deployment("h20-prefill", ns, 5),
         deployment("h20-decode", ns, 3),
     )
-    _member_secret(admin, member, ns)
+    member_secret(admin, member, ns)
     pool = in_ns(sample("prefillpool-h200.yaml"), ns)
     pool["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "dc-east"}}
     pool["spec"]["replicas"] = {"min": 1, "max": 4}
+    pool["spec"]["endpoints"] = {
+        "urls": [f"http://h200-prefill.{ns}.svc:8000"]
+    }  # no EndpointSlices here
     pd = in_ns(fast(sample("pdcluster-h20.yaml")), ns)
     pd["spec"]["policy"]["planPoolSize"] = True
     apply(admin, pool, pd)
@@ -568,9 +579,17 @@ def test_member_cluster_pool_and_unreachable_member(
         "the member pool scaled to 4", lambda: replicas(member, ns, "h200-prefill") == 4, timeout=90
     )
     wait_for("local split", lambda: replicas(admin, ns, "h20-decode") == 5, timeout=60)
+
+    def pool_in_status() -> bool:  # the status write follows the /scale writes of a pass
+        replicas_seen = (pdcluster(admin, ns).get("status") or {}).get("replicas") or {}
+        return bool(replicas_seen.get("prefillPool") == 4)
+
+    wait_for("the pass's status", pool_in_status, timeout=30)
     obj = pdcluster(admin, ns)
     assert obj["status"]["replicas"]["prefillPool"] == 4
     assert condition(obj, "Degraded")["status"] == "False"  # type: ignore[index]
+    policy_before = obj["status"]["routingPolicy"]
+    assert policy_before["prefillPools"][0]["endpoints"]
 
     second_control_plane.stop()
 
@@ -587,6 +606,12 @@ def test_member_cluster_pool_and_unreachable_member(
     pool_ready = condition(get_json(admin, POOL.singular, "h200-pool", "-n", ns), "Ready")
     assert pool_ready is not None and pool_ready["status"] == "False"
     assert pool_ready["reason"] == "Unreachable"
+    assert "keeps the pool as last seen (4 instances)" in degraded_condition["message"]
+    # the pool stays in the routing policy as it was (its engines may well serve on): no new
+    # version, pass after pass, so routers keep their adaptation
+    assert obj["status"]["routingPolicy"] == policy_before
+    time.sleep(3 * 2 + 1)
+    assert pdcluster(admin, ns)["status"]["routingPolicy"] == policy_before
     # nothing shrinks while a member is unreachable
     assert (replicas(admin, ns, "h20-prefill"), replicas(admin, ns, "h20-decode")) == (3, 5)
 
@@ -779,7 +804,7 @@ def test_member_kubeconfigs_that_run_commands_or_read_files_are_refused(
     kc.write_text(yaml.safe_dump(kubeconfig))
     try:
         fresh_namespace(admin, ns)
-        _member_secret(admin, kc, ns, name="evil-member")
+        member_secret(admin, kc, ns, name="evil-member")
         pool = in_ns(sample("prefillpool-h200.yaml"), ns)
         pool["spec"]["placement"] = {"kubeconfigSecretRef": {"name": "evil-member"}}
         apply(admin, pool, in_ns(fast(sample("pdcluster-h20.yaml")), ns))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -300,26 +301,144 @@ def test_cutting_the_link_sends_everything_local_without_failures(cluster: Clust
         assert metric(r + "/metrics", "prfaas_router_link_up", pool="h200-pool") == 0
     finally:
         http_post_json(link + "/link", {"up": True})
-    time.sleep(2.5)  # --link-retry 2: then traffic probes the link again
+    # --link-retry 2: the router probes the link (a 1-token prefill on the pool, its KVCache
+    # pulled by a decode engine) every 2 s; the first probe after the repair brings it back
+    deadline = time.monotonic() + 2 + 0.5 + 1.5
+    while metric(r + "/metrics", "prfaas_router_link_up", pool="h200-pool") != 1:
+        assert time.monotonic() < deadline, "the link was not probed back"
+        time.sleep(0.1)
+    assert metric(r + "/metrics", "prfaas_router_link_probes_total", result="ok") >= 1
     assert gen(r, prompt(40_000))[1]["x-prfaas-prefill"] == "pool"
 
 
-def test_a_dead_decode_is_a_clear_5xx(cluster: Cluster, tmp_path: Path) -> None:
+def side_router(c: Cluster, tmp: Path, name: str, *args: str, **policy: Any) -> Service:
+    """Another router on this cluster's engines: its own policy and options (``--speedup``
+    makes its phase bounds those of these time-scaled engines)."""
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps(c.policy(1, **policy)))
+    argv = ["--policy-file", str(path), "--speedup", str(SPEEDUP), *args]
+    return c.stack.router(argv, name, "/readyz")
+
+
+def test_a_dead_decode_is_retried_on_another_and_then_a_clear_503(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     doomed = cluster.stack.engine("decode", "h20", SPEEDUP)
-    policy = tmp_path / "policy.json"
-    policy.write_text(json.dumps(cluster.policy(1, decodeEndpoints=[doomed.url])))
-    router = cluster.stack.router(
-        ["--policy-file", str(policy), "--scrape-interval", "60"],
-        "router-dead-decode",
-        "/readyz",
-    )
+    good = cluster.stack.engine("decode", "h20", SPEEDUP)
+    router = side_router(cluster, tmp_path, "router-dead-decode", "--scrape-interval", "60",
+                         decodeEndpoints=[doomed.url, good.url])  # fmt: skip
     assert gen(router.url, prompt(1_000))[0] == 200
-    doomed.proc.stop()  # between scrapes: the router learns it from the request
+    doomed.proc.kill()  # between scrapes: the router learns it from a request
+    for _ in range(4):  # ties between decode engines go round: one of these picks the dead one
+        status, _, raw = gen(router.url, prompt(1_000), stream=True)
+        assert status == 200 and raw.endswith(b"data: [DONE]\n\n"), raw[-200:]
+    assert metric(router.url + "/metrics", "prfaas_router_decode_retries_total") == 1
+    good.proc.kill()  # now no decode is left: a clear 503, before any prefill work
     status, _, raw = gen(router.url, prompt(1_000))
-    assert status == 502 and json.loads(raw)["error"]["code"] == "decode_failed"
-    status, _, raw = gen(router.url, prompt(1_000))  # now known dead: no decode left
     assert status == 503 and json.loads(raw)["error"]["code"] == "no_decode"
     assert http_get(router.url + "/readyz")[0] == 503
+    router.proc.stop()
+
+
+def test_a_stream_cut_mid_answer_ends_with_an_error_event(cluster: Cluster, tmp_path: Path) -> None:
+    doomed = cluster.stack.engine("decode", "h20", SPEEDUP)
+    router = side_router(cluster, tmp_path, "router-cut", decodeEndpoints=[doomed.url])
+    conn = http.client.HTTPConnection("127.0.0.1", router.port, timeout=30)
+    body = {"model": MODEL, "prompt": prompt(500), "max_tokens": 20_000, "stream": True}
+    conn.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    head = resp.read1(4096)
+    assert b"tok0" in head  # tokens have reached the client: no retry possible any more
+    doomed.proc.kill()
+    raw = head + resp.read()
+    conn.close()
+    events = [e for e in raw.decode().split("\n\n") if e]
+    assert "data: [DONE]" not in events
+    err = json.loads(events[-1].removeprefix("data: "))["error"]
+    assert err["code"] == "decode_failed" and "cut short" in err["message"]
+    assert all("choices" in json.loads(e.removeprefix("data: ")) for e in events[:-1])
+    assert metric(router.url + "/metrics", "prfaas_router_broken_streams_total") == 1
+    router.proc.stop()
+
+
+def test_a_burst_spreads_over_the_decode_engines(cluster: Cluster) -> None:
+    """40 requests at once: decode is chosen when phase 2 starts and counted from the pick, so
+    they spread before any scrape could see them (a scraped queue lags behind a burst)."""
+
+    def decodes() -> list[float]:
+        return [metric(e.url + "/metrics", "prfaas_engine_requests_total", phase="decode")
+                for e in cluster.decode]  # fmt: skip
+
+    before = decodes()
+    with ThreadPoolExecutor(40) as ex:  # 2,000 tokens take 2.5 s: all 40 overlap
+        results = list(ex.map(lambda _: gen(cluster.router.url, prompt(500), 2_000), range(40)))
+    assert [s for s, _, _ in results] == [200] * 40
+    counts = [a - b for a, b in zip(decodes(), before, strict=True)]
+    assert sum(counts) == 40 and max(counts) - min(counts) <= 2, counts
+
+
+def test_a_hung_pool_engine_is_left_after_its_prefill_bound(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """SIGSTOP: the engine accepts connections and never answers. Between this router's
+    scrapes only the prefill bound (1 s + 3 × the H200 profile's time for 40K tokens / 20)
+    saves the request; the engine is then avoided until it answers a scrape."""
+    hung = cluster.pool[0]
+    router = side_router(cluster, tmp_path, "router-hung", "--scrape-interval", "60",
+                         prefillPools=[{"name": "h200-pool", "endpoints": [hung.url],
+                                        "linkBudgetGbps": 100.0}])  # fmt: skip
+    hung.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        status, headers, _ = gen(router.url, prompt(40_000))
+        took = time.monotonic() - t0
+        assert status == 200 and headers["x-prfaas-prefill"] == "local"
+        assert took < 4.0, took  # without the bound: until SIGCONT
+        m = router.url + "/metrics"
+        assert metric(m, "prfaas_router_timeouts_total", phase="prefill") == 1
+        assert metric(m, "prfaas_router_fallbacks_total", cause="pool") == 1
+        t0 = time.monotonic()
+        status, headers, _ = gen(router.url, prompt(40_000))  # known unhealthy: no wait
+        assert (status, headers["x-prfaas-reason"]) == (200, "fail-open")
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        hung.proc.send_signal(signal.SIGCONT)
+    router.proc.stop()
+
+
+def test_a_stalled_link_is_left_after_the_kv_bound(cluster: Cluster, tmp_path: Path) -> None:
+    """The link carries nothing (1 Mbps) but does not fail: the KVCache never arrives, decode
+    waits. The first-byte bound re-prefills the request locally."""
+    router = side_router(cluster, tmp_path, "router-stall", "--scrape-interval", "60")
+    assert http_post_json(cluster.link.url + "/link", {"gbps": 0.001})[0] == 200
+    try:
+        t0 = time.monotonic()
+        status, headers, _ = gen(router.url, prompt(40_000), stream=True)
+        took = time.monotonic() - t0
+        assert status == 200 and headers["x-prfaas-prefill"] == "local", headers
+        assert took < 5.0, took
+        m = router.url + "/metrics"
+        assert metric(m, "prfaas_router_timeouts_total", phase="first_byte") == 1
+        assert metric(m, "prfaas_router_fallbacks_total", cause="timeout") == 1
+    finally:
+        http_post_json(cluster.link.url + "/link", {"gbps": 100})
+    router.proc.stop()
+
+
+def test_a_decode_queue_is_waited_for_not_timed_out(cluster: Cluster, tmp_path: Path) -> None:
+    """30 streams on one decode engine of 20 slots: 10 wait ~3 s for a slot, three times the
+    first-token bound (1 s + 3 steps). The engine is alive and full, so the wait is extended."""
+    dec = cluster.decode[0]
+    router = side_router(cluster, tmp_path, "router-queue", decodeEndpoints=[dec.url])
+    with ThreadPoolExecutor(30) as ex:
+        results = list(ex.map(
+            lambda _: gen(router.url, prompt(200), 2_400, stream=True), range(30)
+        ))  # fmt: skip
+    assert all(s == 200 and raw.endswith(b"data: [DONE]\n\n") for s, _, raw in results)
+    m = router.url + "/metrics"
+    assert metric(m, "prfaas_router_timeouts_total", phase="first_byte") == 0
+    assert metric(m, "prfaas_router_fallbacks_total") == 0
     router.proc.stop()
 
 

@@ -44,9 +44,14 @@ def _walk(node: Any, path: str) -> list[str]:
     problems = []
     if not isinstance(node, dict):
         return problems
-    for bad in ("$ref", "anyOf", "oneOf", "allOf", "additionalProperties", "title"):
+    for bad in ("$ref", "anyOf", "oneOf", "allOf", "title"):
         if bad in node:
             problems.append(f"{path}: has {bad}")
+    values = node.get("additionalProperties")
+    if values is not None:  # a map: its values' schema, never with properties, and bounded
+        if not isinstance(values, dict) or "properties" in node or "maxProperties" not in node:
+            problems.append(f"{path}: additionalProperties must be a bounded map's values")
+        problems += _walk(values, f"{path}{{}}")
     if "type" not in node and not node.get("x-kubernetes-int-or-string"):
         problems.append(f"{path}: no type")
     bounded = "enum" in node or "maxLength" in node or node.get("format") == "date-time"
@@ -163,3 +168,24 @@ def test_spec_rules_are_mirrored_in_pydantic(
     target[path[-1]] = value
     with pytest.raises(ValidationError, match=needle):
         PDClusterSpec.model_validate(doc)
+
+
+def test_endpoints_name_their_endpointslices() -> None:
+    from prfaas.api.common import Endpoints
+
+    assert Endpoints(urls=["http://a:1"]).label_selector() is None
+    assert not Endpoints(urls=["http://a:1"]).discovers
+    svc = Endpoints(service="h20-prefill")
+    assert svc.discovers and svc.label_selector() == "kubernetes.io/service-name=h20-prefill"
+    sel = Endpoints(selector={"tier": "prefill", "app.kubernetes.io/name": "h20"})
+    assert sel.label_selector() == "app.kubernetes.io/name=h20,tier=prefill"
+    for bad in (
+        {"service": "a", "selector": {"x": "y"}},
+        {"urls": ["http://a:1"], "service": "a"},
+        {"selector": {}},
+        {"selector": {"a,b": "c"}},
+        {"selector": {"a": "b,c"}},  # values: the pattern refuses separators too
+        {"service": "Not_A_Label"},
+    ):
+        with pytest.raises(ValueError):
+            Endpoints.model_validate(bad)

@@ -21,7 +21,7 @@ from celpy import celtypes
 
 import prfaas.api
 import prfaas.model
-from prfaas.api.common import ReplicaBounds, ScaleTargetRef
+from prfaas.api.common import Endpoints, ReplicaBounds, ScaleTargetRef
 from prfaas.api.pdcluster import PDClusterSpec, PrometheusSource, ThresholdPolicy, WorkloadSource
 from prfaas.api.prefillpool import PrefillPoolSpec
 from prfaas.model.base import Rule, Spec, rules_of
@@ -78,6 +78,22 @@ CASES: dict[type[Spec], list[Any]] = {
         PD.prefill.scale_target_ref,
         raw(ScaleTargetRef, PD.prefill.scale_target_ref, kind=""),
         raw(ScaleTargetRef, PD.prefill.scale_target_ref, name=""),
+    ],
+    Endpoints: [
+        Endpoints(urls=["http://a:8000"]),
+        Endpoints(service="h20-prefill", port="http"),
+        Endpoints(selector={"app.kubernetes.io/name": "h20", "tier": "prefill"}),
+        raw(Endpoints),
+        raw(Endpoints, service="a", selector={"app": "b"}),
+        raw(Endpoints, urls=["http://a:8000"], service="a"),
+        raw(Endpoints, urls=["http://a:8000"], selector={"app": "b"}),
+        raw(Endpoints, urls=[], service="a"),
+        raw(Endpoints, selector={}),
+        raw(Endpoints, selector={"bad key,x": "v"}),
+        raw(Endpoints, selector={"-leading": "v"}),
+        raw(Endpoints, selector={"example.com/ok": "v", "Example.com/caps": "v"}),
+        raw(Endpoints, selector={"a" * 63: "v"}),
+        raw(Endpoints, selector={"a" * 64: "v"}),
     ],
     ReplicaBounds: [
         raw(ReplicaBounds, min=0, max=3),

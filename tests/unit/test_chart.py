@@ -20,7 +20,7 @@ CRDS = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
 
 def test_there_are_crds_to_copy() -> None:
     assert CRDS == [
-        "kopf.dev_peerings.yaml",  # kopf peering (operator HA)
+        "kopf.dev_peerings.yaml",  # kopf's, for --peering (HA)
         "prfaas.io_pdclusters.yaml",
         "prfaas.io_prefillpools.yaml",
     ]

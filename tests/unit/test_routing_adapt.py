@@ -107,6 +107,30 @@ def test_relaxes_back_to_t_when_signals_clear() -> None:
     assert s.pools[0].factor == 1.0
 
 
+@pytest.mark.parametrize("outage", ["pool", "link"])
+def test_an_unusable_pool_holds_t_so_offload_resumes_at_once_when_it_is_back(outage: str) -> None:
+    """While the pool (or its link) is down its queue is infinite and its link fully used: the
+    old loop raised t_eff to its ceiling, and long prompts stayed local for many seconds after
+    the pool was back. Now t_eff stays t while it is unusable."""
+    s = state(u=0.2)
+    ps = s.pools[0]
+    adapter = Adapter(CFG)
+    ps.factor = 1.5  # raised before the outage (a hot link)
+    if outage == "pool":
+        for k in range(4):
+            ps.target.set_healthy(False, instance=k)
+    else:
+        ps.link.failed(retry_at=math.inf)
+    run(adapter, s, 30)
+    assert ps.factor == 1.0 and ps.threshold(20_000) == 20_000
+    if outage == "pool":
+        ps.target.set_healthy(True, instance=0)
+    else:
+        ps.link.set_healthy(True)
+    adapter.observe(31.0, s)
+    assert ps.factor == 1.0  # back: offload at t from the first observation
+
+
 def test_static_and_disabled_configs_do_nothing() -> None:
     for cfg in (RoutingConfig.static(), RoutingConfig(adapt=AdaptationConfig(enabled=False))):
         s = state(u=0.95, pool_waiting=20)
@@ -165,6 +189,18 @@ def test_router_keeps_pool_state_by_name_and_resets_factor_on_new_version() -> N
     assert router.live.pools[0] is ps and ps.factor == 1.0 and ps.target.waiting == 5
     router.set_policy(RoutingPolicy(3, None, ()))
     assert router.live.pools == []
+
+
+def test_a_version_that_only_changes_the_engines_keeps_the_adaptation() -> None:
+    """The operator publishes a pool's engines as they come and go: not a new plan, so the
+    short-timescale correction stands."""
+    router = Router(policy(1), 3, {"pool": 4})
+    router.live.pools[0].factor = 2.0
+    grown = RoutingPolicy(2, 20_000, (PoolRoute("pool", ("http://p0", "http://p1"), 100.0),))
+    router.follow(grown)
+    assert router.live.pools[0].factor == 2.0 and router.policy.version == 2
+    router.set_policy(policy(3, budget=50.0))  # a new budget is a new plan
+    assert router.live.pools[0].factor == 1.0
 
 
 def test_router_tracks_instance_load() -> None:

@@ -193,3 +193,91 @@ def test_decide_picks_the_affine_instance_of_the_chosen_cluster() -> None:
 def test_missing_pool_hits_count_as_no_cache() -> None:
     d = decide(50_000, MISS, [], policy(), live(), STATIC)
     assert (d.target, d.cached_tokens) == (Target.POOL, 0)
+
+
+# -- several pools, each with its own threshold (fleet plans) ----------------------------------
+
+
+def per_pool(*thresholds: int | None, t: int | None = None) -> RoutingPolicy:
+    return RoutingPolicy(
+        3,
+        t,
+        tuple(PoolRoute(f"pool{i}", (), 100.0, th) for i, th in enumerate(thresholds)),
+    )
+
+
+def test_each_pool_offloads_above_its_own_threshold() -> None:
+    s = live(pools=2)
+    p = per_pool(30_000, 10_000)
+    d = decide(20_000, MISS, [MISS, MISS], p, s, STATIC)
+    assert (d.target, d.pool, d.threshold_tokens) == (Target.POOL, 1, 10_000)
+    s.pools[1].target.set_waiting(4)  # pool1 busier, but pool0 does not take 20K prompts
+    assert decide(20_000, MISS, [MISS, MISS], p, s, STATIC).pool == 1
+    assert decide(40_000, MISS, [MISS, MISS], p, s, STATIC).pool == 0  # both take it: the queue
+    d = decide(9_000, MISS, [MISS, MISS], p, s, STATIC)
+    assert (d.target, d.reason) == (Target.LOCAL, Reason.SHORT)
+
+
+def test_a_pool_without_a_threshold_is_not_used_unless_the_policy_has_one() -> None:
+    s = live(pools=2)
+    d = decide(90_000, MISS, [MISS, MISS], per_pool(None, 10_000), s, STATIC)
+    assert d.pool == 1
+    s.pools[1].target.set_waiting(9)
+    assert decide(90_000, MISS, [MISS, MISS], per_pool(None, 10_000), s, STATIC).pool == 1
+    assert decide(90_000, MISS, [MISS, MISS], per_pool(None, 10_000, t=50_000), s, STATIC).pool == 0
+    d = decide(90_000, MISS, [MISS, MISS], per_pool(None, None), s, STATIC)
+    assert d.reason == Reason.NO_OFFLOAD
+
+
+def test_cache_first_then_link_headroom_then_queue() -> None:
+    s = live(pools=3)
+    p = per_pool(T, T, T)
+    s.pools[0].link.egress_gbps = 95.0  # no headroom (≥ raise_utilisation of 100)
+    s.pools[1].target.set_waiting(3)
+    s.pools[2].target.set_waiting(6)
+    hits = [MISS, MISS, MISS]
+    assert decide(90_000, MISS, hits, p, s, ADAPTIVE).pool == 1  # 0 is hot; 1 has the shorter queue
+    s.pools[1].link.egress_gbps = 99.0
+    assert decide(90_000, MISS, hits, p, s, ADAPTIVE).pool == 2  # only 2 has headroom
+    hits = [PrefixHit(8192), MISS, MISS]
+    d = decide(90_000, MISS, hits, p, s, ADAPTIVE)
+    assert (d.pool, d.cached_tokens) == (0, 8192)  # the cache wins over a hot link
+
+
+def test_a_backlogged_pool_is_skipped_for_another_one() -> None:
+    s = live(pools=2)
+    p = per_pool(T, T)
+    s.pools[0].link.sent(100e9 / 8 * (ADAPTIVE.adapt.max_backlog_s + 1))
+    s.pools[0].target.set_waiting(0)
+    s.pools[1].target.set_waiting(5)
+    assert decide(90_000, MISS, [MISS, MISS], p, s, ADAPTIVE).pool == 1
+    s.pools[1].link.sent(100e9 / 8 * (ADAPTIVE.adapt.max_backlog_s + 1))
+    d = decide(90_000, MISS, [MISS, MISS], p, s, ADAPTIVE)
+    assert (d.target, d.reason) == (Target.LOCAL, Reason.BACKLOG)
+
+
+def test_fail_open_per_pool() -> None:
+    s = live(pools=2)
+    p = per_pool(10_000, 30_000)
+    s.pools[0].link.set_healthy(False)
+    d = decide(20_000, MISS, [MISS, MISS], p, s, STATIC)
+    assert (d.target, d.reason) == (Target.LOCAL, Reason.SHORT)  # pool1 would not take 20K
+    assert decide(40_000, MISS, [MISS, MISS], p, s, STATIC).pool == 1
+    s.pools[1].target.set_healthy(False)
+    d = decide(20_000, MISS, [MISS, MISS], p, s, STATIC)
+    assert (d.target, d.reason) == (Target.LOCAL, Reason.FAIL_OPEN)  # above pool0's t
+
+
+def test_standby_pools_are_used_only_while_every_primary_pool_is_down() -> None:
+    s = live(pools=2)
+    p = RoutingPolicy(
+        4, T, (PoolRoute("pool0", (), 100.0), PoolRoute("pool1", (), 100.0, None, True))
+    )
+    s.pools[0].target.set_waiting(9)  # busier, but primary
+    assert decide(90_000, MISS, [MISS, MISS], p, s, STATIC).pool == 0
+    s.pools[0].link.set_healthy(False)
+    d = decide(90_000, MISS, [MISS, MISS], p, s, STATIC)
+    assert (d.target, d.pool, d.reason) == (Target.POOL, 1, Reason.LONG)
+    s.pools[1].target.set_healthy(False)
+    d = decide(90_000, MISS, [MISS, MISS], p, s, STATIC)
+    assert (d.target, d.reason) == (Target.LOCAL, Reason.FAIL_OPEN)

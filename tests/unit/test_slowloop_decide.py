@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,10 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
+from prfaas.api.common import Endpoints
+from prfaas.api.pdcluster import EndpointDiscovery, PDClusterSpec, PDClusterStatus
 from prfaas.api.prefillpool import PrefillPoolSpec
 from prfaas.slowloop.conditions import condition
-from prfaas.slowloop.decide import Decision, Outcome, decide
+from prfaas.slowloop.decide import Decision, Outcome, decide, with_pool_engines
 from prfaas.slowloop.observation import (
     DECODE,
     POOL,
@@ -174,6 +176,40 @@ def test_an_unreachable_pool_stops_all_shrinking() -> None:
     assert out.pool_status is not None and out.pool_status.phase == "Degraded"
 
 
+def test_an_unreachable_member_keeps_the_pool_in_the_policy_as_last_seen() -> None:
+    """The member's API server does not answer: its engines may still serve (the routers check
+    them). The policy keeps the pool at its last seen size, same content, same version, pass
+    after pass; the Degraded condition says so."""
+    first = decided(observation()).outcome().status
+    policy = first.routing_policy
+    assert policy is not None and policy.prefill_pools
+    status = first
+    for k in range(3):
+        d = decide(observation(pool_reachable=False), status, NOW + timedelta(seconds=60 * k), 1)
+        assert isinstance(d, Decision)
+        out = d.outcome()
+        status = out.status
+        assert status.routing_policy == policy  # nothing changed: no new version
+        assert "RoutingPolicy" not in {e.reason for e in out.events}
+        assert status.replicas is not None and status.replicas.prefill_pool == 4
+        degraded = condition(status.conditions, "Degraded")
+        assert degraded is not None and degraded.reason == "Unreachable"
+        assert "keeps the pool as last seen (4 instances)" in degraded.message
+    # back: same counts, same policy
+    back = decided(observation(), status).outcome().status
+    assert back.routing_policy == policy
+
+
+def test_a_member_never_seen_is_not_offloaded_to_and_the_condition_says_why() -> None:
+    out = decided(observation(pool_reachable=False)).outcome()
+    policy = out.status.routing_policy
+    assert policy is not None and policy.prefill_pools == [] and policy.threshold_tokens is None
+    degraded = condition(out.status.conditions, "Degraded")
+    assert degraded is not None and "not offloading to it until its size" in degraded.message
+    again = decide(observation(pool_reachable=False), out.status, NOW, 1)
+    assert isinstance(again, Decision) and again.outcome().status.routing_policy == policy
+
+
 @pytest.mark.parametrize("measured", [None, 10.0])
 def test_a_measured_link_capacity_is_planned_for(measured: float | None) -> None:
     obs = observation()
@@ -264,3 +300,92 @@ def test_a_group_another_writer_changed_is_left_alone_until_the_spec_changes() -
     assert isinstance(resumed, Decision)
     assert any(c.group == DECODE for c in resumed.to_apply)
     assert reason(resumed.outcome(), "ScaleContested") == "False/SoleWriter"
+
+
+# -- engines found from EndpointSlices -----------------------------------------------------------
+
+
+def discovering(
+    endpoints: tuple[str, ...] | None, signals: Signals | SignalsUnavailable | None = None
+) -> Observation:
+    """The case study with every group named by Service; the pool's engines as listed now."""
+    obs = observation(signals=signals)
+    stage = obs.spec.prefill.model_copy(
+        update={"endpoints": Endpoints(service="h20-prefill", port="http")}
+    )
+    decode_ref = obs.spec.decode.scale_target_ref.model_copy(update={"namespace": "engines"})
+    decode = obs.spec.decode.model_copy(
+        update={"endpoints": Endpoints(selector={"tier": "decode"}), "scale_target_ref": decode_ref}
+    )
+    spec = obs.spec.model_copy(update={"prefill": stage, "decode": decode})
+    assert obs.pool is not None and obs.pool.spec is not None
+    pool_spec = obs.pool.spec.model_copy(update={"endpoints": Endpoints(service="h200-prefill")})
+    pool = PoolObservation(obs.pool.link, pool_spec, endpoints=endpoints)
+    return replace(obs, spec=spec, pool=pool, namespace="pd")
+
+
+def test_local_groups_by_service_are_left_to_the_router() -> None:
+    policy = decided(discovering(("http://10.1.0.1:8000",))).outcome().status.routing_policy
+    assert policy is not None
+    assert policy.prefill_endpoints == [] and policy.decode_endpoints == []
+    assert policy.prefill_discovery == EndpointDiscovery(
+        namespace="pd", label_selector="kubernetes.io/service-name=h20-prefill", port="http"
+    )
+    assert policy.decode_discovery == EndpointDiscovery(
+        namespace="engines", label_selector="tier=decode"
+    )
+    assert policy.prefill_pools[0].endpoints == ["http://10.1.0.1:8000"]
+
+
+def test_the_pool_s_engines_are_versioned_and_held_when_unknown() -> None:
+    first = decided(discovering(("http://10.1.0.1:8000",))).outcome().status
+    grown = decided(discovering(("http://10.1.0.1:8000", "http://10.1.0.2:8000")), first)
+    second = grown.outcome().status
+    assert first.routing_policy is not None and second.routing_policy is not None
+    assert second.routing_policy.version == first.routing_policy.version + 1
+    assert second.routing_policy.threshold_tokens == first.routing_policy.threshold_tokens
+    # the pool's cluster did not answer: what was published holds, no new version
+    held = decided(discovering(None), second).outcome().status.routing_policy
+    assert held == second.routing_policy
+    # none ready is news too
+    empty = decided(discovering(()), second).outcome().status.routing_policy
+    assert empty is not None and empty.prefill_pools[0].endpoints == []
+
+
+def test_while_signals_are_stale_the_pool_s_engines_still_follow() -> None:
+    first = decided(discovering(("http://10.1.0.1:8000",))).outcome().status
+    stale = SignalsUnavailable("PrometheusUnreachable", "connection refused")
+    out = decide(discovering(("http://10.1.0.2:8000",), stale), first, NOW, 1)
+    assert isinstance(out, Outcome) and out.status.phase == "Holding"
+    policy = out.status.routing_policy
+    assert first.routing_policy is not None and policy is not None
+    assert policy.prefill_pools[0].endpoints == ["http://10.1.0.2:8000"]
+    assert policy.version == first.routing_policy.version + 1
+    assert policy.threshold_tokens == first.routing_policy.threshold_tokens  # the plan holds
+    assert out.status.plan == first.plan
+    assert "RoutingPolicy" in {e.reason for e in out.events}
+
+
+def test_with_pool_engines_changes_only_that_pool() -> None:
+    status = decided(discovering(("http://a",))).outcome().status
+    policy = status.routing_policy
+    assert policy is not None
+    assert with_pool_engines(policy, "h200-pool", ["http://a"]) == policy
+    assert with_pool_engines(policy, "other", ["http://b"]) == policy
+    moved = with_pool_engines(policy, "h200-pool", ["http://b"])
+    assert moved.version == policy.version + 1 and moved.prefill_pools[0].endpoints == ["http://b"]
+
+
+def test_a_namespace_the_cr_may_not_name_gets_no_discovery() -> None:
+    """Like its scale target: a group whose target namespace the operator refuses is not
+    handed to the router to list either."""
+    obs = discovering(("http://a",))
+    refused = GroupObservation(None, "outside the namespace", reason="TargetForbidden")
+    out = decide(replace(obs, groups={**obs.groups, DECODE: refused}), PDClusterStatus(), NOW, 1)
+    policy = (
+        out.status.routing_policy
+        if isinstance(out, Outcome)
+        else out.outcome().status.routing_policy
+    )
+    assert policy is not None and policy.decode_discovery is None
+    assert policy.prefill_discovery is not None

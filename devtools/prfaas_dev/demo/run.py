@@ -82,7 +82,8 @@ class Timeline:
         self.events.append(f"{time.monotonic() - self.t0:6.0f} s  {msg}")
 
 
-def _router_argv(port: int, args: list[str]) -> list[str]:
+def _router_argv(port: int, args: list[str], speedup: float) -> list[str]:
+    """``prfaas router``; ``--speedup``: its phase bounds follow the time-scaled engines."""
     return [
         *prfaas_argv(),
         "router",
@@ -94,6 +95,8 @@ def _router_argv(port: int, args: list[str]) -> list[str]:
         "sim-model",
         "--scrape-interval",
         "0.5",
+        "--speedup",
+        f"{speedup:g}",
         "--log-format",
         "plain",
         *args,
@@ -233,7 +236,7 @@ class Demo:
 
     def _router(self, group: Group, args: list[str], name: str) -> str:
         port = free_port()
-        argv = _router_argv(port, args)
+        argv = _router_argv(port, args, self.o.speedup)
         url = f"http://{HOST}:{port}"
         group.start(name, argv).wait_ready(lambda: http_ok(url + "/readyz"), 60)
         return url
@@ -343,7 +346,9 @@ class Demo:
         self._operator(group, west, prom)
         router = f"http://{HOST}:{router_port}"
         r_argv = _router_argv(
-            router_port, ["--pdcluster", "h20-pd", "-n", NAMESPACE, "--kubeconfig", str(west)]
+            router_port,
+            ["--pdcluster", "h20-pd", "-n", NAMESPACE, "--kubeconfig", str(west)],
+            self.o.speedup,
         )
         r_proc = group.start("router", r_argv)
         self.timeline.add("operator planning from the declared case-study workload")

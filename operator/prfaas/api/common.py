@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field
@@ -59,10 +60,72 @@ class ReplicaBounds(Spec):
         return max(self.min, min(self.max, value))
 
 
+DnsLabel = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+LabelValue = Annotated[
+    str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+]
+# a qualified label key: an optional DNS-subdomain prefix and "/", then a name of at most 63
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"  # noqa: E501
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
 class Endpoints(Spec):
-    """Where the router sends this group's traffic; it forwards nowhere else."""
+    """Where the router sends this group's traffic; it forwards nowhere else.
+
+    Fixed ``urls``, or the ready engines of ``service``'s EndpointSlices (or of those matching
+    ``selector``) in the scale target's namespace, followed within seconds; terminating ones drain.
+    """
 
     urls: list[Url] = Field(default_factory=list, max_length=256)
+    service: DnsLabel | None = None
+    """A Service: its EndpointSlices (label ``kubernetes.io/service-name``) list the engines."""
+    selector: dict[str, LabelValue] | None = Field(default=None, max_length=16)
+    """EndpointSlices whose labels include all of these (slices carry their Service's labels)."""
+    port: DnsLabel | None = None
+    """The EndpointSlice port to use, by name. Default: a slice's only port, else ``http``."""
+    scheme: Literal["http", "https"] | None = None
+    """Default: http."""
+
+    @rule(
+        "!(has(self.service) && has(self.selector))",
+        "endpoints: give service or selector, not both",
+    )
+    def _one_source(self) -> bool:
+        return self.service is None or self.selector is None
+
+    @rule(
+        "!(has(self.urls) && size(self.urls) > 0 && (has(self.service) || has(self.selector)))",
+        "endpoints: give urls or a service/selector, not both",
+    )
+    def _urls_or_discovery(self) -> bool:
+        return not (self.urls and self.discovers)
+
+    @rule(
+        "!has(self.selector) || (size(self.selector) > 0 && "
+        f"self.selector.all(k, k.size() <= 317 && k.matches('{LABEL_KEY}')))",
+        "endpoints.selector needs at least one label, with valid label keys",
+    )
+    def _selector_valid(self) -> bool:
+        if self.selector is None:
+            return True
+        return bool(self.selector) and all(
+            len(k) <= 317 and re.match(LABEL_KEY, k) for k in self.selector
+        )
+
+    @property
+    def discovers(self) -> bool:
+        """The endpoints come from EndpointSlices rather than from ``urls``."""
+        return self.service is not None or self.selector is not None
+
+    def label_selector(self) -> str | None:
+        """The EndpointSlices' label selector, as the API's ``labelSelector`` parameter."""
+        if self.service is not None:
+            return f"{SERVICE_NAME_LABEL}={self.service}"
+        if self.selector is not None:
+            return ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
+        return None
 
 
 class Condition(Spec):

@@ -3,8 +3,9 @@
 pydantic's JSON Schema is close to what the API server wants; the differences handled here:
 ``$ref`` inlined, ``Optional`` (``anyOf [X, null]``) becomes ``X``, ``int | "+Inf"`` becomes
 ``x-kubernetes-int-or-string``, JSON-Schema-2020 ``exclusiveMinimum: n`` becomes the OpenAPI 3.0
-``minimum: n, exclusiveMinimum: true``, and ``title``/``additionalProperties`` are dropped (the
-server prunes unknown fields; ``kubectl --validate=strict`` rejects them).
+``minimum: n, exclusiveMinimum: true``, and ``title``/``additionalProperties: false`` are dropped
+(the server prunes unknown fields; ``kubectl --validate=strict`` rejects them); a map's
+``additionalProperties`` (the schema of its values) stays.
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         raise ValueError(f"cannot render a union of {sorted(map(str, types))} structurally")
     out: dict[str, Any] = {}
     for key, value in node.items():
+        if key == "additionalProperties" and isinstance(value, dict):
+            out[key] = _structural(value, defs)  # a map's values (a model's is ``false``)
+            continue
         if key in _DROP:
             continue
         if key == "default":

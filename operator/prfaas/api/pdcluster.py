@@ -78,6 +78,11 @@ class PrometheusSource(Spec):
     max_length_tokens: Annotated[int, Field(gt=0, le=16_777_216)] = 131_072
     """Where the histogram's +Inf bucket ends (the longest prompt served)."""
 
+    @property
+    def window_seconds(self) -> int:
+        unit = {"s": 1, "m": 60, "h": 3600}[self.window[-1]]
+        return int(self.window[:-1]) * unit
+
 
 class WorkloadSource(Spec):
     """Exactly one: measured from Prometheus, or declared."""
@@ -102,8 +107,13 @@ class ThresholdPolicy(Spec):
     """Grid step of the threshold search."""
     deadband_fraction: Annotated[float, Field(ge=0, le=1)] = 0.05
     """Auto: keep the published t while the new optimum is within this fraction of it.
-    Measured signals are noisy; every new policy version resets the routers' short-timescale
+    Measured signals are noisy; every new threshold resets the routers' short-timescale
     adaptation, so moves of a few percent cost more than they gain (0: follow every move)."""
+    dwell_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
+    """Auto: an optimum beyond the deadband is published only once it has stayed beyond it, on
+    the same side, for this long (then the latest optimum). Default: the Prometheus window for
+    a measured workload (consecutive passes share most of a window, so a noisy excursion lasts
+    several passes; a real shift outlasts a window), 0 for a declared one."""
 
     @rule(
         "self.mode != 'Fixed' || has(self.tokens)",
@@ -220,14 +230,39 @@ class PoolRoute(Spec):
     link_budget_gbps: float = Field(ge=0)
 
 
+class EndpointDiscovery(Spec):
+    """Where the router finds a local group's engines itself: the ready endpoints of the
+    EndpointSlices that ``labelSelector`` selects in ``namespace`` (its own cluster)."""
+
+    namespace: Name
+    label_selector: str = Field(min_length=1, max_length=4096)
+    port: str | None = Field(default=None, max_length=63)
+    scheme: Literal["http", "https"] | None = None
+
+
 class RoutingPolicyStatus(Spec):
-    """What the router enforces per request; ``version`` increases on every change."""
+    """What the router enforces per request; ``version`` increases on every change.
+
+    A PrefillPool's ``endpoints`` are its ready engines as the operator resolves them (in the
+    pool's cluster); local groups are either ``*Endpoints`` or ``*Discovery`` for the router."""
 
     version: int = Field(ge=0)
     threshold_tokens: int | None = None
     prefill_pools: list[PoolRoute] = Field(default_factory=list, max_length=8)
     prefill_endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
     decode_endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
+    prefill_discovery: EndpointDiscovery | None = None
+    decode_discovery: EndpointDiscovery | None = None
+
+
+class PendingThresholdStatus(Spec):
+    """An optimum beyond the deadband of the published threshold, not yet published: it is
+    once it has stayed beyond it on the same side for ``threshold.dwellSeconds``."""
+
+    tokens: int = Field(ge=0)
+    """The latest optimum."""
+    since: str = Field(json_schema_extra={"format": "date-time"})
+    """First pass it was seen beyond the deadband on this side."""
 
 
 class SignalsStatus(Spec):
@@ -271,6 +306,7 @@ class PDClusterStatus(Spec):
     phase: Literal["Pending", "Planned", "Applied", "Holding", "Degraded"] | None = None
     plan: PlanStatus | None = None
     routing_policy: RoutingPolicyStatus | None = None
+    pending_threshold: PendingThresholdStatus | None = None
     signals: SignalsStatus | None = None
     last_applied_time: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     replicas: ReplicasStatus | None = None

@@ -22,11 +22,19 @@ def register(sub: Any) -> None:
             "grid over the threshold t and the local split N_p/N_d (and N_prfaas when "
             "planner.poolInstances is set), against homogeneous PD and naive heterogeneous "
             "baselines. Without -f it plans the paper's case study (4×8 H200 + 8×8 H20, "
-            "100 Gbps)."
+            "100 Gbps). A fleet (several PrefillPools and PD clusters: a fleet file with 'pools' "
+            "and 'clusters', or PrefillPool/PDCluster resources, e.g. -f "
+            "manifests/samples/fleet/) is planned jointly, next to each cluster planned alone on "
+            "an even split of the pools (independent) and the homogeneous baseline."
         ),
         epilog="Exit status: 0 planned, 2 bad input (the message names the field).",
     )
-    p.add_argument("-f", "--file", metavar="FILE", help="scenario YAML/JSON (default: case study)")
+    p.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE|DIR",
+        help="scenario or fleet YAML/JSON, or a directory of CRs (default: the case study)",
+    )
     p.add_argument(
         "-o", "--output", choices=("table", "json"), default="table", help="output format"
     )
@@ -40,8 +48,10 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from prfaas.commands.fleet_input import load_input
+    from prfaas.model.fleet import Fleet
     from prfaas.model.planner import PlanError, plan
-    from prfaas.model.scenario import ScenarioError, case_study, case_study_text, load_scenario
+    from prfaas.model.scenario import ScenarioError, case_study, case_study_text
     from prfaas.report.plan import plan_json, print_plan
     from prfaas.report.plotting import PlotError
 
@@ -49,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(case_study_text())
         return 0
     try:
-        scenario = load_scenario(args.file) if args.file else case_study()
+        scenario = load_input(args.file) if args.file else case_study()
+        if isinstance(scenario, Fleet):
+            return _fleet(scenario, args)
         result = plan(scenario)
     except (ScenarioError, PlanError) as exc:
         raise CommandError(str(exc)) from None
@@ -66,4 +78,18 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from None
         if args.output != "json":
             Console(stderr=True).print(f"wrote {args.plot}")
+    return 0
+
+
+def _fleet(fleet: Any, args: argparse.Namespace) -> int:
+    from prfaas.model.fleet_planner import plan_fleet
+    from prfaas.report.fleet import fleet_json, print_fleet
+
+    if args.plot:
+        raise CommandError("--plot draws a single-cluster scenario; a fleet has no plot yet")
+    result = plan_fleet(fleet)
+    if args.output == "json":
+        print(json.dumps(fleet_json(fleet, result), indent=2))
+    else:
+        print_fleet(fleet, result, Console())
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from prfaas.commands.errors import CommandError
-from prfaas.commands.serving_args import add_logging, port, positive, serve
+from prfaas.commands.serving_args import add_logging, non_negative, port, positive, serve
 
 
 def register(sub: Any) -> None:
@@ -22,14 +22,22 @@ def register(sub: Any) -> None:
             "decode instance, short ones stay local; link and pool failures fall back to local "
             "prefill. POST /v1/route answers the decision only. The policy comes from the "
             "PDCluster's status (--pdcluster; needs get/list/watch on pdclusters) or a file "
-            "(--policy-file; JSON/YAML of status.routingPolicy, re-read when it changes)."
+            "(--policy-file; JSON/YAML of status.routingPolicy, re-read when it changes). "
+            "Engines are the policy's URLs; a local group declared by Service or selector "
+            "(prefillDiscovery/decodeDiscovery) is found from its EndpointSlices in this "
+            "cluster (needs list/watch on endpointslices there): ready endpoints get new "
+            "requests, terminating ones finish what they have."
         ),
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pdcluster", metavar="NAME", help="watch this PDCluster's status")
     src.add_argument("--policy-file", type=Path, metavar="PATH", help="read the policy here")
     p.add_argument("-n", "--namespace", default="default", help="the PDCluster's namespace")
-    p.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster, then ~/.kube/config)")
+    p.add_argument(
+        "--kubeconfig",
+        help="kubeconfig for the PDCluster and EndpointSlice watches (default: in-cluster, "
+        "then $KUBECONFIG or ~/.kube/config)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
     p.add_argument("--port", type=port, default=8000, help="HTTP port (default %(default)s)")
     p.add_argument(
@@ -48,7 +56,51 @@ def register(sub: Any) -> None:
         "--scrape-interval", type=positive, default=1.0, help="engine /metrics scrape, seconds"
     )
     p.add_argument(
-        "--link-retry", type=positive, default=5.0, help="seconds a failed link is avoided"
+        "--link-retry",
+        type=positive,
+        default=1.0,
+        help="seconds between probes of a link whose KV transfers failed (a 1-token prefill on "
+        "the pool pulled by a decode engine; clients never probe); default %(default)s",
+    )
+    bounds = p.add_argument_group(
+        "phase bounds",
+        "How long a request may wait for each phase before it fails over: prefill, "
+        "floor + factor x the profile's prefill time for its uncached length (and the tokens "
+        "queued ahead of it); KV arrival and first token together, floor + factor x (link "
+        "backlog + decode step x tokens before the first byte), extended while the decode "
+        "engine answers its scrapes and has a queue. A pool that overruns fails open to local "
+        "prefill and is avoided until it answers a scrape.",
+    )
+    bounds.add_argument(
+        "-f",
+        "--scenario",
+        help="scenario YAML with the instance profiles (default: the case study)",
+    )
+    bounds.add_argument(
+        "--speedup",
+        type=positive,
+        default=1.0,
+        help="the engines run the profiles this many times faster (simulated engines' "
+        "--speedup); default 1",
+    )
+    bounds.add_argument(
+        "--deadline-factor",
+        type=non_negative,
+        default=3.0,
+        help="multiple of the expected time (0: no phase bounds); default %(default)s",
+    )
+    bounds.add_argument(
+        "--deadline-floor",
+        type=positive,
+        default=1.0,
+        help="seconds added to every bound (HTTP, scheduling); default %(default)s",
+    )
+    p.add_argument(
+        "--resolve-localhost",
+        action="store_true",
+        help="send to 127.0.0.1 for engines named <name>.localhost (RFC 6761): EndpointSlices "
+        "may not hold loopback addresses, so this is how they name engines on this host "
+        "(development, tests). Off: such names go to the system resolver",
     )
     p.add_argument(
         "--static",
@@ -63,26 +115,39 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import disable_created_metrics
 
     from prfaas.commands import logs
+    from prfaas.discovery.watch import api_client
+    from prfaas.model.scenario import ScenarioError, case_study, load_scenario
     from prfaas.router import policy_source
+    from prfaas.router.deadline import PhaseBudget
+    from prfaas.router.discovery import Discovery
     from prfaas.router.fleet import Fleet
     from prfaas.router.server import RouterConfig, RouterServer
     from prfaas.router.server import run as run_router
     from prfaas.routing.config import RoutingConfig
-    from prfaas.routing.policy import PolicyError
+    from prfaas.routing.policy import PolicyError, RoutingPolicy
     from prfaas.serving.tokenizer import TokenizerError
 
     disable_created_metrics()  # type: ignore[no-untyped-call]
     logs.configure(args.log_format, args.verbose)
+    try:
+        scenario = load_scenario(args.scenario) if args.scenario else case_study()
+    except ScenarioError as exc:
+        raise CommandError(str(exc)) from None
     cfg = RouterConfig(
         models=tuple(args.model),
         max_body_bytes=int(args.max_body_mb * (1 << 20)),
         tokenizer=args.tokenizer,
         scrape_interval_s=args.scrape_interval,
         link_retry_s=args.link_retry,
+        budget=PhaseBudget.from_scenario(
+            scenario, args.speedup, args.deadline_factor, args.deadline_floor
+        )
+        if args.deadline_factor > 0
+        else None,
     )
     routing = RoutingConfig.static() if args.static else None  # None: the fleet's default
     try:
-        server = RouterServer(cfg, Fleet(routing, args.link_retry))
+        server = RouterServer(cfg, Fleet(routing, args.link_retry, args.resolve_localhost))
     except TokenizerError as exc:
         raise CommandError(str(exc)) from None
     if args.policy_file is not None:
@@ -92,15 +157,26 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from None
 
     async def main() -> None:
+        discovery = Discovery(
+            server.fleet, asyncio.get_running_loop(), lambda: api_client(args.kubeconfig)
+        )
+
+        def apply(policy: RoutingPolicy) -> None:
+            server.set_policy(policy)
+            discovery.follow(policy)  # the local groups' EndpointSlices it names
+
+        if server.fleet.published is not None:
+            discovery.follow(server.fleet.published)
         if args.policy_file is not None:
-            source = policy_source.watch_file(args.policy_file, server.set_policy)
+            source = policy_source.watch_file(args.policy_file, apply)
         else:
             kube = policy_source.KubeSource(args.pdcluster, args.namespace, args.kubeconfig)
-            source = kube.run(server.set_policy)
+            source = kube.run(apply)
         watcher = asyncio.ensure_future(source)
         try:
             await run_router(server, args.host, args.port)
         finally:
             watcher.cancel()
+            discovery.stop()
 
     return serve(main())

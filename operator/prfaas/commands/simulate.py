@@ -33,11 +33,22 @@ def register(sub: Any) -> None:
         epilog=(
             "Examples: prfaas simulate --link-schedule 600:10,1800:100 --rate 2.9 ; "
             "prfaas simulate --arrivals bursty --burst 2:60:120 ; "
-            "prfaas simulate --trace trace.jsonl ; prfaas simulate --max-rate. "
+            "prfaas simulate --trace trace.jsonl ; prfaas simulate --max-rate ; "
+            "prfaas simulate -f manifests/samples/fleet/ --fail pool:h200-north@600-1200. "
+            "A fleet runs its joint plan, the independent plans and the homogeneous baseline "
+            "(--policies joint,independent,homogeneous) at --scale × every cluster's demand. "
             "Exit status: 0 done, 2 bad input (one line naming the problem)."
         ),
     )
-    p.add_argument("-f", "--file", metavar="FILE", help="scenario YAML/JSON (default: case study)")
+    p.add_argument(
+        "-f",
+        "--file",
+        metavar="FILE|DIR",
+        help=(
+            "scenario or fleet YAML/JSON, or a directory of PrefillPool/PDCluster resources "
+            "(default: the case study)"
+        ),
+    )
     p.add_argument(
         "--policies",
         metavar="LIST",
@@ -91,6 +102,16 @@ def register(sub: Any) -> None:
         ),
     )
     p.add_argument("--write-trace", metavar="FILE.jsonl", help="also write the requests (Mooncake)")
+    p.add_argument(
+        "--scale", metavar="F", help="fleet: every cluster at F × its demand (default 1)"
+    )
+    p.add_argument(
+        "--fail",
+        metavar="SPEC",
+        action="append",
+        default=[],
+        help="fleet: pool:NAME@START[-END] or link:CLUSTER/POOL@START[-END] (seconds; repeatable)",
+    )
     progress = p.add_mutually_exclusive_group()
     progress.add_argument("--progress", action="store_true", help="progress bar on stderr")
     progress.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -189,8 +210,10 @@ def _progress(enabled: bool, forced: bool) -> Iterator[Callable[[str, int, int],
 
 
 def run(args: argparse.Namespace) -> int:
+    from prfaas.commands.fleet_input import load_input
+    from prfaas.model.fleet import Fleet
     from prfaas.model.planner import PlanError, plan
-    from prfaas.model.scenario import ScenarioError, case_study, load_scenario
+    from prfaas.model.scenario import ScenarioError, case_study
     from prfaas.report.plotting import PlotError
     from prfaas.report.sim import print_sim, sim_json
     from prfaas.sim.options import SimError
@@ -198,9 +221,13 @@ def run(args: argparse.Namespace) -> int:
     from prfaas.sim.trace import write_trace
 
     try:
+        scenario = load_input(args.file) if args.file else case_study()
+        if isinstance(scenario, Fleet):
+            return _fleet(scenario, args)
+        if args.scale is not None or args.fail:
+            raise CommandError("--scale and --fail are for fleets (-f FLEET or a CR directory)")
         options = _options(args)
-        scenario = load_scenario(args.file) if args.file else case_study()
-    except (ScenarioError, SimError) as exc:
+    except (ScenarioError, SimError, PlanError) as exc:
         raise CommandError(str(exc)) from None
     show = args.progress or (not args.no_progress and sys.stderr.isatty())
     err = Console(stderr=True)
@@ -259,4 +286,77 @@ def _max_rate(
         print(json.dumps(sustainable_json(found, options.slo.ttft_s), indent=2))
     else:
         print_sustainable(found, options.slo.ttft_s, Console())
+    return 0
+
+
+# single-cluster options a fleet run does not take, with their defaults
+_NOT_FOR_FLEETS = {
+    "rate": None,
+    "duration": None,
+    "drain": None,
+    "arrivals": "poisson",
+    "trace": None,
+    "link_schedule": "",
+    "hit_rate_pd": "0",
+    "hit_rate_pool": "0",
+    "plot": None,
+    "write_trace": None,
+}
+
+
+def _fleet_options(args: argparse.Namespace) -> Any:
+    from prfaas.sim.fleet_run import FLEET_PLANS, FleetSimOptions, parse_fault
+
+    for name, default in _NOT_FOR_FLEETS.items():
+        if getattr(args, name) != default:
+            flag = "--" + name.replace("_", "-")
+            raise CommandError(f"{flag}: not for a fleet (use --scale, --requests, --fail)")
+    names = tuple(p.strip() for p in args.policies.split(",") if p.strip())
+    if args.policies == ",".join(POLICY_NAMES):
+        names = FLEET_PLANS
+    for name in names:
+        if name not in FLEET_PLANS:
+            raise CommandError(
+                f"--policies: unknown fleet plan {name!r} (choose from {', '.join(FLEET_PLANS)})"
+            )
+    scale = _number(args.scale, "--scale")
+    requests = _number(args.requests, "--requests", int)
+    return FleetSimOptions(
+        scale=1.0 if scale is None else scale,
+        requests=20_000 if requests is None else requests,
+        seed=_number(args.seed, "--seed", int),
+        slo_ttft_s=_number(args.slo_ttft, "--slo-ttft"),
+        plans=cast("Any", names),
+        faults=tuple(parse_fault(f) for f in args.fail),
+    )
+
+
+def _fleet(fleet: Any, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from prfaas.model.fleet_planner import plan_fleet
+    from prfaas.report.fleet_sim import (
+        fleet_sim_json,
+        fleet_sustainable_json,
+        print_fleet_sim,
+        print_fleet_sustainable,
+    )
+    from prfaas.sim.fleet_run import simulate_fleet, sustainable
+
+    options = _fleet_options(args)
+    result = plan_fleet(fleet)
+    if args.max_rate:
+        if options.requests == 20_000 and args.requests is None:
+            options = replace(options, requests=6_000)
+        found = [sustainable(fleet, options, name, result) for name in options.plans]
+        if args.output == "json":
+            print(json.dumps(fleet_sustainable_json(found, options.slo_ttft_s), indent=2))
+        else:
+            print_fleet_sustainable(found, options.slo_ttft_s, Console())
+        return 0
+    report = simulate_fleet(fleet, options, result)
+    if args.output == "json":
+        print(json.dumps(fleet_sim_json(report), indent=2))
+    else:
+        print_fleet_sim(report, Console())
     return 0

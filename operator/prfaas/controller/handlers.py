@@ -17,13 +17,20 @@ import kopf
 
 from prfaas.api import PDCluster, PrefillPool
 from prfaas.api.common import Placement
+from prfaas.api.pdcluster import RoutingPolicyStatus
 from prfaas.controller import metrics
 from prfaas.controller.kube import Cluster, Members, UnreachableError, local_api
-from prfaas.controller.reconcile import Reconciler, Resource, parse_status, routing_configmap
+from prfaas.controller.reconcile import (
+    Reconciler,
+    Resource,
+    merge_patch,
+    parse_status,
+    routing_configmap,
+)
 from prfaas.controller.signals import prometheus_query_factory
 from prfaas.controller.trust import Trust
 from prfaas.slowloop.conditions import is_true, set_condition
-from prfaas.slowloop.decide import Outcome
+from prfaas.slowloop.decide import Outcome, endpoints_message, with_pool_engines
 
 log = logging.getLogger("prfaas.operator")
 PDC, POOL = PDCluster.resource, PrefillPool.resource
@@ -85,22 +92,81 @@ async def pdcluster_loop(
 ) -> None:
     assert namespace is not None  # PDCluster is namespaced
     labels = {"namespace": namespace, "pdcluster": name}
-    while not stopped:
-        generation = body.meta.get("generation")
-        started = time.perf_counter()
-        try:
-            await _one_pass(name, namespace, body, labels)
-        except Exception as exc:  # keep the loop alive; the next pass retries
-            metrics.ERRORS.labels(**labels).inc()
-            log.exception("reconcile of %s/%s failed", namespace, name)
-            await _report_error(name, namespace, body, exc)
-        metrics.RECONCILE_SECONDS.labels(**labels).observe(time.perf_counter() - started)
-        deadline = time.monotonic() + _interval(body.spec)
-        while not stopped and time.monotonic() < deadline:
-            if body.meta.get("generation") != generation:
-                break  # the spec changed: plan again now
-            await stopped.wait(1.0)
-    metrics.forget(namespace, name)  # deleted (or no longer watched): no stale series
+    written = _Written()
+    try:
+        while not stopped:
+            generation = body.meta.get("generation")
+            started = time.perf_counter()
+            try:
+                await _one_pass(name, namespace, body, labels, written)
+            except Exception as exc:  # keep the loop alive; the next pass retries
+                metrics.ERRORS.labels(**labels).inc()
+                log.exception("reconcile of %s/%s failed", namespace, name)
+                await _report_error(name, namespace, body, exc)
+            metrics.RECONCILE_SECONDS.labels(**labels).observe(time.perf_counter() - started)
+            deadline = time.monotonic() + _interval(body.spec)
+            while not stopped and time.monotonic() < deadline:
+                if body.meta.get("generation") != generation:
+                    break  # the spec changed: plan again now
+                await _follow_pool_engines(name, namespace, body, labels, written)
+                await stopped.wait(1.0)
+        metrics.forget(namespace, name)  # deleted (or no longer watched): no stale series
+    finally:
+        if Runtime.reconciler is not None:
+            Runtime.reconciler.pool_endpoints.release((namespace, name))
+
+
+class _Written:
+    """The routing policy this daemon wrote last: kopf's ``body`` lags behind our own writes
+    by a watch event, and a policy read from it must never step back a version."""
+
+    policy: dict[str, Any] | None = None
+    engines: tuple[object, int] | None = None  # (watch, generation) last followed
+
+    def status(self, body: kopf.Body) -> dict[str, Any]:
+        status = dict(body.status or {})
+        seen = (status.get("routingPolicy") or {}).get("version", -1)
+        if self.policy is not None and self.policy.get("version", -1) > seen:
+            status["routingPolicy"] = self.policy
+        return status
+
+
+async def _follow_pool_engines(
+    name: str, namespace: str, body: kopf.Body, labels: dict[str, str], written: _Written
+) -> None:
+    """Between passes: publish the pool's engines as soon as its EndpointSlices change (a new
+    policy version with nothing else changed), so routers follow pods within seconds."""
+    reconciler, local = Runtime.reconciler, Runtime.local
+    watch = reconciler.pool_endpoints.view((namespace, name)) if reconciler else None
+    pools = body.spec.get("prefillPools") or []
+    if local is None or watch is None or watch.ready is None or not pools:
+        return
+    if written.engines == (watch, watch.generation):
+        return  # nothing new since the last look
+    seen = (watch, watch.generation)
+    old = parse_status(written.status(body)).routing_policy
+    if old is None:
+        return
+    new = with_pool_engines(old, str(pools[0].get("name")), watch.ready)
+    if new.version == old.version:
+        written.engines = seen
+        return
+    doc = new.model_dump(by_alias=True, exclude_none=True, mode="json")
+    try:
+        await asyncio.to_thread(
+            local.patch_status, PDC.plural, namespace, name, {"routingPolicy": doc}
+        )
+    except Exception as exc:  # the next tick tries again
+        log.warning("routing policy of %s/%s not updated: %s", namespace, name, exc)
+        return
+    written.policy, written.engines = doc, seen
+    log.info(
+        "routing policy of %s/%s v%d: %s", namespace, name, new.version, endpoints_message(new)
+    )
+    kopf.event(body, type="Normal", reason="RoutingPolicy", message=f"v{new.version}: "
+               f"{endpoints_message(new)}")  # fmt: skip
+    metrics.POLICY_VERSION.labels(**labels).set(new.version)
+    await _publish_member_policy(name, namespace, body, new)
 
 
 async def _report_error(name: str, namespace: str, body: kopf.Body, exc: Exception) -> None:
@@ -123,15 +189,19 @@ async def _report_error(name: str, namespace: str, body: kopf.Body, exc: Excepti
         log.warning("could not report the error on %s/%s: %s", namespace, name, err)
 
 
-async def _one_pass(name: str, namespace: str, body: kopf.Body, labels: dict[str, str]) -> None:
+async def _one_pass(
+    name: str, namespace: str, body: kopf.Body, labels: dict[str, str], written: _Written
+) -> None:
     reconciler, local = Runtime.reconciler, Runtime.local
     assert reconciler is not None and local is not None
     res = Resource.parse(
-        name, namespace, body.meta.get("generation"), dict(body.spec), dict(body.status or {})
+        name, namespace, body.meta.get("generation"), dict(body.spec), written.status(body)
     )
     outcome = await asyncio.to_thread(reconciler.reconcile, res)
     status = outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-    await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, status)
+    patch = merge_patch(body.status, status)  # what became empty is removed, not kept
+    await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, patch)
+    written.policy = status.get("routingPolicy", written.policy)
     if outcome.pool_status is not None and outcome.pool_name:
         pool_status = outcome.pool_status.model_dump(by_alias=True, exclude_none=True, mode="json")
         try:
@@ -142,17 +212,16 @@ async def _one_pass(name: str, namespace: str, body: kopf.Body, labels: dict[str
             log.warning("PrefillPool %s status not written: %s", outcome.pool_name, exc)
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    await _publish_member_policy(name, namespace, body, outcome)
+    await _publish_member_policy(name, namespace, body, outcome.status.routing_policy)
     _record(outcome, labels)
 
 
 async def _publish_member_policy(
-    name: str, namespace: str, body: kopf.Body, outcome: Outcome
+    name: str, namespace: str, body: kopf.Body, policy: RoutingPolicyStatus | None
 ) -> None:
     """Routers in a member cluster cannot read this CR: give them the policy as a ConfigMap."""
     reconciler = Runtime.reconciler
     placement = body.spec.get("placement") or {}
-    policy = outcome.status.routing_policy
     if reconciler is None or not placement.get("kubeconfigSecretRef") or policy is None:
         return
     if Runtime.dry_run:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 
 from prfaas.api.common import Placement, ScaleTargetRef
 from prfaas.api.pdcluster import PDClusterSpec
 from prfaas.api.prefillpool import PrefillPool, PrefillPoolSpec, PrefillPoolStatus
+from prfaas.controller.endpoints import PoolEndpoints
 from prfaas.controller.kube import (
     Cluster,
     KubeconfigRejectedError,
@@ -59,8 +60,11 @@ def observe(
     name: str,
     namespace: str,
     spec: PDClusterSpec,
+    pool_endpoints: PoolEndpoints | None = None,
 ) -> tuple[Observation, dict[GroupName, ScaleHandle]]:
     pool = _pool(members, namespace, spec)
+    if pool_endpoints is not None:
+        pool = _with_engines(pool_endpoints, members, trust, (namespace, name), namespace, pool)
     wanted: list[tuple[GroupName, Placement, ScaleTargetRef]] = [
         (PREFILL, spec.placement, spec.prefill.scale_target_ref),
         (DECODE, spec.placement, spec.decode.scale_target_ref),
@@ -76,8 +80,36 @@ def observe(
             handles[group] = ScaleHandle(None, ref, namespace)
             continue
         groups[group], handles[group] = _read_scale(members, placement, ref, namespace)
-    obs = Observation(name, spec, groups, _signals(spec, query_factory, trust), pool)
+    obs = Observation(
+        name, spec, groups, _signals(spec, query_factory, trust), pool, namespace=namespace
+    )
     return obs, handles
+
+
+def _with_engines(
+    found: PoolEndpoints,
+    members: Members,
+    trust: Trust,
+    user: tuple[str, str],
+    namespace: str,
+    pool: PoolObservation | None,
+) -> PoolObservation | None:
+    """The pool with its ready engines, when it declares them by Service or selector: listed
+    in its own cluster, in its scale target's namespace (None when that cluster cannot be
+    reached, so the last ones hold; none from a namespace the CR may not name)."""
+    spec = pool.spec if pool is not None else None
+    if pool is None or spec is None or not spec.endpoints.discovers:
+        found.release(user)
+        return pool
+    where = spec.scale_target_ref.namespace or namespace
+    if trust.target_refusal(namespace, where) is not None:
+        found.release(user)
+        return replace(pool, endpoints=())
+    try:
+        cluster = members.for_placement(spec.placement, namespace)
+    except UnreachableError:
+        return pool
+    return replace(pool, endpoints=found.ready(user, cluster, where, spec.endpoints))
 
 
 def _pool(members: Members, namespace: str, spec: PDClusterSpec) -> PoolObservation | None:

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
+from prfaas.controller.endpoints import PoolEndpoints
 from prfaas.controller.kube import Members, TargetError, UnreachableError
 from prfaas.controller.observe import ScaleHandle, observe
 from prfaas.controller.signals import Query
@@ -75,6 +76,7 @@ class Reconciler:
         self.clock = clock
         self.dry_run = dry_run  # plan and report, never scale (operator-wide Observe)
         self.trust = trust or Trust()
+        self.pool_endpoints = PoolEndpoints()  # pools' engines, watched in their clusters
 
     def reconcile(self, res: Resource) -> Outcome:
         now = self.clock()
@@ -83,7 +85,13 @@ class Reconciler:
             where = ".".join(map(str, first["loc"]))
             return invalid_spec(res.status, res.generation, now, where, first["msg"])
         obs, handles = observe(
-            self.members, self.query_factory, self.trust, res.name, res.namespace, res.spec
+            self.members,
+            self.query_factory,
+            self.trust,
+            res.name,
+            res.namespace,
+            res.spec,
+            self.pool_endpoints,
         )
         decision = decide(
             obs,
@@ -107,6 +115,20 @@ def act(changes: list[Change], handles: Mapping[GroupName, ScaleHandle]) -> dict
         except (UnreachableError, TargetError) as exc:
             failed[change.group] = str(exc)
     return failed
+
+
+def merge_patch(stored: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``stored`` into ``new``: what ``new`` no
+    longer has is sent as null. Patching ``new`` alone keeps such keys, and a field that became
+    empty (a threshold no longer offloading) stayed behind: every pass then saw a changed routing
+    policy and bumped its version. Lists are replaced whole, as a merge patch does."""
+    patch = dict(new)
+    for key, old in (stored or {}).items():
+        if key not in new:
+            patch[key] = None
+        elif isinstance(old, Mapping) and isinstance(new[key], Mapping):
+            patch[key] = merge_patch(old, new[key])
+    return patch
 
 
 def routing_configmap(policy: Mapping[str, Any]) -> dict[str, str]:

@@ -96,7 +96,8 @@ class ScenarioError(ValueError):
     """A scenario file that cannot be read or is invalid; the message names the field."""
 
 
-def _describe(error: ValidationError) -> str:
+def describe(error: ValidationError) -> str:
+    """The first validation problem as one line: ``field.path: message``."""
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "(top level)"
     message = first["msg"].removeprefix("Value error, ")
@@ -110,7 +111,7 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(f"{source}: {_describe(exc)}") from None
+        raise ScenarioError(f"{source}: {describe(exc)}") from None
 
 
 def load_scenario(path: str | Path) -> Scenario:

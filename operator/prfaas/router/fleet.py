@@ -1,24 +1,34 @@
 """The engines the router may use, as the published policy declares them, and their state.
 
-The policy is the only source of upstream URLs: the router never forwards anywhere else. On a
-new policy the routing core (``prfaas.routing.Router.follow``) swaps it in and makes its prefill
-instance lists the endpoint lists (the core's instance ``k`` is endpoint ``k``), keeping live
-state by endpoint; the fleet copies scraped health and queue depths into the core.
+The policy is the only source of upstream URLs: the router never forwards anywhere else. A local
+group is either a list of URLs or (``prefillDiscovery``/``decodeDiscovery``) the EndpointSlices
+the router lists itself; ``found`` holds what they list now, ready engines only, and the policy
+the router runs is the published one with those engines added (``RoutingPolicy.with_found``).
+On every change the routing core (``prfaas.routing.Router.follow``) makes its prefill instance
+lists the endpoint lists (the core's instance ``k`` is endpoint ``k``), keeping live state by
+endpoint; the fleet copies scraped health and queue depths into the core.
+
+Requests in flight are counted by endpoint (``Engine.active``; ``with fleet.in_flight(...)``
+around a prefill, ``with engine:`` around a decode). An engine that leaves the policy (scaled
+away, terminating, unready) gets no new request; while requests are still in flight there it
+is *draining* (``draining``), and they finish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from urllib.parse import urlsplit
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from prfaas.routing.config import ModeThresholds, RoutingConfig
 from prfaas.routing.decide import Decision, Target
-from prfaas.routing.policy import RoutingPolicy
+from prfaas.routing.policy import EndpointSource, RoutingPolicy
 from prfaas.routing.prefix import PrefixIndex
-from prfaas.routing.router import Router
+from prfaas.routing.router import InFlight, Router
 from prfaas.routing.state import TargetState
 
 # Scarce mode only: the P/D hand-off ships prefill→decode KV, not cached prefixes between
@@ -41,6 +51,9 @@ class Engine:
     waiting: float = 0.0  # scraped vllm:num_requests_waiting
     running: float = 0.0
     active: int = 0  # requests this router has in flight there
+    others: float = 0.0  # requests other clients had there at the last scrape
+    fails: int = 0  # scrapes failed in a row
+    waits: set[Callable[[], None]] = field(default_factory=set)  # expire() of waits on it
 
     def __enter__(self) -> Engine:
         self.active += 1
@@ -49,26 +62,97 @@ class Engine:
     def __exit__(self, *_: object) -> None:
         self.active -= 1
 
+    @property
+    def load(self) -> float:
+        """Requests there: this router's own, counted from the moment it picks the engine (a
+        burst spreads before any scrape sees it), plus what others had at the last scrape."""
+        return self.active + self.others
+
+    @contextlib.contextmanager
+    def watching(self, expire: Callable[[], None]) -> Iterator[None]:
+        """A wait on this engine, ended by ``hung()``."""
+        self.waits.add(expire)
+        try:
+            yield
+        finally:
+            self.waits.discard(expire)
+
+    def hung(self) -> None:
+        """Dead or not answering: unhealthy, and every wait on it ends now (fails over)."""
+        self.healthy = False
+        for expire in list(self.waits):
+            expire()
+
+
+class PrefillInFlight:
+    """A prefill in flight: its load on the routing core's instance and one request at its
+    endpoint, released together however the block ends."""
+
+    __slots__ = ("_core", "_engine")
+
+    def __init__(self, core: InFlight, engine: Engine) -> None:
+        self._core = core
+        self._engine = engine
+
+    def __enter__(self) -> None:
+        self._engine.active += 1
+        self._core.__enter__()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: Any) -> None:
+        self._engine.active -= 1
+        self._core.__exit__(exc_type, *rest)
+
 
 class Fleet:
-    def __init__(self, config: RoutingConfig | None = None, link_retry_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        config: RoutingConfig | None = None,
+        link_retry_s: float = 1.0,
+        resolve_localhost: bool = False,
+    ) -> None:
         self.config = config or HTTP_ROUTING
         self.link_retry_s = link_retry_s
-        self.policy: RoutingPolicy | None = None  # None: none received yet
+        # engines on this host named ``<name>.localhost``: EndpointSlices may not hold loopback
+        # addresses, on purpose, so this is opt-in (development, tests)
+        self._resolve: Callable[[str], str] = loopback if resolve_localhost else str
+        self.published: RoutingPolicy | None = None  # as the operator (or the file) says
+        self.found: dict[EndpointSource, tuple[str, ...]] = {}  # ready engines, by source
+        self.policy: RoutingPolicy | None = None  # what runs; None: no policy received yet
         self.core = Router(RoutingPolicy(), 0, {}, self.config, PrefixIndex())
         self.engines: dict[str, Engine] = {}
+        self.draining: dict[str, Engine] = {}  # left the policy, requests still in flight
         self.decode: list[Engine] = []
+        self._turn = 0  # ties between decode engines go round
 
     # -- policy ------------------------------------------------------------------------------
     def apply(self, policy: RoutingPolicy) -> list[str]:
-        """Swap in a policy; returns the endpoints it declares that are not valid URLs (dropped)."""
+        """Swap in a published policy; returns the endpoints it declares that are not valid
+        URLs (dropped)."""
+        self.published = policy
+        self.found = {s: u for s, u in self.found.items() if s in policy.sources}
+        return self._follow()
+
+    def set_found(self, source: EndpointSource, urls: Sequence[str]) -> list[str]:
+        """The ready engines of ``source`` now (a discovery watch's news); returns the invalid
+        ones (dropped). Ignored unless the published policy names the source."""
+        if self.published is None or source not in self.published.sources:
+            return []
+        self.found[source] = tuple(urls)
+        return self._follow()
+
+    def _follow(self) -> list[str]:
+        assert self.published is not None
+        policy = self.published.with_found(self.found)
         bad = [u for u in self._urls(policy) if not valid_endpoint(u)]
-        policy = _without(policy, set(bad))
+        policy = _mapped(policy, lambda u: None if u in bad else self._resolve(u))
         self.core.follow(policy)
         keep = set(self._urls(policy))
-        self.engines = {u: e for u, e in self.engines.items() if u in keep}
-        for u in keep:
-            self.engines.setdefault(u, Engine(u))
+        old, self.engines = self.engines, {}
+        for u in self._urls(policy):
+            if u not in self.engines:  # an engine that comes back keeps its count in flight
+                back = old.pop(u, None) or self.draining.pop(u, None)
+                self.engines[u] = back if back is not None else Engine(u)
+        self.draining.update((u, e) for u, e in old.items() if u not in keep)
         self.decode = [self.engines[u] for u in policy.decode_endpoints]
         self.policy = policy
         self.sync_health()
@@ -88,20 +172,59 @@ class Fleet:
             return self.policy.pools[d.pool].endpoints[d.instance]
         return self.policy.prefill_endpoints[d.instance]
 
-    def pick_decode(self) -> Engine | None:
-        """Least busy healthy decode engine: this router's own in-flight plus scraped queue."""
-        best, score = None, math.inf
-        for e in self.decode:
-            s = e.active + e.waiting
-            if e.healthy and s < score:
+    def in_flight(
+        self, d: Decision, hashes: Sequence[int] = (), total_tokens: int = 0
+    ) -> PrefillInFlight:
+        """``with fleet.in_flight(d, hashes, n):`` around the prefill of ``d`` (decided under the
+        policy running now): ``Router.in_flight`` plus a request in flight at its endpoint."""
+        engine = self.engines[self.prefill_url(d)]
+        return PrefillInFlight(self.core.in_flight(d, hashes, total_tokens), engine)
+
+    def routes_to(self, engine: Engine) -> bool:
+        """``engine`` is one of the decode engines the running policy lists."""
+        return any(e is engine for e in self.decode)
+
+    def has_decode(self) -> bool:
+        return any(e.healthy for e in self.decode)
+
+    def pick_decode(self, avoid: Sequence[str] = ()) -> Engine | None:
+        """Least loaded healthy decode engine (``Engine.load``), not one in ``avoid`` unless
+        no other is healthy. The caller enters it (``with engine:``) at once."""
+        best, score, n = None, math.inf, len(self.decode)
+        self._turn += 1
+        for k in range(n):
+            e = self.decode[(self._turn + k) % n]
+            s = e.load + (math.inf if e.url in avoid else 0.0)
+            if e.healthy and (s < score or best is None):
                 best, score = e, s
         return best
 
     # -- health ------------------------------------------------------------------------------
     def link_failed(self, pool: int, now: float | None = None) -> None:
-        """A KV transfer over this pool's link failed: route around it for ``link_retry_s``,
-        then let traffic probe it again (half-open)."""
+        """A KV transfer over this pool's link failed: route around it until a probe
+        (``links_due``, ``link_probed``) says it carries KV again; no client request probes."""
         self.core.link_failed(pool, (now or time.monotonic()) + self.link_retry_s)
+
+    def links_due(self, now: float) -> list[str]:
+        """Pools whose link is down and due for a probe."""
+        if self.policy is None:
+            return []
+        return [
+            route.name
+            for route, ps in zip(self.policy.pools, self.core.live.pools, strict=True)
+            if not ps.link.healthy and now >= ps.link.retry_at
+        ]
+
+    def link_probed(self, name: str, ok: bool, now: float | None = None) -> None:
+        """The outcome of a link probe: up again, or the next probe after ``link_retry_s``."""
+        if self.policy is None:
+            return
+        for i, route in enumerate(self.policy.pools):
+            if route.name == name:
+                if ok:
+                    self.core.live.pools[i].link.set_healthy(True)
+                else:
+                    self.link_failed(i, now)
 
     def engine_failed(self, url: str) -> None:
         e = self.engines.get(url)
@@ -109,9 +232,19 @@ class Fleet:
             e.healthy = False
             self.sync_health()
 
-    def sync_health(self, now: float | None = None) -> None:
-        """Copy endpoint health and queues into the routing core's live state; re-open links
-        due."""
+    def endpoint_states(self) -> dict[str, dict[str, Any]]:
+        """Every endpoint with its state, the draining ones too (for ``/policy``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for e in self.engines.values():
+            out[e.url] = {"healthy": e.healthy, "waiting": e.waiting, "inFlight": e.active}
+        for e in self.draining.values():
+            out[e.url] = {"draining": True, "inFlight": e.active}
+        return out
+
+    def sync_health(self) -> None:
+        """Copy endpoint health and queues into the routing core's live state; forget drained
+        engines."""
+        self.draining = {u: e for u, e in self.draining.items() if e.active > 0}
         policy = self.policy
         if policy is None:
             return
@@ -119,7 +252,6 @@ class Fleet:
         self._sync(live.local, policy.prefill_endpoints)
         for route, ps in zip(policy.pools, live.pools, strict=True):
             self._sync(ps.target, route.endpoints)
-        self.core.reopen_links(now or time.monotonic())
 
     def _sync(self, target: TargetState, urls: Sequence[str]) -> None:
         engines = [self.engines[u] for u in urls]
@@ -128,15 +260,25 @@ class Fleet:
         target.set_waiting(int(sum(e.waiting for e in engines)))
 
 
-def _without(policy: RoutingPolicy, bad: set[str]) -> RoutingPolicy:
-    if not bad:
-        return policy
+def _mapped(policy: RoutingPolicy, fn: Callable[[str], str | None]) -> RoutingPolicy:
+    """Every endpoint through ``fn`` (None: dropped); a duplicate keeps its first place."""
+
+    def each(urls: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v for u in urls if (v := fn(u)) is not None))
+
     return replace(
         policy,
-        prefill_endpoints=tuple(u for u in policy.prefill_endpoints if u not in bad),
-        decode_endpoints=tuple(u for u in policy.decode_endpoints if u not in bad),
-        pools=tuple(
-            replace(p, endpoints=tuple(u for u in p.endpoints if u not in bad))
-            for p in policy.pools
-        ),
+        prefill_endpoints=each(policy.prefill_endpoints),
+        decode_endpoints=each(policy.decode_endpoints),
+        pools=tuple(replace(p, endpoints=each(p.endpoints)) for p in policy.pools),
     )
+
+
+def loopback(url: str) -> str:
+    """A host name under ``.localhost`` as the IPv4 loopback address (RFC 6761 §6.3)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host != "localhost" and not host.endswith(".localhost"):
+        return url
+    netloc = "127.0.0.1" if parts.port is None else f"127.0.0.1:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -48,8 +48,20 @@ class RouterMetrics:
         self.decide_seconds = Histogram("prfaas_router_decide_seconds", "token count, prefix "
                                         "lookup and decision", registry=r,
                                         buckets=_DECIDE)  # fmt: skip
-        self.fallbacks = Counter("prfaas_router_fallbacks", "offloads served locally after a "
-                                 "pool or link failure", ["cause"], registry=r)  # fmt: skip
+        self.fallbacks = Counter("prfaas_router_fallbacks", "requests re-routed after a failure "
+                                 "(pool, local, link, kv, timeout)", ["cause"],
+                                 registry=r)  # fmt: skip
+        self.decode_retries = Counter("prfaas_router_decode_retries", "decode attempts that "
+                                      "failed before the answer's first byte and were retried "
+                                      "on another engine", registry=r)  # fmt: skip
+        self.broken_streams = Counter("prfaas_router_broken_streams", "streams cut after their "
+                                      "first byte reached the client, ended with an error event "
+                                      "and no [DONE]", registry=r)  # fmt: skip
+        self.timeouts = Counter("prfaas_router_timeouts", "phases over their bound (prefill, "
+                                "first_byte: KV arrival and first token)", ["phase"],
+                                registry=r)  # fmt: skip
+        self.link_probes = Counter("prfaas_router_link_probes", "probes of failed links",
+                                   ["pool", "result"], registry=r)  # fmt: skip
         self.errors = Counter("prfaas_router_errors", "requests answered with an error",
                               ["code"], registry=r)  # fmt: skip
         self.approximate = Counter("prfaas_router_approximate_token_counts", "text prompts "
@@ -58,3 +70,9 @@ class RouterMetrics:
                                     ["endpoint"], registry=r)  # fmt: skip
         self.engine_up = Gauge("prfaas_router_engine_up", "1 if the last scrape succeeded",
                                ["endpoint"], registry=r)  # fmt: skip
+        self.engine_in_flight = Gauge("prfaas_router_engine_in_flight", "requests this router "
+                                      "has in flight there", ["endpoint"], registry=r)  # fmt: skip
+        self.engine_draining = Gauge("prfaas_router_engine_draining", "1 while an engine that "
+                                     "left the policy finishes its requests", ["endpoint"],
+                                     registry=r)  # fmt: skip
+        self.endpoints: set[str] = set()  # the endpoint label values exported now

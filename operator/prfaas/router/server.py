@@ -2,14 +2,25 @@
 
 Per request: parse (400/404/413) → count tokens and hash prefix blocks → ``decide`` → phase 1,
 prefill with ``max_tokens: 1`` and ``kv_transfer_params.do_remote_decode`` on the chosen
-target → phase 2, the original body plus what prefill returned, on the least busy decode
-engine; its answer is relayed as it comes (SSE chunks are written as they arrive). This is
-vLLM's two-phase hand-off, so real vLLM engines with a KV connector fit too.
+target → phase 2, the original body plus what prefill returned, on the least loaded decode
+engine (picked when phase 2 starts, counted from the pick); its answer is relayed as it comes
+(SSE events are written as they arrive). This is vLLM's two-phase hand-off, so real vLLM
+engines with a KV connector fit too.
 
-Fail open: a PrefillPool that cannot be reached, or whose KVCache does not arrive (decode
-answers 502 ``kv_transfer_failed``), is routed around and the request is prefilled locally
-instead; the client sees a slower answer, not an error. A decode failure is a 502 to the
-client. A client that goes away cancels the upstream requests (aiohttp handler cancellation).
+Failures, while nothing has reached the client (``_MAX_PREFILLS`` prefills and
+``_MAX_DECODES`` decode attempts per request at most):
+
+- a prefill that fails or outlives its bound (``deadline.PhaseBudget``): the engine is marked
+  unhealthy until it answers a scrape, the request is re-routed (a pool that timed out: local);
+- a decode that cannot start (refused, 5xx, cut before its first byte): another healthy decode
+  engine, same KVCache;
+- a KVCache that does not arrive (decode answers ``kv_transfer_failed``) or arrives too late:
+  prefilled again locally; a pool's link is avoided until a probe carries KV over it again.
+
+After the first byte of a stream has reached the client nothing can be retried: a stream that
+breaks, or ends without ``[DONE]``, gets an error event and no ``[DONE]``
+(``prfaas_router_broken_streams_total``). A client that goes away cancels the upstream requests
+(aiohttp handler cancellation).
 """
 
 from __future__ import annotations
@@ -17,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -28,6 +40,7 @@ import orjson
 from aiohttp import web
 
 from prfaas.router import telemetry
+from prfaas.router.deadline import Deadline, PhaseBudget, PhaseTimeoutError
 from prfaas.router.fleet import Engine, Fleet
 from prfaas.router.metrics import RouterMetrics
 from prfaas.routing.decide import Decision, Target
@@ -47,7 +60,8 @@ from prfaas.serving.tokenizer import Counter
 
 log = logging.getLogger("prfaas.router")
 _PATHS: dict[Kind, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
-_MAX_ATTEMPTS = 3  # the decision, then at most two fail-open re-routes
+_MAX_PREFILLS = 3  # the decision, then at most two re-routes after failures
+_MAX_DECODES = 3  # decode attempts per request, each on another engine if there is one
 
 
 @dataclass
@@ -58,7 +72,9 @@ class RouterConfig:
     scrape_interval_s: float = 1.0
     connect_timeout_s: float = 2.0
     upstream_timeout_s: float = 1800.0
-    link_retry_s: float = 5.0
+    link_retry_s: float = 1.0  # between probes of a failed link
+    probe_timeout_s: float = 5.0
+    budget: PhaseBudget | None = None  # phase bounds; None: only the upstream timeouts
 
 
 @dataclass(slots=True)
@@ -73,14 +89,52 @@ class _Call:
     decision: Decision
     rid: str
     arrived: float  # monotonic
+    prefills: int = 0
+    decodes: int = 0
+    avoid: list[str] = field(default_factory=list)  # decode engines that failed it
+    kv_spent: bool = False  # a failed decode attempt may have taken the KVCache
+    counted: bool = False
 
 
 class _UpstreamError(Exception):
-    """A phase that failed upstream; ``kv`` marks a KVCache that did not arrive."""
+    """A phase that failed upstream before anything reached the client. ``kv``: the KVCache
+    did not arrive; ``late``: over its bound; ``reached``: the decode engine took the request."""
 
-    def __init__(self, message: str, kv: bool = False) -> None:
+    def __init__(
+        self, message: str, kv: bool = False, late: bool = False, reached: bool = False
+    ) -> None:
         super().__init__(message)
         self.kv = kv
+        self.late = late
+        self.reached = reached
+
+
+class _Events:
+    """SSE bytes as they arrive, passed on in whole events only (up to the last blank line), so
+    a stream cut mid-event never leaves half an event before the error event; ``done`` once the
+    last event passed on is ``[DONE]``."""
+
+    __slots__ = ("_held", "done")
+
+    def __init__(self) -> None:
+        self._held = b""
+        self.done = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._held + chunk if self._held else chunk
+        lf, crlf = buf.rfind(b"\n\n"), buf.rfind(b"\r\n\r\n")
+        cut = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+        out, self._held = buf[:cut], buf[cut:]
+        if out:
+            self.done = out.rstrip().endswith(b"data: [DONE]")
+        return out
+
+    def flush(self) -> bytes:
+        """What is held at the end of the stream (an event without its blank line)."""
+        out, self._held = self._held, b""
+        if out.strip():
+            self.done = out.rstrip().endswith(b"data: [DONE]")
+        return out
 
 
 class RouterServer:
@@ -91,6 +145,8 @@ class RouterServer:
         self.counter = Counter(cfg.tokenizer)
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._model: str | None = None  # the last model a client named
+        self._probes = 0
 
     # -- policy ------------------------------------------------------------------------------
     def set_policy(self, policy: RoutingPolicy) -> None:
@@ -135,7 +191,13 @@ class RouterServer:
         )
         self._tasks.append(
             asyncio.create_task(
-                telemetry.run(self.fleet, self.metrics, self.session, self.cfg.scrape_interval_s)
+                telemetry.run(
+                    self.fleet,
+                    self.metrics,
+                    self.session,
+                    self.cfg.scrape_interval_s,
+                    self._probe_link,
+                )
             )
         )
 
@@ -212,6 +274,8 @@ class RouterServer:
             body, prompt = await self._parse(request, kind)
         except RequestError as exc:
             return self._error(exc)
+        if prompt.model is not None:
+            self._model = prompt.model  # link probes name a model the engines serve
         pt, d = await self._decide(prompt)
         rid = request.headers.get("X-Request-ID") or f"prfaas-{uuid.uuid4().hex}"
         try:
@@ -220,151 +284,304 @@ class RouterServer:
             return self._error(exc)
 
     async def _pd(self, call: _Call) -> web.StreamResponse:
-        for _ in range(_MAX_ATTEMPTS):
-            if call.decision.target == Target.REJECT:
+        while call.prefills < _MAX_PREFILLS:
+            d = call.decision
+            if d.target == Target.REJECT:
                 raise RequestError(503, "no healthy prefill instance", "no_prefill")
-            decode = self.fleet.pick_decode()
-            if decode is None:
+            if not self.fleet.has_decode():
                 raise RequestError(503, "no healthy decode instance", "no_decode")
+            call.prefills += 1
+            source = self.fleet.engines[self.fleet.prefill_url(d)]
             kvp = await self._prefill_phase(call)
             if kvp is None:
-                continue  # the pool failed: re-routed
-            try:
-                return await self._decode_phase(call, decode, kvp)
-            except _UpstreamError as exc:
-                d = call.decision
-                if not (exc.kv and d.target == Target.POOL):
-                    raise RequestError(502, f"decode failed: {exc}", "decode_failed") from None
-                log.warning("%s: KV transfer over the link failed (%s); serving it locally",
-                            call.rid, exc)  # fmt: skip
-                self.fleet.link_failed(d.pool)
-                self._reroute(call, "link")
+                continue  # failed: re-routed
+            out = await self._decode_phase(call, kvp, source)
+            if out is not None:
+                return out  # else the KVCache was lost: prefill again, locally
         raise RequestError(502, "no prefill target left after failures", "prefill_failed")
 
-    def _reroute(self, call: _Call, cause: str) -> None:
+    def _reroute(self, call: _Call, cause: str, local: bool = False) -> None:
+        """A new decision after a failure; ``local``: fail open to a PD-P instance."""
         self.metrics.fallbacks.labels(cause).inc()
-        call.decision = self.fleet.core.route(call.tokens.length, call.tokens.hashes)
+        core, pt = self.fleet.core, call.tokens
+        call.decision = (
+            core.route_local(pt.length, pt.hashes) if local else core.route(pt.length, pt.hashes)
+        )
 
     async def _prefill_phase(self, call: _Call) -> dict[str, Any] | None:
-        """Phase 1 on the decided target: its ``kv_transfer_params``, or None when a pool
-        failed and the request was re-routed."""
+        """Phase 1 on the decided target: its ``kv_transfer_params``, or None when it failed
+        (the engine is marked unhealthy until it answers a scrape) and the call was re-routed."""
         d, pt = call.decision, call.tokens
         url = self.fleet.prefill_url(d)
+        pool = d.target == Target.POOL
+        engine = self.fleet.engines[url]
+        budget = math.inf
+        if self.cfg.budget is not None:
+            ahead = self._instance_load(d)
+            budget = self.cfg.budget.prefill_s(pool, d.uncached_tokens, ahead, engine.active)
         t0 = time.monotonic()
         try:
-            with self.fleet.core.in_flight(d, pt.hashes, pt.length):
-                kvp = await self._prefill(url, call)
+            with self.fleet.in_flight(d, pt.hashes, pt.length):  # the core's load + the engine's
+                kvp = await self._prefill(url, call, budget)
         except _UpstreamError as exc:
             self.fleet.engine_failed(url)
-            if d.target != Target.POOL:
-                raise RequestError(502, f"prefill failed: {exc}", "prefill_failed") from None
-            log.warning("%s: pool prefill failed (%s); serving it locally", call.rid, exc)
-            self._reroute(call, "pool")
+            if exc.late:
+                self.metrics.timeouts.labels("prefill").inc()
+            where = "pool" if pool else "local"
+            log.warning("%s: %s prefill failed (%s); re-routing", call.rid, where, exc)
+            self._reroute(call, where, local=pool and exc.late)
             return None
         self.metrics.phase.labels("prefill").observe(time.monotonic() - t0)
         return kvp
 
-    async def _prefill(self, url: str, call: _Call) -> dict[str, Any]:
+    def _instance_load(self, d: Decision) -> float:
+        """Uncached tokens this router already has in flight on ``d``'s instance."""
+        live = self.fleet.core.live
+        target = live.pools[d.pool].target if d.target == Target.POOL else live.local
+        return target.instances[d.instance].load
+
+    async def _prefill(self, url: str, call: _Call, budget: float) -> dict[str, Any]:
         assert self.session is not None
         req = {k: v for k, v in call.body.items() if k != "stream_options"}
         req.update(stream=False, max_tokens=1, kv_transfer_params={"do_remote_decode": True})
         if "max_completion_tokens" in req:
             req["max_completion_tokens"] = 1
+        engine = self.fleet.engines[url]
         try:
-            async with self.session.post(url + _PATHS[call.kind], data=orjson.dumps(req),
-                                         headers=_hdr(call.rid)) as r:  # fmt: skip
-                if r.status != 200:
-                    raise _UpstreamError(f"{url} answered {r.status}: {(await r.text())[:200]}")
-                out = orjson.loads(await r.read())
+            with Deadline(budget) as dl, engine.watching(dl.expire):
+                async with self.session.post(url + _PATHS[call.kind], data=orjson.dumps(req),
+                                             headers=_hdr(call.rid)) as r:  # fmt: skip
+                    if 400 <= r.status < 500:  # the request's fault: the client's answer
+                        raise _client_error(r.status, await r.read())
+                    if r.status != 200:
+                        raise _UpstreamError(f"{url} answered {r.status}: {(await r.text())[:200]}")
+                    out = orjson.loads(await r.read())
+        except PhaseTimeoutError as exc:
+            raise _UpstreamError(f"{url}: {exc}", late=True) from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise _UpstreamError(f"{url}: {exc or type(exc).__name__}") from None
         kvp = out.get("kv_transfer_params") if isinstance(out, dict) else None
         return kvp if isinstance(kvp, dict) else {}
 
     async def _decode_phase(
-        self, call: _Call, decode: Engine, kvp: dict[str, Any]
-    ) -> web.StreamResponse:
-        """Phase 2 on ``decode``, relayed to the client; ``_UpstreamError`` if decode fails to
-        answer (``kv``: the KVCache did not arrive)."""
-        d, m = call.decision, self.metrics
+        self, call: _Call, kvp: dict[str, Any], source: Engine
+    ) -> web.StreamResponse | None:
+        """Phase 2, relayed to the client. A decode engine that cannot start the answer (refused,
+        5xx, broken before anything reached the client) is replaced by another, with the same
+        KVCache; None when the KVCache is lost or late (the call was re-routed to local)."""
+        d = call.decision
         nominal = _int(kvp.get("prfaas_kv_bytes"))
-        if d.target == Target.POOL:
-            m.link_bytes.labels(self._pool_name(d)).inc(nominal)
-        with decode:  # in flight there until the answer is relayed
-            with self.fleet.core.kv_in_flight(d, nominal):
-                resp = await self._decode_start(call, decode, kvp)
-            if resp.status >= 500:
-                text = await resp.text()
-                resp.release()
-                raise _UpstreamError(f"{decode.url} answered {resp.status}: {text[:200]}",
-                                     kv="kv_transfer_failed" in text)  # fmt: skip
-            m.requests.labels(_target_name(d), d.reason.value).inc()
-            m.uncached.observe(d.uncached_tokens)
-            m.output.observe(call.prompt.max_tokens)
-            return await self._relay(call, resp)
+        call.kv_spent = False  # a fresh KVCache
+        while call.decodes < _MAX_DECODES:
+            decode = self.fleet.pick_decode(call.avoid)
+            if decode is None:
+                raise RequestError(503, "no healthy decode instance", "no_decode")
+            call.decodes += 1
+            if d.target == Target.POOL:
+                self.metrics.link_bytes.labels(self._pool_name(d)).inc(nominal)
+            with decode:  # in flight there from the pick until the answer is relayed
+                try:
+                    with self.fleet.core.kv_in_flight(d, nominal):
+                        resp, first = await self._decode_start(call, decode, kvp, source)
+                except _UpstreamError as exc:
+                    if not (exc.kv or exc.late):
+                        call.kv_spent = call.kv_spent or exc.reached
+                        call.avoid.append(decode.url)
+                        self.metrics.decode_retries.inc()
+                        log.warning("%s: decode failed before the answer (%s); another engine",
+                                    call.rid, exc)  # fmt: skip
+                        continue
+                    self._kv_lost(call, exc)
+                    return None
+                self._count(call)
+                return await self._relay(call, resp, first)
+        raise RequestError(502, f"decode failed on {call.decodes} engines", "decode_failed")
+
+    def _kv_lost(self, call: _Call, exc: _UpstreamError) -> None:
+        d = call.decision
+        if exc.late:
+            self.metrics.timeouts.labels("first_byte").inc()
+            cause = "timeout"
+        elif d.target == Target.POOL and not call.kv_spent:
+            self.fleet.link_failed(d.pool)  # probed until it carries KV again
+            cause = "link"
+        else:
+            cause = "kv"  # a decode before may have taken it
+        log.warning("%s: KVCache %s (%s); prefilling it locally", call.rid,
+                    "late" if exc.late else "lost", exc)  # fmt: skip
+        self._reroute(call, cause, local=True)
 
     async def _decode_start(
-        self, call: _Call, decode: Engine, kvp: dict[str, Any]
-    ) -> aiohttp.ClientResponse:
-        """Send phase 2; returns once decode answers (its headers mean the KVCache arrived)."""
+        self, call: _Call, decode: Engine, kvp: dict[str, Any], source: Engine
+    ) -> tuple[aiohttp.ClientResponse, bytes]:
+        """Send phase 2 and wait for the first byte of the answer (a stream's first chunk, a
+        JSON answer whole) within the budget; the wait ends early if either engine hangs."""
         assert self.session is not None
         req = dict(call.body)
         if kvp:
             req["kv_transfer_params"] = kvp
-        t0 = time.monotonic()
-        try:
-            resp = await self.session.post(
-                decode.url + _PATHS[call.kind], data=orjson.dumps(req), headers=_hdr(call.rid)
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self.fleet.engine_failed(decode.url)
-            raise _UpstreamError(f"{decode.url}: {exc or type(exc).__name__}") from None
-        self.metrics.phase.labels("kv_and_queue").observe(time.monotonic() - t0)
-        return resp
+        budget, slots = self._first_byte_budget(call)
+        was = [False]
 
-    async def _relay(self, call: _Call, resp: aiohttp.ClientResponse) -> web.StreamResponse:
+        def queued() -> bool:
+            """Alive and full: a slot will come, wait another period (and one more after the
+            queue clears: the request admitted last needs its first step)."""
+            now = decode.healthy and (decode.waiting > 0 or decode.active > slots)
+            grant, was[0] = now or was[0], now
+            return grant
+
+        t0 = time.monotonic()
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            with (
+                Deadline(budget, queued) as dl,
+                decode.watching(dl.expire),
+                source.watching(dl.expire),
+            ):
+                resp = await self.session.post(
+                    decode.url + _PATHS[call.kind], data=orjson.dumps(req), headers=_hdr(call.rid)
+                )
+                self.metrics.phase.labels("kv_and_queue").observe(time.monotonic() - t0)
+                if resp.status >= 500:
+                    text = await resp.text()
+                    raise _UpstreamError(f"{decode.url} answered {resp.status}: {text[:200]}",
+                                         kv="kv_transfer_failed" in text, reached=True)  # fmt: skip
+                if _is_sse(resp):
+                    first = await resp.content.readany()
+                    if not first:
+                        raise _UpstreamError(f"{decode.url} ended the stream before a byte",
+                                             reached=True)  # fmt: skip
+                else:
+                    first = await resp.read()
+                return resp, first
+        except PhaseTimeoutError as exc:
+            _drop(resp)
+            raise _UpstreamError(f"{decode.url}: {exc}", late=True, reached=True) from None
+        except _UpstreamError:
+            _drop(resp)
+            raise
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            _drop(resp)
+            self.fleet.engine_failed(decode.url)
+            reached = not isinstance(exc, aiohttp.ClientConnectorError)  # connected: may have
+            raise _UpstreamError(f"{decode.url}: {exc or type(exc).__name__}",
+                                 reached=reached) from None  # fmt: skip
+        except BaseException:
+            _drop(resp)
+            raise
+
+    def _first_byte_budget(self, call: _Call) -> tuple[float, int]:
+        b = self.cfg.budget
+        if b is None:
+            return math.inf, 0
+        d, kv_s = call.decision, 0.0
+        if d.target == Target.POOL:  # inside kv_in_flight: its own bytes are in the backlog
+            kv_s = self.fleet.core.live.pools[d.pool].link.backlog_seconds()
+            kv_s = kv_s if math.isfinite(kv_s) else 0.0
+        n = 1 if call.prompt.stream else call.prompt.max_tokens
+        return b.first_byte_s(kv_s, n), b.max_batch
+
+    def _count(self, call: _Call) -> None:
+        """The request's routing metrics, once (what the operator plans from)."""
+        if call.counted:
+            return
+        call.counted = True
+        d, m = call.decision, self.metrics
+        m.requests.labels(_target_name(d), d.reason.value).inc()
+        m.uncached.observe(d.uncached_tokens)
+        m.output.observe(call.prompt.max_tokens)
+
+    async def _relay(
+        self, call: _Call, resp: aiohttp.ClientResponse, first: bytes
+    ) -> web.StreamResponse:
+        """The answer to the client: a JSON answer as read; a stream event by event. A stream
+        that breaks, or ends without ``[DONE]``, ends with an error event and no ``[DONE]``."""
         d = call.decision
         headers = {
-            "Content-Type": resp.headers.get("Content-Type", "application/json"),
+            "Content-Type": resp.headers.get("Content-Type", JSON),
             "X-Request-ID": call.rid,
             "X-PrfaaS-Prefill": _target_name(d),
             "X-PrfaaS-Reason": d.reason.value,
         }
         t0 = time.monotonic()
-        if not headers["Content-Type"].startswith("text/event-stream"):
-            try:  # a JSON answer: one read, one write (no chunked relay)
-                body = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                resp.close()
-                raise RequestError(502, f"decode failed: {exc}", "decode_failed") from None
+        self.metrics.ttft.observe(t0 - call.arrived)
+        if not _is_sse(resp):
             resp.release()
-            self.metrics.ttft.observe(time.monotonic() - call.arrived)
-            self.metrics.phase.labels("decode").observe(time.monotonic() - t0)
-            return web.Response(body=body, status=resp.status, headers=headers)
+            return web.Response(body=first, status=resp.status, headers=headers)
         out = web.StreamResponse(status=resp.status, headers=headers)
-        done = False
+        events = _Events()
+        problem: str | None = None
+        read = False
         try:
-            first = True
+            await out.prepare(call.request)
+            await out.write(events.feed(first))
             async for chunk in resp.content.iter_any():
-                if first:
-                    await out.prepare(call.request)
-                    self.metrics.ttft.observe(time.monotonic() - call.arrived)
-                    first = False
-                await out.write(chunk)
-            if first:
-                await out.prepare(call.request)
-            await out.write_eof()
-            done = True
+                data = events.feed(chunk)
+                if data:
+                    await out.write(data)
+            read = True
+            await out.write(events.flush())
+            if not events.done:
+                problem = "the decode engine ended the stream without [DONE]"
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("%s: decode stream broke: %s", call.rid, exc or type(exc).__name__)
-            self.metrics.errors.labels("decode_stream").inc()
+            problem = f"the decode stream broke: {exc or type(exc).__name__}"
         finally:
-            if done:
+            if read:
                 resp.release()
             else:
                 resp.close()  # client gone or upstream broken: drop the decode connection
+        if problem is not None:
+            log.warning("%s: %s after the first byte; ending it with an error", call.rid, problem)
+            self.metrics.broken_streams.inc()
+            self.metrics.errors.labels("decode_stream").inc()
+            err = openai.error_body(f"answer cut short: {problem}", "decode_failed", 502)
+            await out.write(b"data: " + orjson.dumps(err) + b"\n\n")
+        await out.write_eof()
         self.metrics.phase.labels("decode").observe(time.monotonic() - t0)
         return out
+
+    # -- link probes -------------------------------------------------------------------------
+    async def _probe_link(self, name: str) -> None:
+        """Whether the link of pool ``name`` carries KV again: a 1-token prefill on one of its
+        healthy engines (in turn), its KVCache pulled by a decode engine. No client request is
+        ever the probe."""
+        fleet = self.fleet
+        routes = fleet.policy.pools if fleet.policy is not None else ()
+        urls = next((p.endpoints for p in routes if p.name == name), ())
+        engines = [fleet.engines[u] for u in urls if fleet.engines[u].healthy]
+        decode = fleet.pick_decode()
+        if not engines or decode is None:
+            fleet.link_probed(name, False)  # nothing to probe with yet
+            return
+        engine = engines[self._probes % len(engines)]
+        self._probes += 1
+        try:
+            async with asyncio.timeout(self.cfg.probe_timeout_s):
+                ok = await self._probe_once(engine.url, decode.url)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            ok = False
+        self.metrics.link_probes.labels(name, "ok" if ok else "failed").inc()
+        if ok:
+            log.info("link to pool %s carries KV again (probed via %s)", name, engine.url)
+        fleet.link_probed(name, ok)
+
+    async def _probe_once(self, prefill: str, decode: str) -> bool:
+        assert self.session is not None
+        body: dict[str, Any] = {"prompt": [0], "max_tokens": 1, "stream": False}
+        model = self.cfg.models[0] if self.cfg.models else self._model
+        if model is not None:
+            body["model"] = model
+        path, hdr = _PATHS["completions"], _hdr(f"prfaas-probe-{uuid.uuid4().hex[:12]}")
+        phase1 = {**body, "kv_transfer_params": {"do_remote_decode": True}}
+        async with self.session.post(prefill + path, data=orjson.dumps(phase1), headers=hdr) as r:
+            out = orjson.loads(await r.read()) if r.status == 200 else None
+        kvp = out.get("kv_transfer_params") if isinstance(out, dict) else None
+        if not isinstance(kvp, dict) or not kvp:
+            return False
+        phase2 = {**body, "kv_transfer_params": kvp}
+        async with self.session.post(decode + path, data=orjson.dumps(phase2), headers=hdr) as r:
+            await r.read()
+            return r.status == 200
 
     # -- the rest ----------------------------------------------------------------------------
     def _error(self, exc: RequestError) -> web.Response:
@@ -381,7 +598,7 @@ class RouterServer:
     async def _readyz(self, _: web.Request) -> web.Response:
         if self.fleet.policy is None:
             return json_response({"ready": False, "reason": "no routing policy yet"}, status=503)
-        if self.fleet.pick_decode() is None:
+        if not self.fleet.has_decode():
             return json_response({"ready": False, "reason": "no healthy decode"}, status=503)
         return json_response({"ready": True, "policyVersion": self.fleet.policy.version})
 
@@ -403,13 +620,30 @@ class RouterServer:
             "version": p.version, "thresholdTokens": p.threshold_tokens, "pools": pools,
             "prefillEndpoints": list(p.prefill_endpoints),
             "decodeEndpoints": list(p.decode_endpoints),
-            "engines": {e.url: {"healthy": e.healthy, "waiting": e.waiting}
-                        for e in fleet.engines.values()},
+            "engines": fleet.endpoint_states(),
         })  # fmt: skip
 
 
 def _target_name(d: Decision) -> str:
     return {Target.POOL: "pool", Target.LOCAL: "local"}.get(d.target, "rejected")
+
+
+def _is_sse(resp: aiohttp.ClientResponse) -> bool:
+    return resp.headers.get("Content-Type", "").startswith("text/event-stream")
+
+
+def _drop(resp: aiohttp.ClientResponse | None) -> None:
+    if resp is not None:
+        resp.close()
+
+
+def _client_error(status: int, raw: bytes) -> RequestError:
+    """An engine's 4xx, passed on: the request itself is at fault, no other engine would do."""
+    message, code = raw[:500].decode(errors="replace"), "invalid_request"
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        err = orjson.loads(raw)["error"]
+        message, code = str(err.get("message", message)), str(err.get("code") or code)
+    return RequestError(status, message, code)
 
 
 def _hdr(rid: str) -> dict[str, str]:

@@ -1,12 +1,20 @@
 """Every ``interval`` seconds: scrape each engine's ``/metrics`` (health and queue depth),
 fold the router's own link accounting into the routing core, run its short-timescale
-adaptation, and export what it decided."""
+adaptation, probe links that failed, and export what it decided.
+
+An engine that refuses the connection, or misses ``HUNG_AFTER`` scrapes in a row, is *hung*:
+requests still waiting on it (``Engine.watching``) stop waiting and fail over. One missed scrape
+only keeps new requests away until it answers again (a loaded engine may be slow to answer).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 
@@ -17,6 +25,7 @@ from prfaas.router.metrics import RouterMetrics
 log = logging.getLogger("prfaas.router")
 _WAITING = metric_names.ENGINE_REQUESTS_WAITING
 _RUNNING = "vllm:num_requests_running"
+HUNG_AFTER = 2
 
 
 def parse_queue(text: str) -> tuple[float, float]:
@@ -44,13 +53,17 @@ async def scrape(session: aiohttp.ClientSession, engine: Engine, timeout: float)
             if resp.status != 200:
                 raise aiohttp.ClientError(f"status {resp.status}")
             engine.waiting, engine.running = parse_queue(await resp.text())
+        engine.others = max(0.0, engine.waiting + engine.running - engine.active)
         if not engine.healthy:
             log.info("engine %s is back", engine.url)
-        engine.healthy = True
+        engine.healthy, engine.fails = True, 0
     except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
         if engine.healthy:
             log.warning("engine %s unreachable: %s", engine.url, exc or type(exc).__name__)
         engine.healthy = False
+        engine.fails += 1
+        if isinstance(exc, aiohttp.ClientConnectorError) or engine.fails >= HUNG_AFTER:
+            engine.hung()
 
 
 def export(fleet: Fleet, metrics: RouterMetrics) -> None:
@@ -60,6 +73,12 @@ def export(fleet: Fleet, metrics: RouterMetrics) -> None:
     for e in fleet.engines.values():
         metrics.engine_waiting.labels(e.url).set(e.waiting)
         metrics.engine_up.labels(e.url).set(1 if e.healthy else 0)
+        metrics.engine_in_flight.labels(e.url).set(e.active)
+        metrics.engine_draining.labels(e.url).set(0)
+    for e in fleet.draining.values():
+        metrics.engine_in_flight.labels(e.url).set(e.active)
+        metrics.engine_draining.labels(e.url).set(1)
+    _forget_gone(fleet, metrics)
     t = policy.threshold_tokens
     metrics.policy_threshold.set(-1 if t is None else t)
     metrics.policy_version.set(policy.version)
@@ -74,19 +93,58 @@ def export(fleet: Fleet, metrics: RouterMetrics) -> None:
             metrics.threshold.labels(name).set(ps.threshold(t))
 
 
+def _forget_gone(fleet: Fleet, metrics: RouterMetrics) -> None:
+    """Engines come and go with their pods: drop the series of those that left (a draining one
+    keeps its in-flight series until it has drained)."""
+    for url in metrics.endpoints - set(fleet.engines):
+        gauges = [metrics.engine_waiting, metrics.engine_up]  # no longer scraped
+        if url not in fleet.draining:
+            gauges += [metrics.engine_in_flight, metrics.engine_draining]
+        for gauge in gauges:
+            with contextlib.suppress(KeyError):  # removed already, while it drained
+                gauge.remove(url)
+    metrics.endpoints = set(fleet.engines) | set(fleet.draining)
+
+
 async def run(
-    fleet: Fleet, metrics: RouterMetrics, session: aiohttp.ClientSession, interval: float
+    fleet: Fleet,
+    metrics: RouterMetrics,
+    session: aiohttp.ClientSession,
+    interval: float,
+    probe: Callable[[str], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
-    while True:
-        try:
-            engines = list(fleet.engines.values())
-            if engines:
-                timeout = max(0.2, interval * 0.8)
-                await asyncio.gather(*(scrape(session, e, timeout) for e in engines))
-            now = time.monotonic()
-            fleet.sync_health(now)
-            fleet.core.observe(now)
-            export(fleet, metrics)
-        except Exception:  # the loop must outlive any one pass: health would freeze otherwise
-            log.exception("telemetry pass failed")
-        await asyncio.sleep(interval)
+    """``probe(pool)``: check a failed link; runs in the background, one per pool at a time."""
+    probes: dict[str, asyncio.Task[None]] = {}
+    try:
+        while True:
+            await _pass(fleet, metrics, session, interval, probe, probes)
+            await asyncio.sleep(interval)
+    finally:
+        for task in probes.values():
+            task.cancel()
+
+
+async def _pass(
+    fleet: Fleet,
+    metrics: RouterMetrics,
+    session: aiohttp.ClientSession,
+    interval: float,
+    probe: Callable[[str], Coroutine[Any, Any, None]] | None,
+    probes: dict[str, asyncio.Task[None]],
+) -> None:
+    """One scrape-and-export pass; a failure is logged, never fatal (health would freeze)."""
+    try:
+        engines = list(fleet.engines.values())
+        if engines:
+            timeout = max(0.2, interval * 0.8)
+            await asyncio.gather(*(scrape(session, e, timeout) for e in engines))
+        now = time.monotonic()
+        fleet.sync_health()
+        if probe is not None:
+            for name in fleet.links_due(now):
+                if name not in probes or probes[name].done():
+                    probes[name] = asyncio.create_task(probe(name))
+        fleet.core.observe(now)
+        export(fleet, metrics)
+    except Exception:
+        log.exception("telemetry pass failed")

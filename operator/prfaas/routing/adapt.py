@@ -7,6 +7,11 @@
 
 The router calls ``observe`` on its telemetry cadence (not per request); the simulator calls it
 on a timer with the same signals. ``observe`` is rate-limited to ``interval_s`` per change.
+
+A pool that is not usable (down, no healthy instance, link down) holds ``t_eff = t``: ``decide``
+already keeps its work local, and its signals then say nothing about the pool (an empty queue
+over no instances is infinite, a link at 0 Gbps is fully used), so raising t there would only
+keep long prompts local after the pool is back.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ class Adapter:
             return
         local_queue = live.local.queue_per_instance()
         for ps in live.pools:
+            if not ps.usable():
+                ps.factor = 1.0  # nothing to adapt; offloads resume at t once it is back
+                continue
             self._mode(ps)
             if self.config.adapt.enabled:
                 self._factor(now, ps, local_queue)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -19,26 +19,78 @@ class PolicyError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class PoolRoute:
-    """A PrefillPool the cluster may offload to, and the egress budget of the link to it."""
+    """A PrefillPool the cluster may offload to, and the egress budget of the link to it.
+
+    ``threshold_tokens``: this pool's own t (a fleet plan gives each cluster-pool pair one);
+    ``None``: the policy's ``threshold_tokens``. ``standby``: a pool the cluster can reach but
+    the plan does not use, taken only while every other pool is unusable (per-pool fail-over).
+    """
 
     name: str
     endpoints: tuple[str, ...] = ()
     link_budget_gbps: float = 0.0
+    threshold_tokens: int | None = None
+    standby: bool = False  # used only while no other (primary) pool is usable
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSource:
+    """A local group whose engines the router finds itself: the ready endpoints of the
+    EndpointSlices ``label_selector`` selects in ``namespace``, on port ``port`` (by name)."""
+
+    namespace: str
+    label_selector: str
+    port: str | None = None
+    scheme: str = "http"
 
 
 @dataclass(frozen=True, slots=True)
 class RoutingPolicy:
-    """Offload iff uncached length > ``threshold_tokens``; ``None`` means never offload."""
+    """Offload iff uncached length > ``threshold_tokens``; ``None`` means never offload.
+
+    A local group's engines are its ``*_endpoints`` plus, with a ``*_source``, the ready ones
+    found there (``with_found``)."""
 
     version: int = 0
     threshold_tokens: int | None = None
     pools: tuple[PoolRoute, ...] = ()
     prefill_endpoints: tuple[str, ...] = ()
     decode_endpoints: tuple[str, ...] = ()
+    prefill_source: EndpointSource | None = None
+    decode_source: EndpointSource | None = None
+
+    @property
+    def sources(self) -> tuple[EndpointSource, ...]:
+        return tuple(s for s in (self.prefill_source, self.decode_source) if s is not None)
+
+    def with_found(self, found: Mapping[EndpointSource, Sequence[str]]) -> RoutingPolicy:
+        """The policy with each source's endpoints (as ``found`` lists them now) added to its
+        group's; a source not found yet adds none."""
+        if not self.sources:
+            return self
+        return replace(
+            self,
+            prefill_endpoints=_plus(self.prefill_endpoints, self.prefill_source, found),
+            decode_endpoints=_plus(self.decode_endpoints, self.decode_source, found),
+        )
+
+    def plan_key(self) -> tuple[object, ...]:
+        """What the slow loop planned: the threshold and the pools' budgets, not which engines
+        serve them (engines come and go between plans)."""
+        return (self.threshold_tokens, tuple((p.name, p.link_budget_gbps) for p in self.pools))
 
     @property
     def offloads(self) -> bool:
-        return self.threshold_tokens is not None and bool(self.pools)
+        return any(self.threshold_for(i) is not None for i in range(len(self.pools)))
+
+    @property
+    def has_standby(self) -> bool:
+        return any(p.standby for p in self.pools)
+
+    def threshold_for(self, pool: int) -> int | None:
+        """The threshold of ``pools[pool]``: its own, else the policy's."""
+        own = self.pools[pool].threshold_tokens
+        return self.threshold_tokens if own is None else own
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any]) -> RoutingPolicy:
@@ -62,16 +114,50 @@ class RoutingPolicy:
                 raise PolicyError(f"{where}.linkBudgetGbps: expected a number")
             if not math.isfinite(budget) or budget < 0:
                 raise PolicyError(f"{where}.linkBudgetGbps: must be finite and >= 0")
-            pools.append(
-                PoolRoute(name, _strings(raw.get("endpoints", []), f"{where}.endpoints"), budget)
-            )
+            raw_own = raw.get("thresholdTokens")
+            own = None if raw_own is None else _int(raw_own, f"{where}.thresholdTokens")
+            endpoints = _strings(raw.get("endpoints", []), f"{where}.endpoints")
+            standby = raw.get("standby", False)
+            if not isinstance(standby, bool):
+                raise PolicyError(f"{where}.standby: expected true or false")
+            pools.append(PoolRoute(name, endpoints, budget, own, standby))
         return cls(
             version=version,
             threshold_tokens=threshold,
             pools=tuple(pools),
             prefill_endpoints=_strings(status.get("prefillEndpoints", []), "prefillEndpoints"),
             decode_endpoints=_strings(status.get("decodeEndpoints", []), "decodeEndpoints"),
+            prefill_source=_source(status.get("prefillDiscovery"), "prefillDiscovery"),
+            decode_source=_source(status.get("decodeDiscovery"), "decodeDiscovery"),
         )
+
+
+def _plus(
+    urls: tuple[str, ...],
+    source: EndpointSource | None,
+    found: Mapping[EndpointSource, Sequence[str]],
+) -> tuple[str, ...]:
+    extra = found.get(source, ()) if source is not None else ()
+    return urls + tuple(u for u in extra if u not in urls)
+
+
+def _source(raw: Any, where: str) -> EndpointSource | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where}: expected an object")
+    fields = {}
+    for key in ("namespace", "labelSelector"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not value:
+            raise PolicyError(f"{where}.{key}: expected a non-empty string")
+        fields[key] = value
+    port, scheme = raw.get("port"), raw.get("scheme") or "http"
+    if port is not None and not isinstance(port, str):
+        raise PolicyError(f"{where}.port: expected a string")
+    if scheme not in ("http", "https"):
+        raise PolicyError(f"{where}.scheme: expected http or https")
+    return EndpointSource(fields["namespace"], fields["labelSelector"], port or None, scheme)
 
 
 def _int(value: Any, where: str) -> int:

@@ -19,7 +19,7 @@ from contextlib import AbstractContextManager
 
 from prfaas.routing.adapt import Adapter
 from prfaas.routing.config import RoutingConfig
-from prfaas.routing.decide import Decision, Target, decide
+from prfaas.routing.decide import Decision, Target, decide, decide_local
 from prfaas.routing.policy import RoutingPolicy
 from prfaas.routing.prefix import MISS, PrefixHit, PrefixIndex
 from prfaas.routing.state import InstanceState, LinkState, LiveState, Mode, PoolState, TargetState
@@ -70,8 +70,8 @@ class Router:
         self.live.pools = pools
         self._sent, self._metered = sent, list(sent)
         self.pool_indexes = [self._pool_indexes.get(r.name) for r in policy.pools]
-        if policy.version != self.policy.version:
-            self.adapter.reset(self.live)
+        if policy.version != self.policy.version and policy.plan_key() != self.policy.plan_key():
+            self.adapter.reset(self.live)  # a new plan, not only engines that came or went
         self.policy = policy
 
     def follow(self, policy: RoutingPolicy) -> None:
@@ -94,6 +94,12 @@ class Router:
     def route(self, total_tokens: int, hashes: Sequence[int] = ()) -> Decision:
         local, pools = self.lookup(hashes, total_tokens) if hashes else (MISS, [])
         return decide(total_tokens, local, pools, self.policy, self.live, self.config)
+
+    def route_local(self, total_tokens: int, hashes: Sequence[int] = ()) -> Decision:
+        """``route``, but never to a pool (fail open after a pool or its KVCache failed)."""
+        index = self.local_index
+        local = index.match(hashes, total_tokens) if index is not None and hashes else MISS
+        return decide_local(total_tokens, local, self.policy, self.live, self.config)
 
     def route_hits(
         self, total_tokens: int, local: PrefixHit, pools: Sequence[PrefixHit]

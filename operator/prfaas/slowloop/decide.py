@@ -14,8 +14,10 @@ from typing import Any, Literal
 
 from prfaas.api.pdcluster import (
     ContestedStatus,
+    EndpointDiscovery,
     PDClusterSpec,
     PDClusterStatus,
+    PendingThresholdStatus,
     PlanStatus,
     PoolRoute,
     ReplicasStatus,
@@ -40,6 +42,7 @@ from prfaas.slowloop.observation import (
     SignalsUnavailable,
 )
 from prfaas.slowloop.safety import Change, Group, floor_for, safe_changes
+from prfaas.slowloop.threshold import hold
 
 Planner = Callable[[Scenario], PlanResult]
 Phase = Literal["Planned", "Applied", "Holding", "Degraded"]
@@ -143,7 +146,7 @@ class Decision:
         after, scaled = self._scaled(applied)
         # the routing policy routes for the counts that run after this step
         routed = _plan_for_counts(self.scenario, after, self.planner) if applied else self.now_plan
-        policy, plan_status = self._publish(routed)
+        policy, plan_status, held = self._publish(routed)
         pending = [
             c
             for c in self.changes
@@ -165,14 +168,13 @@ class Decision:
             ),
             scaled_at=scaled,
             last_applied_time=r.at if applied else None,
-        )
-        status = status.model_copy(update={"contested": r.contested})
+        ).model_copy(update={"pending_threshold": held, "contested": r.contested})  # None clears
         return Outcome(status, r.events, applied, self._pool_status(after), self._pool_name())
 
     def _scaled(self, applied: list[Change]) -> tuple[dict[GroupName, int | None], ScaledAtStatus]:
         """Counts after the applied changes, and when each group was last scaled."""
         r = self.report
-        after: dict[GroupName, int | None] = {g: o.replicas for g, o in self.obs.groups.items()}
+        after = _counts(self.obs, r.old)
         stamps: dict[str, str] = {}
         for c in applied:
             after[c.group] = c.next  # type: ignore[index]
@@ -181,10 +183,15 @@ class Decision:
             r.event("Normal", "Scaled", message)
         return after, (r.old.scaled_at or ScaledAtStatus()).model_copy(update=stamps)
 
-    def _publish(self, routed: Plan | None) -> tuple[RoutingPolicyStatus, PlanStatus]:
-        """The routing policy and the plan, with an event for each that changed."""
+    def _publish(
+        self, routed: Plan | None
+    ) -> tuple[RoutingPolicyStatus, PlanStatus, PendingThresholdStatus | None]:
+        """The routing policy, the plan and the threshold excursion not yet published, with an
+        event for each of the first two that changed."""
         r, old, t = self.report, self.report.old, self.target
-        policy = routing_policy(self.obs, routed, old.routing_policy)
+        policy, pending = routing_policy(
+            self.obs, routed, old.routing_policy, self.now, old.pending_threshold
+        )
         if old.routing_policy is None or policy.version != old.routing_policy.version:
             message = f"v{policy.version}: threshold {policy.threshold_tokens} tokens"
             r.event("Normal", "RoutingPolicy", message)
@@ -196,7 +203,7 @@ class Decision:
                 f"t={t.threshold_tokens} N_prfaas={t.n_prfaas} N_p={t.n_prefill} "
                 f"N_d={t.n_decode} Λ={t.throughput_rps:.2f} req/s ({t.binding}-bound)",
             )
-        return policy, plan_status
+        return policy, plan_status, pending
 
     def _plan_applied(self, pending: list[Change]) -> None:
         cond = self.report.cond
@@ -260,21 +267,21 @@ def decide(
     (stale signals: hold the last good plan; no feasible plan; a plan over ``max_plan_cells``,
     the operator's budget per pass, see ``grid_cells``)."""
     r = _Report(old, generation, now)
-    r.problems = _problems(obs)
+    r.problems = _problems(obs, old)
     signals = obs.signals
     if isinstance(signals, SignalsUnavailable):
-        return _holding(r, signals)
+        return _holding(r, signals, obs)
     r.cond("SignalsStale", "False", "Fresh", f"{signals.source} signals")
+    current = _counts(obs, old)
     try:
-        target, scenario = _plan_target(obs, signals, planner, max_plan_cells)
+        target, scenario = _plan_target(obs, signals, planner, current.get(POOL), max_plan_cells)
     except PlanError as exc:
         reason = "PlanTooLarge" if isinstance(exc, PlanTooLargeError) else "PlanFailed"
         r.problems.append((reason, f"plan failed: {exc}"))
         r.cond("Ready", "False", reason, str(exc))
         r.cond("PlanApplied", "False", "Holding", "no plan")
         r.close_degraded()
-        return Outcome(r.status("Degraded"), r.events)
-    current = {g: o.replicas for g, o in obs.groups.items()}
+        return Outcome(r.status("Degraded", routing_policy=_held_policy(r, obs)), r.events)
     now_plan = (
         _plan_for_counts(scenario, current, planner)
         if obs.usable_pool is None or current.get(POOL)
@@ -298,23 +305,42 @@ def decide(
 
 
 # -- the steps -------------------------------------------------------------------------------
-def _problems(obs: Observation) -> list[tuple[str, str]]:
+def _problems(obs: Observation, old: PDClusterStatus) -> list[tuple[str, str]]:
     problems = []
     if obs.pool is not None and obs.pool.problem is not None:
         problems.append(obs.pool.problem)
     for g, o in obs.groups.items():
-        if o.error:
-            reason = o.reason or ("Unreachable" if not o.reachable else "TargetInvalid")
-            problems.append((reason, f"{g}: {o.error}"))
         if o.unschedulable:  # e.g. a full node group: the plan runs short, say so
             n = len(o.unschedulable)
             problems.append(
                 ("Unschedulable", f"{g}: {n} pod(s) Pending, e.g. {o.unschedulable[0]}")
             )
+        if not o.error:
+            continue
+        message = f"{g}: {o.error}"
+        if g == POOL and not o.reachable:  # its engines may serve on: the routers check them
+            seen = getattr(old.replicas or ReplicasStatus(), _SCALED_FIELD[POOL])
+            message += (
+                f"; the routing policy keeps the pool as last seen ({seen} instances)"
+                if seen
+                else "; not offloading to it until its size has been seen once"
+            )
+        reason = o.reason or ("Unreachable" if not o.reachable else "TargetInvalid")
+        problems.append((reason, message))
     return problems
 
 
-def _holding(r: _Report, signals: SignalsUnavailable) -> Outcome:
+def _counts(obs: Observation, old: PDClusterStatus) -> dict[GroupName, int | None]:
+    """Each group's replicas as read now; for one whose cluster did not answer, as last seen
+    (an unreachable API server says nothing about the engines, which keep serving)."""
+    seen = old.replicas or ReplicasStatus()
+    return {
+        g: o.replicas if o.reachable else getattr(seen, _SCALED_FIELD[g])
+        for g, o in obs.groups.items()
+    }
+
+
+def _holding(r: _Report, signals: SignalsUnavailable, obs: Observation) -> Outcome:
     was_stale = is_true(r.conditions, "SignalsStale")
     r.cond("SignalsStale", "True", signals.reason, signals.message)
     r.cond("Ready", "False", "SignalsStale", "holding the last good plan")
@@ -322,7 +348,22 @@ def _holding(r: _Report, signals: SignalsUnavailable) -> Outcome:
     r.close_degraded()
     if not was_stale:
         r.event("Warning", "SignalsStale", f"{signals.message}; holding the last good plan")
-    return Outcome(r.status("Holding"), r.events)
+    return Outcome(r.status("Holding", routing_policy=_held_policy(r, obs)), r.events)
+
+
+def _held_policy(r: _Report, obs: Observation) -> RoutingPolicyStatus | None:
+    """The last plan's policy, holding, but with the pool's engines as they are now."""
+    old = r.old.routing_policy
+    if old is None or obs.pool is None or obs.pool.endpoints is None:
+        return None
+    new = with_pool_engines(old, obs.pool.link.name, obs.pool.endpoints)
+    if new.version != old.version:
+        r.event("Normal", "RoutingPolicy", f"v{new.version}: {endpoints_message(new)}")
+    return new
+
+
+def endpoints_message(policy: RoutingPolicyStatus) -> str:
+    return ", ".join(f"{p.name}: {len(p.endpoints)} ready" for p in policy.prefill_pools)
 
 
 def _link(obs: Observation) -> LinkProfile | None:
@@ -351,7 +392,11 @@ def _budgeted(scenario: Scenario, max_cells: int | None) -> Scenario:
 
 
 def _plan_target(
-    obs: Observation, signals: Signals, planner: Planner, max_cells: int | None
+    obs: Observation,
+    signals: Signals,
+    planner: Planner,
+    pool_now: int | None,
+    max_cells: int | None,
 ) -> tuple[Plan, Scenario]:
     spec, pool, link = obs.spec, obs.usable_pool, _link(obs)
     if pool is None or link is None or obs.pool is None:
@@ -362,7 +407,6 @@ def _plan_target(
         settings = scenario.planner.model_copy(update={"homogeneous_instances": spec.instances})
         scenario = _budgeted(scenario.model_copy(update={"planner": settings}), max_cells)
         return planner(scenario).homogeneous, scenario
-    pool_now = obs.groups[POOL].replicas if POOL in obs.groups else None
     scenario = scenario_for(
         obs.name,
         spec,
@@ -523,10 +567,14 @@ def _floors(rate: float | None, target: Plan) -> dict[str, int]:
 
 
 def routing_policy(
-    obs: Observation, routed: Plan | None, previous: RoutingPolicyStatus | None
-) -> RoutingPolicyStatus:
-    """The policy for the plan that runs; a new version only when its content changes, and an
-    Auto threshold kept while the new optimum is within the deadband of the published one."""
+    obs: Observation,
+    routed: Plan | None,
+    previous: RoutingPolicyStatus | None,
+    now: datetime,
+    pending: PendingThresholdStatus | None = None,
+) -> tuple[RoutingPolicyStatus, PendingThresholdStatus | None]:
+    """The policy for the plan that runs, and the threshold excursion not yet published
+    (``slowloop.threshold``); a new version only when the content changes."""
     spec, pool, link = obs.spec, obs.usable_pool, _link(obs)
     threshold = None
     pools: list[PoolRoute] = []
@@ -537,30 +585,33 @@ def routing_policy(
         and link is not None
         and obs.pool is not None
     ):
-        threshold = routed.threshold_tokens
         kept = previous.threshold_tokens if previous else None
-        rule = spec.policy.threshold
-        if (
-            rule.mode == "Auto"
-            and threshold is not None
-            and kept is not None
-            and abs(threshold - kept) <= rule.deadband_fraction * kept
-        ):
-            threshold = kept  # within the deadband: not worth a new policy version
+        threshold, pending = hold(spec, kept, routed.threshold_tokens, pending, now)
         pools = [
             PoolRoute(
                 name=obs.pool.link.name,
-                endpoints=list(pool.endpoints.urls),
+                endpoints=_pool_endpoints(obs, previous),
                 link_budget_gbps=link.budget_gbps,
             )
         ]
+    else:
+        pending = None
     candidate = RoutingPolicyStatus(
         version=previous.version if previous else 0,
         threshold_tokens=threshold,
         prefill_pools=pools,
         prefill_endpoints=list(spec.prefill.endpoints.urls),
         decode_endpoints=list(spec.decode.endpoints.urls),
+        prefill_discovery=_discovery(obs, PREFILL),
+        decode_discovery=_discovery(obs, DECODE),
     )
+    return _versioned(candidate, previous), pending
+
+
+def _versioned(
+    candidate: RoutingPolicyStatus, previous: RoutingPolicyStatus | None
+) -> RoutingPolicyStatus:
+    """``candidate`` with the previous version, or the next one if its content differs."""
     if previous is None or previous.model_dump(exclude={"version"}) != candidate.model_dump(
         exclude={"version"}
     ):
@@ -568,6 +619,45 @@ def routing_policy(
             update={"version": (previous.version + 1) if previous else 1}
         )
     return candidate
+
+
+def with_pool_engines(
+    policy: RoutingPolicyStatus, pool: str, ready: Sequence[str]
+) -> RoutingPolicyStatus:
+    """The published policy with ``pool``'s engines as they are now (a new version if they
+    changed): engines come and go between plans, and while signals are stale too."""
+    routes = [
+        r.model_copy(update={"endpoints": list(ready)}) if r.name == pool else r
+        for r in policy.prefill_pools
+    ]
+    return _versioned(policy.model_copy(update={"prefill_pools": routes}), policy)
+
+
+def _pool_endpoints(obs: Observation, previous: RoutingPolicyStatus | None) -> list[str]:
+    """Fixed URLs, or the ready engines observed now, or (not known now: the pool's cluster
+    did not answer) the ones last published: never an empty list for want of a reading."""
+    assert obs.pool is not None and obs.usable_pool is not None
+    declared = obs.usable_pool.endpoints
+    if not declared.discovers:
+        return list(declared.urls)
+    if obs.pool.endpoints is not None:
+        return list(obs.pool.endpoints)
+    for route in previous.prefill_pools if previous else []:
+        if route.name == obs.pool.link.name:
+            return list(route.endpoints)
+    return []
+
+
+def _discovery(obs: Observation, group: GroupName) -> EndpointDiscovery | None:
+    """Where the router finds a local group's engines: EndpointSlices in the namespace of the
+    group's scale target, unless the CR may not name that namespace."""
+    stage = obs.spec.prefill if group == PREFILL else obs.spec.decode
+    ep, selector = stage.endpoints, stage.endpoints.label_selector()
+    seen = obs.groups.get(group)
+    if selector is None or (seen is not None and seen.reason == "TargetForbidden"):
+        return None
+    ns = stage.scale_target_ref.namespace or obs.namespace
+    return EndpointDiscovery(namespace=ns, label_selector=selector, port=ep.port, scheme=ep.scheme)
 
 
 def plan_status_of(p: Plan, at: str) -> PlanStatus:

@@ -59,6 +59,9 @@ class PoolObservation:
     problem: tuple[str, str] | None = None  # (condition reason, message)
     generation: int | None = None  # the PrefillPool's metadata.generation
     status: PrefillPoolStatus | None = None  # as last written
+    endpoints: tuple[str, ...] | None = None
+    """Its ready engines, from its EndpointSlices (in its cluster) now; None: not known now,
+    or the pool lists fixed URLs."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Observation:
     pool: PoolObservation | None = None
     link_capacity_gbps: float | None = None
     """Measured capacity of the link to the pool (None: plan for the declared link)."""
+    namespace: str = "default"
+    """The PDCluster's namespace (where its groups' EndpointSlices are, unless a
+    ``scaleTargetRef`` names another)."""
 
     @property
     def usable_pool(self) -> PrefillPoolSpec | None:
