@@ -70,6 +70,10 @@ start() {
   runc="$(command -v runc)" || die "runc is missing (it comes with docker.io)"
   sed "s|^REAL_RUNC=.*|REAL_RUNC=\"\${REAL_RUNC:-${runc}}\"|" "$HERE/runc-nocap" >"${RUN}/prfaas-runc"
   chmod 755 "${RUN}/prfaas-runc"
+  # a pidfile left by a daemon that died (machine restart, kill -9) would end the wait below at once
+  if [[ -f "$PIDFILE" ]] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    "${SUDO[@]}" rm -f "$PIDFILE"
+  fi
   local group=()
   [[ "$(id -u)" == 0 ]] || group=(--group "$(id -gn)")
   log "==> starting the project's Docker engine (data in ${DATA}, log in ${LOG})"
