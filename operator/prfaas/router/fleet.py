@@ -53,6 +53,7 @@ class Engine:
     active: int = 0  # requests this router has in flight there
     others: float = 0.0  # requests other clients had there at the last scrape
     fails: int = 0  # scrapes failed in a row
+    refused: bool = False  # the last failure was a refused connection or a failed request
     waits: set[Callable[[], None]] = field(default_factory=set)  # expire() of waits on it
 
     def __enter__(self) -> Engine:
@@ -185,17 +186,27 @@ class Fleet:
         return any(e is engine for e in self.decode)
 
     def has_decode(self) -> bool:
-        return any(e.healthy for e in self.decode)
+        return any(e.healthy or not e.refused for e in self.decode)
 
     def pick_decode(self, avoid: Sequence[str] = ()) -> Engine | None:
         """Least loaded healthy decode engine (``Engine.load``), not one in ``avoid`` unless
-        no other is healthy. The caller enters it (``with engine:``) at once."""
+        no other is healthy. The caller enters it (``with engine:``) at once.
+
+        With none healthy, the least loaded one that only missed scrapes (none refused a
+        connection or failed a request): on a saturated host every scrape may time out while the
+        engines still serve, and a certain 503 is worse than a request that may fail over."""
+        best = self._least_loaded(avoid, lambda e: e.healthy)
+        return best or self._least_loaded(avoid, lambda e: not e.refused)
+
+    def _least_loaded(
+        self, avoid: Sequence[str], usable: Callable[[Engine], bool]
+    ) -> Engine | None:
         best, score, n = None, math.inf, len(self.decode)
         self._turn += 1
         for k in range(n):
             e = self.decode[(self._turn + k) % n]
             s = e.load + (math.inf if e.url in avoid else 0.0)
-            if e.healthy and (s < score or best is None):
+            if usable(e) and (s < score or best is None):
                 best, score = e, s
         return best
 
@@ -229,7 +240,7 @@ class Fleet:
     def engine_failed(self, url: str) -> None:
         e = self.engines.get(url)
         if e is not None:
-            e.healthy = False
+            e.healthy, e.refused = False, True
             self.sync_health()
 
     def endpoint_states(self) -> dict[str, dict[str, Any]]:

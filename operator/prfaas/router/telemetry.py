@@ -56,12 +56,13 @@ async def scrape(session: aiohttp.ClientSession, engine: Engine, timeout: float)
         engine.others = max(0.0, engine.waiting + engine.running - engine.active)
         if not engine.healthy:
             log.info("engine %s is back", engine.url)
-        engine.healthy, engine.fails = True, 0
+        engine.healthy, engine.fails, engine.refused = True, 0, False
     except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
         if engine.healthy:
             log.warning("engine %s unreachable: %s", engine.url, exc or type(exc).__name__)
         engine.healthy = False
         engine.fails += 1
+        engine.refused = not isinstance(exc, TimeoutError)  # it answered, or nothing listens
         if isinstance(exc, aiohttp.ClientConnectorError) or engine.fails >= HUNG_AFTER:
             engine.hung()
 
