@@ -4,7 +4,7 @@ dc-west (PD cluster): the Helm chart (operator under its ServiceAccount and the 
 the router as the chart runs it), the H20 engines as Deployments ``h20-prefill`` and
 ``h20-decode`` behind Services, and ``dc-east-link``: the shaped ``prfaas link`` whose gateway
 the decode engines pull the PrefillPool's KVCache through. dc-east (PrefillPool): the H200
-engines as Deployment ``h200-prefill`` behind a NodePort Service, and a ServiceAccount whose
+engines as Deployment ``h200-prefill`` behind a Service, and a ServiceAccount whose
 token is the operator's member kubeconfig (a Secret in dc-west): ``/scale`` of Deployments and
 listing pods, in one namespace, nothing else.
 
@@ -12,9 +12,10 @@ Engine pods request one ``nvidia.com/gpu`` and select their node group by accele
 scheduler places them; the operator's ``/scale`` writes create and delete real pods. The
 case study runs time-scaled (``speedup``), as ``prfaas demo`` runs it.
 
-The router reaches the engines at the URLs the PDCluster and PrefillPool declare: the Services'
-cluster DNS names in dc-west and dc-east's NodePort on its control-plane node (stop-gap until
-the router follows EndpointSlices).
+Every group names its engines by Service: the router follows the ready pods of dc-west's groups
+from their EndpointSlices, and the pool's pods in dc-east as the operator resolves them there and
+publishes them in the PDCluster's status (the router needs no credentials for dc-east). Pod
+addresses are routed between the two clusters over the Docker network.
 """
 
 from __future__ import annotations
@@ -247,11 +248,17 @@ def service(name: str, ports: dict[str, int], node_port: bool = False) -> dict[s
 
 
 def member_rbac() -> list[dict[str, Any]]:
-    """What the operator may do in dc-east: /scale of Deployments and list pods, here only."""
+    """What the operator may do in dc-east, here only: /scale of Deployments, list pods (to see
+    Pending ones), and read EndpointSlices (to publish the pool's ready engines to the router)."""
     meta = {"name": MEMBER_SA, "namespace": NAMESPACE}
     rules = [
         {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["list", "watch"],
+        },
     ]
     ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": MEMBER_SA}
     subject = {"kind": "ServiceAccount", "name": MEMBER_SA, "namespace": NAMESPACE}
@@ -273,12 +280,15 @@ def member_rbac() -> list[dict[str, Any]]:
     ]
 
 
-def resources(o: Options, pool_url: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The case study's PDCluster and PrefillPool, time-scaled, for these Deployments."""
+def resources(o: Options) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The case study's PDCluster and PrefillPool, time-scaled, for these Deployments. Every
+    group names its engines by Service, as the samples do: the router follows the ready pods
+    of dc-west's groups itself, and the pool's pods in dc-east as the operator publishes them
+    (reached over the routes between the clusters' pod CIDRs)."""
     pd, pool = time_scaled(o.speedup)
     pd["spec"]["policy"].update(maxStep=o.max_step, planPoolSize=True)
     p = pool["spec"]
-    p["endpoints"] = {"urls": [pool_url]}
+    p["endpoints"] = {"service": "h200-prefill"}
     p["replicas"] = {"min": 1, "max": o.pool_max}
     p["placement"] = {"kubeconfigSecretRef": {"name": MEMBER_SECRET, "key": "kubeconfig"}}
     return pd, pool
@@ -375,7 +385,7 @@ def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> 
     _apply(
         east,
         engine(o, "h200-prefill", "prefill", "h200", "NVIDIA-H200", kv_via=via),
-        service("h200-prefill", {"http": ENGINE_PORT}, node_port=True),
+        service("h200-prefill", {"http": ENGINE_PORT}),
     )
     say("dc-west: the member kubeconfig Secret, h20 engines, the link")
     secret = {
@@ -399,10 +409,7 @@ def deploy(kind: Kind, o: Options, say: Callable[[str], None] | None = None) -> 
     )
     say(f"dc-west: the Helm chart, release {RELEASE} ({o.image})")
     install_chart(kind, o)
-    pool_url = (
-        f"http://{kind.node_ip(f'{EAST.name}-control-plane')}:{node_port(east, 'h200-prefill')}"
-    )
-    pd, pool = resources(o, pool_url)
+    pd, pool = resources(o)
     say("dc-west: the case study's PrefillPool and PDCluster (time-scaled)")
     _apply(west, pool, pd)
     router = f"http://{kind.node_ip(f'{WEST.name}-control-plane')}:" + str(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import random
 import subprocess
@@ -168,6 +169,35 @@ def prompt_tokens(s: System, group: str) -> float:
     return total
 
 
+def router_endpoints(s: System, group: str) -> set[str]:
+    """The addresses of ``group``'s engines that the router has on its list (from the
+    ``endpoint`` label of its per-engine gauge, read through its NodePort)."""
+    u = urllib.parse.urlsplit(s.router_url)
+    conn = http.client.HTTPConnection(u.hostname or "", u.port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    pods = {p["status"].get("podIP") for p in s.engines(cluster_of(s, group), group)}
+    east = ipaddress.ip_network(EAST.pod_subnet)
+    found = set()
+    for line in text.splitlines():
+        if line.startswith("prfaas_router_engine_up{"):
+            url = line.split('endpoint="', 1)[1].split('"', 1)[0]
+            host = urllib.parse.urlsplit(url).hostname or ""
+            in_east = ipaddress.ip_address(host) in east
+            # dc-east's addresses are all the pool's: a deleted pod's stays visible there
+            if in_east if group == "h200-prefill" else host in pods:
+                found.add(host)
+    return found
+
+
+def follows(s: System, group: str) -> bool:
+    """The router lists exactly the group's ready pods (and no other pod of the group)."""
+    return router_endpoints(s, group) == {p["status"]["podIP"] for p in ready_pods(s, group)}
+
+
 def link_bytes(s: System) -> float:
     pod = s.engines(s.west, LINK)[0]["metadata"]["name"]
     return scrape_text(s.proxy(s.west, pod, 9900, "/metrics"))["prfaas_link_bytes_total"]
@@ -284,6 +314,10 @@ def test_operator_pod_plans_and_the_scheduler_places_the_engines(system: System)
             labels = get(kc, "get", "node", pod["spec"]["nodeName"])["metadata"]["labels"]
             assert (labels[ACCELERATOR], labels[REGION]) == (accelerator, region), pod["spec"]
             assert pod["spec"]["containers"][0]["resources"]["limits"][GPU] == "1"
+    # discovery, not static URLs: the router lists each group's ready pods, dc-east's too (the
+    # operator publishes those; the router has no credentials for dc-east)
+    for group in PLAN:
+        wait_for(f"the router following {group}'s ready pods", lambda g=group: follows(s, g), 30)
 
 
 def test_long_prompts_are_prefilled_in_dc_east_short_ones_locally(system: System) -> None:
@@ -359,6 +393,9 @@ def test_deleting_the_pools_pods_under_load_fails_open_without_losing_a_request(
     assert any(a.prefill == "pool" for a in longs)  # before the deletion
     assert any(a.prefill == "local" for a in longs), "nothing failed over to local prefill"
     wait_for("the pool's pods replaced", lambda: len(ready_pods(s, "h200-prefill")) == 4, 180)
+    # new pods, new addresses: the router follows them (the operator republishes them) and
+    # lists none of the deleted ones
+    wait_for("the router following the new pool pods", lambda: follows(s, "h200-prefill"), 60)
     wait_for(
         "long prompts offloaded again",
         lambda: complete(s.router_url, LONG).prefill == "pool",
