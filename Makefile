@@ -11,7 +11,7 @@ OUT := .local
 -include hack/kind.mk
 -include hack/flux.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ demo: venv deps k8s-bin ## the case study: plan (Table 6, Fig. 5), simulate, the
 	$(VENV)/bin/prfaas plan --plot $(OUT)/figure5.png
 	$(VENV)/bin/prfaas simulate --plot $(OUT)/simulation.png
 	$(VENV)/bin/prfaas demo --out $(OUT)/demo $(DEMO_ARGS)
+
+lock: venv ## requirements.lock: the image's runtime dependencies pinned with hashes (after changing them)
+	@hack/lock.sh
 
 crds: venv ## regenerate crds/ from the pydantic models in prfaas.api
 	$(VENV)/bin/prfaas crds --out crds --reference docs/crd-reference.md

@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 REPOSITORY = "prfaas-operator"
-_INPUTS = ("Dockerfile", "pyproject.toml", "README.md", ".dockerignore")
+_INPUTS = ("Dockerfile", "pyproject.toml", "requirements.lock", "README.md", ".dockerignore")
 
 
 class ImageError(RuntimeError):
