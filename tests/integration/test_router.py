@@ -351,6 +351,33 @@ def test_decode_that_only_misses_scrapes_still_serves_as_a_last_resort(
     router.proc.stop()
 
 
+def test_local_prefill_that_only_misses_scrapes_still_serves_as_a_last_resort(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """As for decode: the only local prefill engine too loaded to answer scrapes, no pool to
+    fail over to; the router tried nothing and answered 503 no_prefill before."""
+    slow = cluster.stack.engine("prefill", "h20", SPEEDUP)
+    router = side_router(cluster, tmp_path, "router-slow-prefill", "--scrape-interval", "0.5",
+                         prefillEndpoints=[slow.url], prefillPools=[])  # fmt: skip
+    assert gen(router.url, prompt(1_000))[0] == 200
+    slow.proc.send_signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 10
+        while metric(router.url + "/metrics", "prfaas_router_engine_up", endpoint=slow.url) != 0:
+            assert time.monotonic() < deadline, "the stopped engine was never marked down"
+            time.sleep(0.1)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(gen, router.url, prompt(1_000))
+            time.sleep(0.2)
+            slow.proc.send_signal(signal.SIGCONT)
+            status = answer.result(timeout=60)[0]
+    finally:
+        slow.proc.send_signal(signal.SIGCONT)
+    assert status == 200
+    router.proc.stop()
+    slow.proc.stop()
+
+
 def test_a_dead_decode_is_retried_on_another_and_then_a_clear_503(
     cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -260,14 +260,19 @@ class Fleet:
         if policy is None:
             return
         live = self.core.live
-        self._sync(live.local, policy.prefill_endpoints)
+        self._sync(live.local, policy.prefill_endpoints, last_resort=True)
         for route, ps in zip(policy.pools, live.pools, strict=True):
             self._sync(ps.target, route.endpoints)
 
-    def _sync(self, target: TargetState, urls: Sequence[str]) -> None:
+    def _sync(self, target: TargetState, urls: Sequence[str], last_resort: bool = False) -> None:
+        """``last_resort``: with no engine of the group healthy, those that only missed scrapes
+        count as healthy (as ``pick_decode`` does): local prefill is where every request fails
+        open to, and a host too loaded to answer scrapes in time still serves. A pool has the
+        local group behind it, so it gets no such grace."""
         engines = [self.engines[u] for u in urls]
+        grace = last_resort and not any(e.healthy for e in engines)
         for k, e in enumerate(engines):
-            target.set_healthy(e.healthy, instance=k)
+            target.set_healthy(e.healthy or (grace and not e.refused), instance=k)
         target.set_waiting(int(sum(e.waiting for e in engines)))
 
 
