@@ -95,11 +95,17 @@ class Stack(Group):
         rtt_ms: float,
         speedup: float,
         kv_byte_scale: float | None = None,
+        gateway: tuple[int, Sequence[str]] | None = None,
     ) -> Service:
+        """``prfaas link``; ``gateway``: (its port, the networks it may dial)."""
         admin = free_port()
         argv = [*prfaas_argv(), "link", "--host", HOST, "--admin-port", str(admin)]
         for listen, (h, p) in routes.items():
             argv += ["--route", f"{listen}={h}:{p}"]
+        if gateway is not None:
+            argv += ["--gateway-port", str(gateway[0])]
+            for net in gateway[1]:
+                argv += ["--allow", net]
         argv += ["--gbps", f"{gbps:g}", "--rtt-ms", f"{rtt_ms:g}", "--speedup", f"{speedup:g}"]
         if kv_byte_scale is not None:
             argv += ["--kv-byte-scale", f"{kv_byte_scale:g}"]

@@ -455,6 +455,11 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     assert can_i(admin, op, "patch", "deployments.apps", "--subresource=scale", "-n", watched)
     assert can_i(admin, op, "patch", "statefulsets.apps", "--subresource=scale", "-n", watched)
     assert can_i(admin, op, "create", "events", "-n", watched)
+    assert can_i(admin, op, "list", "pods", "-n", watched)  # Pending pods of scale targets
+    assert not can_i(admin, op, "get", "pods", "-n", watched)
+    assert not can_i(admin, op, "delete", "pods", "-n", watched)
+    assert not can_i(admin, op, "get", "pods", "--subresource=log", "-n", watched)
+    assert not can_i(admin, op, "list", "pods", "-n", ns)  # only where it watches
     assert can_i(admin, op, "get", "secrets/dc-east", "-n", watched)
     assert can_i(admin, op, "watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert can_i(admin, op, "watch", "endpointslices.discovery.k8s.io", "-n", watched)

@@ -167,6 +167,7 @@ def test_three_replicas_hold_the_link_to_its_budget_as_one_router_does(setup: Se
     assert abs(replicas.offloaded - single.offloaded) <= SHARE_TOLERANCE
     # every replica saw the whole link, not its own third: their utilisations agree
     utils = [
-        json.loads(http_get(r.admin_url + "/policy")[1])["pools"][0]["linkUtilisation"] for r in three
+        json.loads(http_get(r.admin_url + "/policy")[1])["pools"][0]["linkUtilisation"]
+        for r in three
     ]
     assert max(utils) - min(utils) <= 0.2 * max(max(utils), 0.1), utils

@@ -224,6 +224,21 @@ def test_a_measured_link_capacity_is_planned_for(measured: float | None) -> None
         assert out.status.plan.threshold_tokens > 19_400
 
 
+def test_pods_the_scheduler_cannot_place_are_reported_not_hidden() -> None:
+    obs = observation(pool=5)
+    pending = ("h200-prefill-7f9-x2: 0/2 nodes are available: 1 Insufficient nvidia.com/gpu",)
+    groups = {**obs.groups, POOL: GroupObservation(5, unschedulable=pending)}
+    out = decided(Observation(obs.name, obs.spec, groups, obs.signals, obs.pool)).outcome()
+    assert reason(out, "Degraded") == "True/Unschedulable" and out.status.phase == "Degraded"
+    c = condition(out.status.conditions, "Degraded")
+    assert c is not None and "prefillPool: 1 pod(s) Pending" in c.message
+    assert "Insufficient nvidia.com/gpu" in c.message
+    # a report only: the plan is still made and published
+    assert reason(out, "Ready") == "True/Planned" and out.status.routing_policy is not None
+    again = decided(observation(pool=5), out.status).outcome()  # scheduled: the report clears
+    assert reason(again, "Degraded") == "False/AllReachable"
+
+
 def test_a_plan_over_the_budget_is_refused_before_planning() -> None:
     obs = observation(plan_pool=True)
     spec = obs.spec.model_copy(

@@ -5,6 +5,7 @@ Returns plain data for ``prfaas.slowloop.decide`` plus, per group, the handle to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -34,6 +35,8 @@ from prfaas.slowloop.observation import (
     Signals,
     SignalsUnavailable,
 )
+
+log = logging.getLogger("prfaas.operator")
 
 
 @dataclass(frozen=True)
@@ -145,11 +148,31 @@ def _read_scale(
         return GroupObservation(None, str(exc), reachable=False), ScaleHandle(None, ref, namespace)
     handle = ScaleHandle(cluster, ref, namespace)
     try:
-        return GroupObservation(cluster.get_replicas(ref, namespace)), handle
+        replicas, selector = cluster.get_scale(ref, namespace)
     except UnreachableError as exc:
         return GroupObservation(None, str(exc), reachable=False), ScaleHandle(None, ref, namespace)
     except TargetError as exc:
         return GroupObservation(None, str(exc)), handle
+    pending = _unschedulable(cluster, ref.namespace or namespace, selector)
+    return GroupObservation(replicas, unschedulable=pending), handle
+
+
+def _unschedulable(cluster: Cluster, namespace: str, selector: str | None) -> tuple[str, ...]:
+    """The target's pods the scheduler left Pending; none when they cannot be listed (no
+    selector, no RBAC to list pods, an error): this only reports, it decides nothing."""
+    if not selector:
+        return ()
+    try:
+        return tuple(cluster.unschedulable_pods(namespace, selector))
+    except Exception as exc:  # a report, never a reason to fail the pass
+        if (namespace, selector) not in _WARNED:  # once: it repeats every pass otherwise
+            _WARNED.add((namespace, selector))
+            log.warning("cannot list the pods of %s in %s (Pending pods go unreported): %s",
+                        selector, namespace, exc)  # fmt: skip
+        return ()
+
+
+_WARNED: set[tuple[str, str]] = set()
 
 
 def _signals(

@@ -61,6 +61,7 @@ class EngineConfig:
     host: str = "127.0.0.1"
     kv_port: int = 0
     kv_advertise: tuple[str, int] | None = None  # the address decode pulls from (a link relay)
+    kv_via: tuple[str, int] | None = None  # a link gateway: advertised; keys name kv_address
     get_load_format: Literal["sglang", "vllm"] = "sglang"
     kv_timeout_s: float = 60.0
     max_body_bytes: int = 64 << 20
@@ -289,6 +290,9 @@ class Engine:
         if vllm:
             key = uuid.uuid4().hex
             host, port = self.kv_address()
+            if self.cfg.kv_via is not None:  # the gateway dials the address the key names
+                key = f"{host}:{port}/{key}"
+                host, port = self.cfg.kv_via
             out["kv_transfer_params"] = {
                 "do_remote_prefill": True,
                 "do_remote_decode": False,

@@ -57,6 +57,7 @@ class Engine:
     kv_offered: float | None = None  # pool side of the link (``linkload``): last counter read
     kv_new: float = 0.0  # offered since the scrape before
     kv_pending: float | None = None  # offered, not sent yet; None: no reading this round
+    refused: bool = False  # the last failure was a refused connection or a failed request
     waits: set[Callable[[], None]] = field(default_factory=set)  # expire() of waits on it
 
     def __enter__(self) -> Engine:
@@ -205,17 +206,27 @@ class Fleet:
         return any(e is engine for e in self.decode)
 
     def has_decode(self) -> bool:
-        return any(e.healthy for e in self.decode)
+        return any(e.healthy or not e.refused for e in self.decode)
 
     def pick_decode(self, avoid: Sequence[str] = ()) -> Engine | None:
         """Least loaded healthy decode engine (``Engine.load``), not one in ``avoid`` unless
-        no other is healthy. The caller enters it (``with engine:``) at once."""
+        no other is healthy. The caller enters it (``with engine:``) at once.
+
+        With none healthy, the least loaded one that only missed scrapes (none refused a
+        connection or failed a request): on a saturated host every scrape may time out while the
+        engines still serve, and a certain 503 is worse than a request that may fail over."""
+        best = self._least_loaded(avoid, lambda e: e.healthy)
+        return best or self._least_loaded(avoid, lambda e: not e.refused)
+
+    def _least_loaded(
+        self, avoid: Sequence[str], usable: Callable[[Engine], bool]
+    ) -> Engine | None:
         best, score, n = None, math.inf, len(self.decode)
         self._turn += 1
         for k in range(n):
             e = self.decode[(self._turn + k) % n]
             s = e.load + (math.inf if e.url in avoid else 0.0)
-            if e.healthy and (s < score or best is None):
+            if usable(e) and (s < score or best is None):
                 best, score = e, s
         return best
 
@@ -249,7 +260,7 @@ class Fleet:
     def engine_failed(self, url: str) -> None:
         e = self.engines.get(url)
         if e is not None:
-            e.healthy = False
+            e.healthy, e.refused = False, True
             self.sync_health()
 
     def endpoint_states(self) -> dict[str, dict[str, Any]]:
@@ -269,14 +280,19 @@ class Fleet:
         if policy is None:
             return
         live = self.core.live
-        self._sync(live.local, policy.prefill_endpoints)
+        self._sync(live.local, policy.prefill_endpoints, last_resort=True)
         for route, ps in zip(policy.pools, live.pools, strict=True):
             self._sync(ps.target, route.endpoints)
 
-    def _sync(self, target: TargetState, urls: Sequence[str]) -> None:
+    def _sync(self, target: TargetState, urls: Sequence[str], last_resort: bool = False) -> None:
+        """``last_resort``: with no engine of the group healthy, those that only missed scrapes
+        count as healthy (as ``pick_decode`` does): local prefill is where every request fails
+        open to, and a host too loaded to answer scrapes in time still serves. A pool has the
+        local group behind it, so it gets no such grace."""
         engines = [self.engines[u] for u in urls]
+        grace = last_resort and not any(e.healthy for e in engines)
         for k, e in enumerate(engines):
-            target.set_healthy(e.healthy, instance=k)
+            target.set_healthy(e.healthy or (grace and not e.refused), instance=k)
         target.set_waiting(int(sum(e.waiting for e in engines)))
 
 

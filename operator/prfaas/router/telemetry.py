@@ -60,13 +60,14 @@ async def scrape(session: aiohttp.ClientSession, engine: Engine, timeout: float)
         engine.others = max(0.0, engine.waiting + engine.running - engine.active)
         if not engine.healthy:
             log.info("engine %s is back", engine.url)
-        engine.healthy, engine.fails = True, 0
+        engine.healthy, engine.fails, engine.refused = True, 0, False
     except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
         linkload.forget(engine)
         if engine.healthy:
             log.warning("engine %s unreachable: %s", engine.url, exc or type(exc).__name__)
         engine.healthy = False
         engine.fails += 1
+        engine.refused = not isinstance(exc, TimeoutError)  # it answered, or nothing listens
         if isinstance(exc, aiohttp.ClientConnectorError) or engine.fails >= HUNG_AFTER:
             engine.hung()
 
@@ -122,20 +123,35 @@ async def run(
     probes: dict[str, asyncio.Task[None]] = {}
     try:
         while True:
-            engines = list(fleet.engines.values())
-            if engines:
-                timeout = max(0.2, interval * 0.8)
-                await asyncio.gather(*(scrape(session, e, timeout) for e in engines))
-                linkload.report(fleet)
-            now = time.monotonic()
-            fleet.sync_health()
-            if probe is not None:
-                for name in fleet.links_due(now):
-                    if name not in probes or probes[name].done():
-                        probes[name] = asyncio.create_task(probe(name))
-            fleet.core.observe(now)
-            export(fleet, metrics)
+            await _pass(fleet, metrics, session, interval, probe, probes)
             await asyncio.sleep(interval)
     finally:
         for task in probes.values():
             task.cancel()
+
+
+async def _pass(
+    fleet: Fleet,
+    metrics: RouterMetrics,
+    session: aiohttp.ClientSession,
+    interval: float,
+    probe: Callable[[str], Coroutine[Any, Any, None]] | None,
+    probes: dict[str, asyncio.Task[None]],
+) -> None:
+    """One scrape-and-export pass; a failure is logged, never fatal (health would freeze)."""
+    try:
+        engines = list(fleet.engines.values())
+        if engines:
+            timeout = max(0.2, interval * 0.8)
+            await asyncio.gather(*(scrape(session, e, timeout) for e in engines))
+            linkload.report(fleet)
+        now = time.monotonic()
+        fleet.sync_health()
+        if probe is not None:
+            for name in fleet.links_due(now):
+                if name not in probes or probes[name].done():
+                    probes[name] = asyncio.create_task(probe(name))
+        fleet.core.observe(now)
+        export(fleet, metrics)
+    except Exception:
+        log.exception("telemetry pass failed")

@@ -311,6 +311,11 @@ def _problems(obs: Observation, old: PDClusterStatus) -> list[tuple[str, str]]:
     if obs.pool is not None and obs.pool.problem is not None:
         problems.append(obs.pool.problem)
     for g, o in obs.groups.items():
+        if o.unschedulable:  # e.g. a full node group: the plan runs short, say so
+            n = len(o.unschedulable)
+            problems.append(
+                ("Unschedulable", f"{g}: {n} pod(s) Pending, e.g. {o.unschedulable[0]}")
+            )
         if not o.error:
             continue
         message = f"{g}: {o.error}"
