@@ -164,7 +164,9 @@ class PDClusterSpec(Spec):
         max_length=8,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    """PrefillPools (same namespace) this cluster may offload to; v1alpha1 uses the first."""
+    """PrefillPools (same namespace) this cluster may offload to, each with its link; all are
+    used. A pool shared with other PDClusters is sized once from all their demand (the
+    PrefillPool's own reconcile) and each cluster gets its share (status.poolShares)."""
     workload: WorkloadSource
     """What to plan for: measured from Prometheus, or declared."""
     policy: Policy = Policy()
@@ -228,6 +230,11 @@ class PoolRoute(Spec):
     name: Name
     endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
     link_budget_gbps: float = Field(ge=0)
+    threshold_tokens: int | None = Field(default=None, ge=0)
+    """This pool's own threshold (a fleet plan); absent: the policy's ``thresholdTokens``."""
+    standby: bool | None = None
+    """A pool the cluster reaches but its plan does not use: taken only while no planned
+    pool is usable."""
 
 
 class EndpointDiscovery(Spec):
@@ -301,6 +308,19 @@ class ContestedStatus(Spec):
     since: str = Field(json_schema_extra={"format": "date-time"})
 
 
+class PoolShareStatus(Spec):
+    """This cluster's share of one PrefillPool in the fleet plan (several PDClusters or pools)."""
+
+    pool: Name
+    fraction: float = Field(ge=0, le=1)
+    """Of this cluster's offloaded requests."""
+    rate_rps: float = Field(ge=0)
+    instances: float = Field(ge=0)
+    """Pool instances busy with this cluster's requests."""
+    egress_gbps: float = Field(ge=0)
+    threshold_tokens: int | None = Field(default=None, ge=0)
+
+
 class PDClusterStatus(Spec):
     observed_generation: int | None = Field(default=None, ge=0)
     phase: Literal["Pending", "Planned", "Applied", "Holding", "Degraded"] | None = None
@@ -312,6 +332,12 @@ class PDClusterStatus(Spec):
     replicas: ReplicasStatus | None = None
     scaled_at: ScaledAtStatus | None = None
     contested: ContestedStatus | None = None
+    pool_shares: list[PoolShareStatus] | None = Field(default=None, max_length=8)
+    """Fleet mode (a pool shared with other PDClusters, or several pools): this cluster's
+    share of each pool it uses."""
+    workload: Workload | None = None
+    """Fleet mode: the last good workload (measured or declared) every planner of the
+    namespace plans this cluster's demand from."""
     conditions: Conditions = Field(default_factory=list)
 
 

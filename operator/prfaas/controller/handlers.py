@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from prfaas.api import PDCluster, PrefillPool
 from prfaas.api.common import Placement
 from prfaas.api.pdcluster import RoutingPolicyStatus
 from prfaas.controller import metrics
+from prfaas.controller.fleet import pool_status_patch
 from prfaas.controller.kube import Cluster, Members, UnreachableError, local_api
 from prfaas.controller.reconcile import (
     Reconciler,
@@ -114,6 +116,8 @@ async def pdcluster_loop(
     finally:
         if Runtime.reconciler is not None:
             Runtime.reconciler.pool_endpoints.release((namespace, name))
+            for link in body.spec.get("prefillPools") or []:  # a fleet member's, one per pool
+                Runtime.reconciler.pool_endpoints.release((namespace, f"{name}/{link.get('name')}"))
 
 
 class _Written:
@@ -204,16 +208,29 @@ async def _one_pass(
     written.policy = status.get("routingPolicy", written.policy)
     if outcome.pool_status is not None and outcome.pool_name:
         pool_status = outcome.pool_status.model_dump(by_alias=True, exclude_none=True, mode="json")
-        try:
-            await asyncio.to_thread(
-                local.patch_status, POOL.plural, namespace, outcome.pool_name, pool_status
-            )
-        except Exception as exc:  # the pool may be gone; its own status is best-effort
-            log.warning("PrefillPool %s status not written: %s", outcome.pool_name, exc)
+        pool_status.update(plannedBy="PDCluster", users=None, scaledAt=None)  # not a fleet's
+        await _write_pool_status(namespace, outcome.pool_name, pool_status)
+    for done in outcome.pools:  # the fleet's lead sized the fleet's pools
+        await _write_pool_status(namespace, done.name, pool_status_patch(done.status))
+        for event in done.events:
+            kopf.event(body, type=event.type, reason=f"Pool{event.reason}",
+                       message=f"PrefillPool {done.name}: {event.message}")  # fmt: skip
+        if done.direction is not None:
+            metrics.SCALE_ACTIONS.labels(**labels, group=f"prefillPool/{done.name}",
+                                         direction=done.direction).inc()  # fmt: skip
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     await _publish_member_policy(name, namespace, body, outcome.status.routing_policy)
     _record(outcome, labels)
+
+
+async def _write_pool_status(namespace: str, pool: str, status: Mapping[str, Any]) -> None:
+    local = Runtime.local
+    assert local is not None
+    try:
+        await asyncio.to_thread(local.patch_status, POOL.plural, namespace, pool, dict(status))
+    except Exception as exc:  # the pool may be gone; its own status is best-effort
+        log.warning("PrefillPool %s status not written: %s", pool, exc)
 
 
 async def _publish_member_policy(

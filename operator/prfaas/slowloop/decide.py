@@ -69,6 +69,8 @@ class Outcome:
     applied: list[Change] = field(default_factory=list)
     pool_status: PrefillPoolStatus | None = None
     pool_name: str | None = None
+    pools: list[Any] = field(default_factory=list)
+    """Fleet: the passes over the fleet's pools this pass made (``controller.fleet.PoolPass``)."""
 
 
 class _Report:
