@@ -15,3 +15,6 @@ ROUTER_LINK_BYTES = "prfaas_router_link_bytes"
 """Counter (``_total``) of nominal KV bytes sent over each pool's link, by ``pool``."""
 ENGINE_REQUESTS_WAITING = "vllm:num_requests_waiting"
 """Gauge of an engine's queued requests (vLLM's name, which peers and dashboards know)."""
+PDCLUSTER_LABEL = "pdcluster"
+"""Label on every router series: the PDCluster it serves, ``<namespace>/<name>`` (the default
+queries select ``pdcluster=~"<it>|"``: that cluster's routers, or unlabelled ones)."""

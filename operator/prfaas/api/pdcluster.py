@@ -41,29 +41,38 @@ class PoolLink(Spec):
     link: LinkProfile
 
 
+_SCOPE = f'{{{names.PDCLUSTER_LABEL}=~"$pdcluster|"}}'
+"""The default queries' selector: this PDCluster's routers (and unlabelled ones, as before)."""
+
+
 class PrometheusQueries(Spec):
-    """PromQL; ``$window`` is replaced by ``window``. Defaults match the router's metric names."""
+    """PromQL; ``$window`` is replaced by ``window`` and ``$pdcluster`` by this PDCluster,
+    ``<namespace>/<name>`` (regex-escaped: use it with ``=~``). Defaults match the router's
+    metric names and select this PDCluster's series (``pdcluster=~"<ns>/<name>|"``: routers
+    labelled for it, and unlabelled ones), so several PDClusters can share one Prometheus."""
 
     arrival_rate: str = Field(
-        default=f"sum(rate({names.ROUTER_REQUESTS}_total[$window]))", max_length=4096
+        default=f"sum(rate({names.ROUTER_REQUESTS}_total{_SCOPE}[$window]))", max_length=4096
     )
     uncached_length_buckets: str = Field(
-        default=f"sum by (le) (increase({names.ROUTER_UNCACHED_TOKENS}_bucket[$window]))",
+        default=f"sum by (le) (increase({names.ROUTER_UNCACHED_TOKENS}_bucket{_SCOPE}[$window]))",
         max_length=4096,
     )
     output_tokens_mean: str = Field(
         default=(
-            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_sum[$window])) / "
-            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_count[$window]))"
+            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_sum{_SCOPE}[$window])) / "
+            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_count{_SCOPE}[$window]))"
         ),
         max_length=4096,
     )
     egress_gbps: str = Field(
-        default=f"sum by (pool) (rate({names.ROUTER_LINK_BYTES}_total[$window])) * 8 / 1e9",
+        default=(
+            f"sum by (pool) (rate({names.ROUTER_LINK_BYTES}_total{_SCOPE}[$window])) * 8 / 1e9"
+        ),
         max_length=4096,
     )
     queue_depth: str = Field(
-        default=f"sum by (role) ({names.ENGINE_REQUESTS_WAITING})", max_length=4096
+        default=f"sum by (role) ({names.ENGINE_REQUESTS_WAITING}{_SCOPE})", max_length=4096
     )
 
 

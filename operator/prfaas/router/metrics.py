@@ -3,7 +3,11 @@ Prometheus queries read the metrics named in ``prfaas.metric_names``; dashboards
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from prfaas import metric_names as names
 from prfaas.model.workload import LENGTH_BUCKETS
@@ -13,8 +17,26 @@ _DECIDE = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.02)
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+class _Labelled(Collector):
+    """Every series of ``inner`` with one more label (the PDCluster the router serves)."""
+
+    def __init__(self, inner: CollectorRegistry, label: str, value: str) -> None:
+        self.inner, self.label, self.value = inner, label, value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                labels = {**s.labels, self.label: self.value}
+                out.add_sample(s.name, labels, s.value, s.timestamp, s.exemplar)
+            yield out
+
+
 class RouterMetrics:
-    def __init__(self) -> None:
+    """``pdcluster`` ("namespace/name"): every series carries ``pdcluster="<it>"``, so that
+    the operator's default queries select this cluster's traffic in a shared Prometheus."""
+
+    def __init__(self, pdcluster: str | None = None) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(names.ROUTER_REQUESTS, "routed requests by prefill target "
                                 "and reason", ["target", "reason"], registry=r)  # fmt: skip
@@ -76,3 +98,6 @@ class RouterMetrics:
                                      "left the policy finishes its requests", ["endpoint"],
                                      registry=r)  # fmt: skip
         self.endpoints: set[str] = set()  # the endpoint label values exported now
+        if pdcluster:  # the exposed registry labels every series; the metrics live in ``r``
+            self.registry = CollectorRegistry()
+            self.registry.register(_Labelled(r, names.PDCLUSTER_LABEL, pdcluster))

@@ -75,6 +75,7 @@ class RouterConfig:
     link_retry_s: float = 1.0  # between probes of a failed link
     probe_timeout_s: float = 5.0
     budget: PhaseBudget | None = None  # phase bounds; None: only the upstream timeouts
+    pdcluster: str | None = None  # "namespace/name": the label on every metric series
 
 
 @dataclass(slots=True)
@@ -141,7 +142,7 @@ class RouterServer:
     def __init__(self, cfg: RouterConfig, fleet: Fleet | None = None) -> None:
         self.cfg = cfg
         self.fleet = fleet or Fleet(link_retry_s=cfg.link_retry_s)
-        self.metrics = RouterMetrics()
+        self.metrics = RouterMetrics(cfg.pdcluster)
         self.counter = Counter(cfg.tokenizer)
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
