@@ -169,3 +169,29 @@ def test_condition_transition_time_moves_only_on_flip() -> None:
     assert conds[0].last_transition_time == "T3"
     conds = set_condition(conds, "Degraded", "False", "AllReachable", "", 2, now="T4")
     assert [c.type for c in conds] == ["Degraded", "Ready"]
+
+
+def test_default_queries_select_one_pdcluster_literally() -> None:
+    seen: list[str] = []
+
+    def query(promql: str) -> list[dict[str, Any]]:
+        seen.append(promql)
+        return fake(healthy())(promql)
+
+    from_prometheus(SOURCE, query, pdcluster="team-a/h20.pd")
+    assert all("$pdcluster" not in q for q in seen)
+    # a literal dot (the one regex character a name holds); "|": unlabelled series as before
+    assert all('pdcluster=~"team-a/h20\\\\.pd|"' in q for q in seen), seen
+
+
+def test_a_router_for_a_pdcluster_labels_every_series() -> None:
+    from prometheus_client import generate_latest
+
+    labelled = RouterMetrics("team-a/h20-pd")
+    labelled.requests.labels("pool", "long").inc()
+    labelled.uncached.observe(30_000)
+    text = generate_latest(labelled.registry).decode()
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert samples and all('pdcluster="team-a/h20-pd"' in line for line in samples)
+    plain = generate_latest(RouterMetrics().registry).decode()
+    assert "pdcluster=" not in plain
