@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from kube_helpers import (
@@ -26,8 +27,11 @@ from kube_helpers import (
     replicas,
     wait_for,
 )
+from router_exporter import RouterMetricsExporter, case_study_lengths
 
 from prfaas.api import PDCluster, PrefillPool
+from prfaas_dev.ports import free_port
+from prfaas_dev.prometheus import LocalPrometheus
 
 pytestmark = pytest.mark.integration
 PDC, POOL = PDCluster.resource, PrefillPool.resource
@@ -45,19 +49,19 @@ def apply(kubeconfig: Path, *docs: dict[str, Any]) -> None:
             stdin=yaml.safe_dump_all(docs))  # fmt: skip
 
 
-def pool(name: str, hi: int) -> dict[str, Any]:
+def pool(name: str, hi: int, ns: str = NS) -> dict[str, Any]:
     doc = copy.deepcopy(sample("prefillpool-h200.yaml"))
-    doc["metadata"] = {"name": name, "namespace": NS}
+    doc["metadata"] = {"name": name, "namespace": ns}
     doc["spec"]["replicas"] = {"min": 1, "max": hi}
     doc["spec"]["scaleTargetRef"]["name"] = name
     doc["spec"]["endpoints"] = {"urls": [f"http://{name}.example:8000"]}
     return doc
 
 
-def cluster(name: str, rate: float, pools: dict[str, float]) -> dict[str, Any]:
+def cluster(name: str, rate: float, pools: dict[str, float], ns: str = NS) -> dict[str, Any]:
     """The case study's PD cluster as ``name``, at ``rate`` req/s, with a link per pool."""
     doc = copy.deepcopy(sample("pdcluster-h20.yaml"))
-    doc["metadata"] = {"name": name, "namespace": NS}
+    doc["metadata"] = {"name": name, "namespace": ns}
     spec = doc["spec"]
     for stage in ("prefill", "decode"):
         spec[stage]["scaleTargetRef"]["name"] = f"{name}-{stage}"
@@ -84,32 +88,41 @@ def admin(control_plane: Any) -> Path:
 
 
 @pytest.fixture(scope="module")
+def prometheus_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
 def operator(
-    control_plane: Any, admin: Path, tmp_path_factory: pytest.TempPathFactory
+    control_plane: Any,
+    admin: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    prometheus_port: int,
 ) -> Iterator[OperatorProcess]:
     kc = Path(control_plane.kubeconfig_for_serviceaccount("prfaas-system", "prfaas-operator"))
-    proc = OperatorProcess(kc, tmp_path_factory.mktemp("op-fleet") / "operator.log")
+    log = tmp_path_factory.mktemp("op-fleet") / "operator.log"
+    proc = OperatorProcess(kc, log, "--allow-prometheus", f"http://127.0.0.1:{prometheus_port}")
     proc.start()
     yield proc
     proc.stop()
 
 
-def generation(admin: Path, name: str) -> int:
-    return int(get_json(admin, "deployment", name, "-n", NS)["metadata"]["generation"])
+def generation(admin: Path, name: str, ns: str = NS) -> int:
+    return int(get_json(admin, "deployment", name, "-n", ns)["metadata"]["generation"])
 
 
-def status(admin: Path, kind: str, name: str) -> dict[str, Any]:
-    found: dict[str, Any] = get_json(admin, kind, name, "-n", NS).get("status") or {}
+def status(admin: Path, kind: str, name: str, ns: str = NS) -> dict[str, Any]:
+    found: dict[str, Any] = get_json(admin, kind, name, "-n", ns).get("status") or {}
     return found
 
 
-def shares(admin: Path, name: str) -> dict[str, float]:
-    return {s["pool"]: s["instances"] for s in status(admin, PDC.singular, name).get(
+def shares(admin: Path, name: str, ns: str = NS) -> dict[str, float]:
+    return {s["pool"]: s["instances"] for s in status(admin, PDC.singular, name, ns).get(
         "poolShares") or []}  # fmt: skip
 
 
-def users(admin: Path, name: str) -> dict[str, float]:
-    return {u["pdcluster"]: u["instances"] for u in status(admin, POOL.singular, name).get(
+def users(admin: Path, name: str, ns: str = NS) -> dict[str, float]:
+    return {u["pdcluster"]: u["instances"] for u in status(admin, POOL.singular, name, ns).get(
         "users") or []}  # fmt: skip
 
 
@@ -203,3 +216,70 @@ def test_deleting_a_pdcluster_frees_its_share(admin: Path, operator: OperatorPro
     kubectl(admin, "delete", PDC.singular, "b", "-n", NS, "--wait=true", "--timeout=60s")
     wait_for("b leaves the pool", lambda: "b" not in users(admin, SHARED), timeout=60)
     assert "a" in users(admin, SHARED)
+
+
+def test_measured_fleet_each_plans_its_own_traffic_then_holds(
+    admin: Path, operator: OperatorProcess, prometheus_port: int
+) -> None:
+    """Two PDClusters sharing a pool, measured through one Prometheus that scrapes both
+    clusters' routers (each labelled for its PDCluster): each plans its own traffic, the pool
+    is planned from both; Prometheus goes away: both hold, the pool keeps its size."""
+    ns = "fleet-measured"
+    start = {SHARED: 2, "c-prefill": 5, "c-decode": 3, "d-prefill": 5, "d-decode": 3}
+    apply(admin, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+          *[deployment(n, ns, r) for n, r in start.items()])  # fmt: skip
+    rc, rd = RouterMetricsExporter(f"{ns}/c"), RouterMetricsExporter(f"{ns}/d")
+    targets = {"router": [f"127.0.0.1:{rc.port}", f"127.0.0.1:{rd.port}"]}
+    prom = LocalPrometheus(targets, port=prometheus_port).start()
+    try:
+        prom.wait_scraped()
+        rc.drive(case_study_lengths(3000))  # long prompts, 3× d's requests
+        rd.drive(np.random.default_rng(5).integers(1_000, 6_000, size=1000))
+        docs = []
+        for name in ("c", "d"):
+            doc = cluster(name, 1.0, {SHARED: 100}, ns)
+            doc["spec"]["workload"] = {
+                "prometheus": {"url": prom.url, "window": "30m", "minRequests": 300}
+            }
+            docs.append(doc)
+        apply(admin, pool(SHARED, 8, ns), *docs)
+
+        def measured() -> bool:
+            both = [status(admin, PDC.singular, n, ns).get("signals") or {} for n in "cd"]
+            return all(s.get("source") == "Prometheus" for s in both) and sorted(
+                users(admin, SHARED, ns)) == ["c", "d"]  # fmt: skip
+
+        wait_for("both planned from Prometheus, the pool from both", measured, timeout=90)
+        sc, sd = (status(admin, PDC.singular, n, ns)["signals"] for n in "cd")
+        # each its own traffic: 3:1, not the sum for both
+        assert sc["arrivalRateRps"] / sd["arrivalRateRps"] == pytest.approx(3.0, rel=0.2)
+        assert sc["meanUncachedTokens"] > 15_000 > 6_000 > sd["meanUncachedTokens"]
+        # c's long prompts use the pool; d's short ones are best served at home
+        assert users(admin, SHARED, ns)["c"] > 1 and users(admin, SHARED, ns)["d"] < 0.5
+        for n in "cd":  # the demand every planner of the fleet uses, published
+            published = status(admin, PDC.singular, n, ns)["workload"]["arrivalRateRps"]
+            assert published == pytest.approx(
+                status(admin, PDC.singular, n, ns)["signals"]["arrivalRateRps"])  # fmt: skip
+        wait_for("the pool at its plan", lambda: status(admin, POOL.singular, SHARED, ns).get(
+            "desiredReplicas") == replicas(admin, ns, SHARED), timeout=60)  # fmt: skip
+    finally:
+        prom.stop()
+        rc.close()
+        rd.close()
+
+    def stale() -> bool:
+        found = [condition(get_json(admin, PDC.singular, n, "-n", ns), "SignalsStale")
+                 for n in "cd"]  # fmt: skip
+        return all(c is not None and c["status"] == "True" for c in found)
+
+    size, gen = replicas(admin, ns, SHARED), generation(admin, SHARED, ns)
+    held = users(admin, SHARED, ns)
+    wait_for("both stale", stale, timeout=60)
+    time.sleep(6)  # a few more passes while stale
+    for n in "cd":
+        assert status(admin, PDC.singular, n, ns)["phase"] == "Holding"
+    assert (replicas(admin, ns, SHARED), generation(admin, SHARED, ns)) == (size, gen)
+    # the pool is still planned from both clusters' last good demand
+    assert users(admin, SHARED, ns) == pytest.approx(held)
+    planned = condition(get_json(admin, POOL.singular, SHARED, "-n", ns), "Planned")
+    assert planned is not None and planned["status"] == "True"
