@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from prfaas.api.pdcluster import (
     PDClusterStatus,
     PendingThresholdStatus,
+    PlanStatus,
     PoolRoute,
     PoolShareStatus,
     ReplicasStatus,
@@ -44,7 +45,7 @@ from prfaas.slowloop.decide import (
     signals_status,
 )
 from prfaas.slowloop.fleet import FleetOutcome
-from prfaas.slowloop.observation import DECODE, PREFILL, Observation, Signals
+from prfaas.slowloop.observation import DECODE, PREFILL, GroupName, Observation, Signals
 from prfaas.slowloop.safety import Change, safe_changes
 from prfaas.slowloop.threshold import hold
 
@@ -109,20 +110,9 @@ class MemberDecision:
         r = self.report
         r.problems += [("ScaleFailed", f"{g}: scaling failed: {m}") for g, m in failed.items()]
         applied = [c for c in self.to_apply if c.group not in failed]
-        after = _counts(self.obs, r.old)
-        stamps: dict[str, str] = {}
-        for c in applied:
-            after[c.group] = c.next  # type: ignore[index]
-            stamps[_SCALED_FIELD[c.group]] = r.at  # type: ignore[index]
-            r.event("Normal", "Scaled", f"{c.group} {c.current} → {c.next} "
-                    f"(fleet plan {c.desired}; {c.reason})")  # fmt: skip
+        after, stamps = self._after(applied)
         policy, pending = self._policy()
-        plan_status = plan_status_of(self.target, r.at)
-        if r.old.plan is None or _plan_key(r.old.plan) != _plan_key(plan_status):
-            shares = ", ".join(f"{s.pool} {s.fraction:.0%}" for s in self.row.shares) or "none"
-            r.event("Normal", "Planned", f"fleet: t={self.row.threshold_tokens} "
-                    f"N_p={self.row.n_prefill} N_d={self.row.n_decode} "
-                    f"Λ={self.row.throughput_rps:.2f} req/s; pools: {shares}")  # fmt: skip
+        plan_status = self._plan_status()
         waiting = [
             c for c in self.changes
             if c.next != c.desired or (c.acts and not self.enforce) or c.group in failed
@@ -148,6 +138,28 @@ class MemberDecision:
             workload=self.signals.workload,
         ).model_copy(update={"pending_threshold": pending, "contested": r.contested})
         return Outcome(status, r.events, applied)
+
+    def _after(self, applied: list[Change]) -> tuple[dict[GroupName, int | None], dict[str, str]]:
+        """Counts after the applied changes, and the groups' new scale stamps."""
+        r = self.report
+        after = _counts(self.obs, r.old)
+        stamps: dict[str, str] = {}
+        for c in applied:
+            after[c.group] = c.next  # type: ignore[index]
+            stamps[_SCALED_FIELD[c.group]] = r.at  # type: ignore[index]
+            r.event("Normal", "Scaled", f"{c.group} {c.current} → {c.next} "
+                    f"(fleet plan {c.desired}; {c.reason})")  # fmt: skip
+        return after, stamps
+
+    def _plan_status(self) -> PlanStatus:
+        r, row = self.report, self.row
+        plan_status = plan_status_of(self.target, r.at)
+        if r.old.plan is None or _plan_key(r.old.plan) != _plan_key(plan_status):
+            shares = ", ".join(f"{s.pool} {s.fraction:.0%}" for s in row.shares) or "none"
+            r.event("Normal", "Planned", f"fleet: t={row.threshold_tokens} N_p={row.n_prefill} "
+                    f"N_d={row.n_decode} Λ={row.throughput_rps:.2f} req/s; "
+                    f"pools: {shares}")  # fmt: skip
+        return plan_status
 
     def _policy(self) -> tuple[RoutingPolicyStatus, PendingThresholdStatus | None]:
         r, old = self.report, self.report.old

@@ -15,8 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from prfaas.api.common import Condition
 from prfaas.api.pdcluster import PDClusterSpec
 from prfaas.api.prefillpool import PoolUserStatus, PrefillPoolSpec, PrefillPoolStatus
+from prfaas.model.fleet_planner import PoolPlan
 from prfaas.slowloop.conditions import iso, set_condition
 from prfaas.slowloop.decide import Event
 from prfaas.slowloop.fleet import FleetOutcome
@@ -99,26 +101,9 @@ def decide_pool(
 ) -> PoolDecision:
     """``unknown``: users whose demand is not known yet (no workload published): the pool is
     held where it is until it is (sizing it for the others alone could shrink it under them)."""
-    at = iso(now)
-    conditions = list(old.conditions)
-    if seen.known:
-        conditions = set_condition(conditions, "Ready", "True", "Reachable", "", generation, at)
-    else:
-        reason = seen.reason or ("Unreachable" if not seen.reachable else "TargetInvalid")
-        conditions = set_condition(
-            conditions, "Ready", "False", reason, seen.error or "", generation, at
-        )
     plan = fleet.pool(name)
     listed = sorted(users)
-    if plan is None or unknown:
-        why = fleet.without.get(name) or fleet.error or "no plan"
-        if unknown:
-            why = f"demand of {', '.join(unknown)} not known yet: holding the pool's size"
-        conditions = set_condition(conditions, "Planned", "False", "NoPlan", why, generation, at)
-    else:
-        message = f"fleet of {', '.join(listed)}: {plan.n_prfaas} instances, " \
-            f"{plan.busy_instances:.2f} busy"  # fmt: skip
-        conditions = set_condition(conditions, "Planned", "True", "Fleet", message, generation, at)
+    conditions = _conditions(name, old, generation, seen, fleet, listed, unknown, iso(now))
     status = PrefillPoolStatus(
         observed_generation=generation,
         replicas=seen.replicas if seen.known else old.replicas,
@@ -133,20 +118,60 @@ def decide_pool(
     enforce = modes == {"Enforce"} and not dry_run
     if plan is None or seen.replicas is None or unknown:
         return PoolDecision(None, enforce, status)
+    (change,) = _change(spec, old, seen.replicas, seen.known, fleet, plan, users, now)
+    status = status.model_copy(update={"desired_replicas": change.desired})
+    return PoolDecision(change, enforce, status)
+
+
+def _conditions(
+    name: str,
+    old: PrefillPoolStatus,
+    generation: int | None,
+    seen: GroupObservation,
+    fleet: FleetOutcome,
+    listed: Sequence[str],
+    unknown: Sequence[str],
+    at: str,
+) -> list[Condition]:
+    conditions = list(old.conditions)
+    if seen.known:
+        conditions = set_condition(conditions, "Ready", "True", "Reachable", "", generation, at)
+    else:
+        reason = seen.reason or ("Unreachable" if not seen.reachable else "TargetInvalid")
+        conditions = set_condition(
+            conditions, "Ready", "False", reason, seen.error or "", generation, at
+        )
+    plan = fleet.pool(name)
+    if plan is None or unknown:
+        why = fleet.without.get(name) or fleet.error or "no plan"
+        if unknown:
+            why = f"demand of {', '.join(unknown)} not known yet: holding the pool's size"
+        return set_condition(conditions, "Planned", "False", "NoPlan", why, generation, at)
+    message = f"fleet of {', '.join(listed)}: {plan.n_prfaas} instances, " \
+        f"{plan.busy_instances:.2f} busy"  # fmt: skip
+    return set_condition(conditions, "Planned", "True", "Fleet", message, generation, at)
+
+
+def _change(
+    spec: PrefillPoolSpec,
+    old: PrefillPoolStatus,
+    current: int,
+    reachable: bool,
+    fleet: FleetOutcome,
+    plan: PoolPlan,
+    users: Mapping[str, PDClusterSpec],
+    now: datetime,
+) -> list[Change]:
     last = old.scaled_at
     group = Group(
         name=POOL,
-        current=seen.replicas,
+        current=current,
         min=spec.replicas.min,
         max=spec.replicas.max,
-        floor=traffic_floor(fleet, name),
-        reachable=seen.known,
+        floor=traffic_floor(fleet, plan.name),
+        reachable=reachable,
         last_change=datetime.fromisoformat(last.replace("Z", "+00:00")) if last else None,
     )
     max_step = min((u.policy.max_step for u in users.values()), default=1)
     cooldown = max((u.policy.cooldown_seconds for u in users.values()), default=300)
-    (change,) = safe_changes(
-        [group], {POOL: plan.n_prfaas}, max_step, timedelta(seconds=cooldown), now
-    )
-    status = status.model_copy(update={"desired_replicas": change.desired})
-    return PoolDecision(change, enforce, status)
+    return safe_changes([group], {POOL: plan.n_prfaas}, max_step, timedelta(seconds=cooldown), now)
