@@ -202,6 +202,7 @@ async def _one_pass(
         name, namespace, body.meta.get("generation"), dict(body.spec), written.status(body)
     )
     outcome = await asyncio.to_thread(reconciler.reconcile, res)
+    _record(outcome, labels)  # before the status says so: a reader of both sees the writes
     status = outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json")
     patch = merge_patch(body.status, status)  # what became empty is removed, not kept
     await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, patch)
@@ -211,17 +212,16 @@ async def _one_pass(
         pool_status.update(plannedBy="PDCluster", users=None, scaledAt=None)  # not a fleet's
         await _write_pool_status(namespace, outcome.pool_name, pool_status)
     for done in outcome.pools:  # the fleet's lead sized the fleet's pools
+        if done.direction is not None:
+            metrics.SCALE_ACTIONS.labels(**labels, group=f"prefillPool/{done.name}",
+                                         direction=done.direction).inc()  # fmt: skip
         await _write_pool_status(namespace, done.name, pool_status_patch(done.status))
         for event in done.events:
             kopf.event(body, type=event.type, reason=f"Pool{event.reason}",
                        message=f"PrefillPool {done.name}: {event.message}")  # fmt: skip
-        if done.direction is not None:
-            metrics.SCALE_ACTIONS.labels(**labels, group=f"prefillPool/{done.name}",
-                                         direction=done.direction).inc()  # fmt: skip
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     await _publish_member_policy(name, namespace, body, outcome.status.routing_policy)
-    _record(outcome, labels)
 
 
 async def _write_pool_status(namespace: str, pool: str, status: Mapping[str, Any]) -> None:
