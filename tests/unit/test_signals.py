@@ -195,3 +195,17 @@ def test_a_router_for_a_pdcluster_labels_every_series() -> None:
     assert samples and all('pdcluster="team-a/h20-pd"' in line for line in samples)
     plain = generate_latest(RouterMetrics().registry).decode()
     assert "pdcluster=" not in plain
+
+
+@pytest.mark.parametrize("label", ["no-slash", "Upper/case", "a/b/c", "ns/-bad"])
+def test_a_bad_metrics_pdcluster_is_a_one_line_error(
+    label: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prfaas.cli import main
+
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"version": 1}', encoding="utf-8")
+    code = main(["router", "--policy-file", str(policy), "--metrics-pdcluster", label])
+    err = capsys.readouterr().err
+    assert code == 2 and "--metrics-pdcluster" in err and "NAMESPACE/NAME" in err
+    assert "Traceback" not in err
