@@ -259,9 +259,9 @@ def test_measured_fleet_each_plans_its_own_traffic_then_holds(
         # c's long prompts use the pool; d's short ones are best served at home
         assert users(admin, SHARED, ns)["c"] > 1 and users(admin, SHARED, ns)["d"] < 0.5
         for n in "cd":  # the demand every planner of the fleet uses, published
-            published = status(admin, PDC.singular, n, ns)["workload"]["arrivalRateRps"]
-            assert published == pytest.approx(
-                status(admin, PDC.singular, n, ns)["signals"]["arrivalRateRps"])  # fmt: skip
+            st = status(admin, PDC.singular, n, ns)  # one read: both from the same pass
+            assert st["workload"]["arrivalRateRps"] == pytest.approx(
+                st["signals"]["arrivalRateRps"])  # fmt: skip
         wait_for("the pool at its plan", lambda: status(admin, POOL.singular, SHARED, ns).get(
             "desiredReplicas") == replicas(admin, ns, SHARED), timeout=60)  # fmt: skip
     finally:
@@ -285,3 +285,36 @@ def test_measured_fleet_each_plans_its_own_traffic_then_holds(
     assert users(admin, SHARED, ns) == pytest.approx(held)
     planned = condition(get_json(admin, POOL.singular, SHARED, "-n", ns), "Planned")
     assert planned is not None and planned["status"] == "True"
+
+
+def test_the_pools_writer_does_not_fight_another_writer(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    """An HPA-like writer holds the shared pool at 3 for several passes: the fleet's lead
+    leaves it alone and says so, until the pool's spec changes."""
+    wait_for("the pool at its plan", lambda: status(admin, POOL.singular, SHARED).get(
+        "desiredReplicas") == replicas(admin, NS, SHARED), timeout=60)  # fmt: skip
+    assert replicas(admin, NS, SHARED) > 3
+
+    def writes() -> float:
+        lines = [line for line in operator.metrics().splitlines()
+                 if "scale_actions_total" in line and f"prefillPool/{SHARED}" in line
+                 and f'namespace="{NS}"' in line]  # fmt: skip
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+    before = writes()
+    deadline = time.monotonic() + 12  # ~6 passes
+    while time.monotonic() < deadline:
+        kubectl(admin, "scale", "deployment", SHARED, "-n", NS, "--replicas=3")
+        time.sleep(0.5)
+    c = condition(get_json(admin, POOL.singular, SHARED, "-n", NS), "ScaleContested")
+    assert c is not None and c["status"] == "True" and "another writer" in c["message"]
+    assert writes() == before, "the operator wrote the pool's /scale while another writer held it"
+    assert replicas(admin, NS, SHARED) == 3
+    # the platform team changes the pool's spec (the other writer is gone): the operator acts
+    kubectl(admin, "patch", POOL.singular, SHARED, "-n", NS, "--type=merge",
+            "-p", json.dumps({"spec": {"datacenter": "dc-east-2"}}))  # fmt: skip
+    wait_for("the pool back toward its plan", lambda: replicas(admin, NS, SHARED) > 3, 60)
+    released = condition(get_json(admin, POOL.singular, SHARED, "-n", NS), "ScaleContested")
+    assert released is not None and released["status"] == "False"
+    assert writes() > before

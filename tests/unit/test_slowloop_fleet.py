@@ -222,3 +222,25 @@ def test_the_pool_pass_holds_for_observe_users_unknown_demand_and_unreachable_sc
     d = decide_pool("h200-pool", pool_spec(), PrefillPoolStatus(replicas=2), 1, gone, out,
                     users, NOW)  # fmt: skip
     assert d.to_apply is None and d.status.phase == "Degraded" and d.status.replicas == 2
+
+
+def test_the_pool_pass_does_not_fight_another_writer() -> None:
+    ns = namespace(replicas=4)
+    out = plan_component(ns, component(ns, pool="h200-pool"))
+    plan = out.pool("h200-pool")
+    assert plan is not None and plan.n_prfaas > 3
+    users = {n: c.spec for n, c in ns.clusters.items() if c.spec is not None}
+    mine = PrefillPoolStatus(planned_by="Fleet", replicas=4)  # what this writer left
+    # someone scaled it to 2 behind the operator's back: left alone, said so
+    d = decide_pool("h200-pool", pool_spec(), mine, 1, GroupObservation(2), out, users, NOW)
+    assert d.to_apply is None and d.change is not None and not d.change.acts
+    assert d.status.contested_generation == 1
+    contested = next(c for c in d.status.conditions if c.type == "ScaleContested")
+    assert contested.status == "True" and [e.reason for e in d.events] == ["ScaleContested"]
+    # still contested at the same generation, even though replicas no longer move
+    later = d.outcome(NOW)
+    d2 = decide_pool("h200-pool", pool_spec(), later, 1, GroupObservation(2), out, users, NOW)
+    assert d2.to_apply is None and d2.events == []
+    # the pool's spec changes (generation 2): the operator acts again
+    d3 = decide_pool("h200-pool", pool_spec(), later, 2, GroupObservation(2), out, users, NOW)
+    assert d3.to_apply is not None and d3.status.contested_generation is None

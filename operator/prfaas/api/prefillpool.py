@@ -61,6 +61,9 @@ class PrefillPoolStatus(Spec):
     """Fleet: the PDClusters that list it, with their shares (sum: the busy instances)."""
     scaled_at: str | None = Field(default=None, json_schema_extra={"format": "date-time"})
     """Fleet: when the pool's reconcile last scaled it (its cooldown survives restarts)."""
+    contested_generation: int | None = Field(default=None, ge=0)
+    """Fleet: another writer changed the pool's replicas at this generation of the pool; the
+    operator leaves them alone until the pool's spec changes or they reach the plan."""
     conditions: Conditions = Field(default_factory=list)
 
 

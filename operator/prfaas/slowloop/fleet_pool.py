@@ -118,9 +118,48 @@ def decide_pool(
     enforce = modes == {"Enforce"} and not dry_run
     if plan is None or seen.replicas is None or unknown:
         return PoolDecision(None, enforce, status)
-    (change,) = _change(spec, old, seen.replicas, seen.known, fleet, plan, users, now)
-    status = status.model_copy(update={"desired_replicas": change.desired})
-    return PoolDecision(change, enforce, status)
+    contested = _contested(spec, old, seen.replicas, plan.n_prfaas, generation)
+    held = "another writer owns its replicas" if contested else ""
+    (change,) = _change(spec, old, seen.replicas, seen.known, fleet, plan, users, now, held)
+    status = status.model_copy(
+        update={
+            "desired_replicas": change.desired,
+            "contested_generation": generation if contested else None,
+            "conditions": _contest_condition(status.conditions, contested, generation, iso(now)),
+        }
+    )
+    events = []
+    if contested and old.contested_generation != generation:
+        events.append(Event("Warning", "ScaleContested", _CONTESTED))
+    return PoolDecision(change, enforce, status, events)
+
+
+_CONTESTED = (
+    "replicas changed by another writer (an HPA, KEDA, or a GitOps tool re-applying replicas?); "
+    "the operator leaves them alone until the PrefillPool's spec changes or they reach the plan"
+)
+
+
+def _contested(
+    spec: PrefillPoolSpec, old: PrefillPoolStatus, now: int, planned: int, generation: int | None
+) -> bool:
+    """Another writer changed the pool since this writer's last pass (its replicas are not what
+    it left), or did at this generation before; a pool that reached the plan is free again."""
+    desired = max(spec.replicas.min, min(spec.replicas.max, planned))
+    if now == desired:
+        return False
+    changed = old.planned_by == "Fleet" and old.replicas is not None and now != old.replicas
+    carried = old.contested_generation is not None and old.contested_generation == generation
+    return changed or carried
+
+
+def _contest_condition(
+    conditions: list[Condition], contested: bool, generation: int | None, at: str
+) -> list[Condition]:
+    if contested:
+        return set_condition(conditions, "ScaleContested", "True", "AnotherWriter", _CONTESTED,
+                             generation, at)  # fmt: skip
+    return set_condition(conditions, "ScaleContested", "False", "SoleWriter", "", generation, at)
 
 
 def _conditions(
@@ -161,6 +200,7 @@ def _change(
     plan: PoolPlan,
     users: Mapping[str, PDClusterSpec],
     now: datetime,
+    held: str = "",
 ) -> list[Change]:
     last = old.scaled_at
     group = Group(
@@ -171,6 +211,7 @@ def _change(
         floor=traffic_floor(fleet, plan.name),
         reachable=reachable,
         last_change=datetime.fromisoformat(last.replace("Z", "+00:00")) if last else None,
+        held=held,
     )
     max_step = min((u.policy.max_step for u in users.values()), default=1)
     cooldown = max((u.policy.cooldown_seconds for u in users.values()), default=300)
