@@ -244,3 +244,49 @@ def test_the_pool_pass_does_not_fight_another_writer() -> None:
     # the pool's spec changes (generation 2): the operator acts again
     d3 = decide_pool("h200-pool", pool_spec(), later, 2, GroupObservation(2), out, users, NOW)
     assert d3.to_apply is not None and d3.status.contested_generation is None
+
+
+class _Listing:
+    """A stand-in for the API server's list answer (the edge is tested on a real one in
+    tests/integration/test_operator_fleet.py; this pins its parsing rules)."""
+
+    def __init__(self, pools: list[dict[str, Any]], clusters: list[dict[str, Any]]) -> None:
+        self.items = {"prefillpools": pools, "pdclusters": clusters}
+
+    def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        return self.items[plural]
+
+
+def test_reading_a_namespace_uses_published_demand_and_skips_the_deleted() -> None:
+    from prfaas.controller.fleet import read_namespace
+
+    ready = {"type": "Ready", "status": "False", "reason": "Unreachable",
+             "message": "dc-east: timed out", "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+    good = {
+        "metadata": {"name": "h200-pool", "generation": 3},
+        "spec": _doc("prefillpool-h200.yaml")["spec"],
+        "status": {"replicas": 4, "phase": "Degraded", "conditions": [ready]},
+    }
+    bad = {"metadata": {"name": "broken"}, "spec": {"datacenter": ""}}
+    measured = copy.deepcopy(_doc("pdcluster-h20.yaml")["spec"])
+    measured["workload"] = {"prometheus": {"url": "http://127.0.0.1:9090"}}
+    declared = cluster_spec(1.0).model_dump(by_alias=True, exclude_none=True, mode="json")
+    published = declared["workload"]["declared"] | {"arrivalRateRps": 2.5}
+    clusters = [
+        {"metadata": {"name": "m"}, "spec": measured, "status": {"workload": published}},
+        {"metadata": {"name": "new"}, "spec": measured},
+        {
+            "metadata": {"name": "gone", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": measured,
+        },
+    ]
+    listing = read_namespace(_Listing([good, bad], clusters), "ns")  # type: ignore[arg-type]
+    assert set(listing.ns.clusters) == {"m", "new"}  # a PDCluster being deleted frees its share
+    m = listing.ns.clusters["m"].workload
+    assert m is not None and m.arrival_rate_rps == 2.5
+    assert listing.ns.clusters["new"].workload is None  # not measured yet
+    assert listing.ns.pools["broken"].spec is None
+    pool = listing.ns.pools["h200-pool"]
+    assert pool.replicas == 4 and pool.degraded == "dc-east: timed out"
+    assert listing.pool_generation["h200-pool"] == 3
+    assert listing.lead(component(listing.ns, cluster="m")) == "m"
