@@ -260,8 +260,13 @@ class _Listing:
 def test_reading_a_namespace_uses_published_demand_and_skips_the_deleted() -> None:
     from prfaas.controller.fleet import read_namespace
 
-    ready = {"type": "Ready", "status": "False", "reason": "Unreachable",
-             "message": "dc-east: timed out", "lastTransitionTime": "2026-01-01T00:00:00Z"}  # fmt: skip
+    ready = {
+        "type": "Ready",
+        "status": "False",
+        "reason": "Unreachable",
+        "message": "dc-east: timed out",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
     good = {
         "metadata": {"name": "h200-pool", "generation": 3},
         "spec": _doc("prefillpool-h200.yaml")["spec"],
