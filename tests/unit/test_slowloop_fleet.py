@@ -104,9 +104,11 @@ def test_the_plan_is_memoised_on_its_inputs() -> None:
     ns = namespace(rate_a=1.3)
     comp = component(ns, cluster="a")
     first = plan_component(ns, comp).plan
-    hits = fleet_mod._plan.cache_info().hits
+    hits, misses = fleet_mod._plan.hits, fleet_mod._plan.misses
     again = plan_component(namespace(rate_a=1.3), comp).plan
-    assert again is first and fleet_mod._plan.cache_info().hits == hits + 1
+    assert again is first and fleet_mod._plan.hits == hits + 1
+    other = plan_component(namespace(rate_a=1.4), comp).plan
+    assert other is not first and fleet_mod._plan.misses == misses + 1
 
 
 def test_a_degraded_pool_or_a_cluster_without_demand_is_planned_without() -> None:

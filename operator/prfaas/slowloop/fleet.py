@@ -14,7 +14,9 @@ and sizes its pool as before.
 
 from __future__ import annotations
 
-import functools
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -141,7 +143,7 @@ def plan_component(ns: Namespace, comp: Component) -> FleetOutcome:
                             without)  # fmt: skip
     try:
         fleet = fleet_from_specs(pools, clusters, pool_replicas=sizes, workloads=workloads)
-        return FleetOutcome(_plan(fleet.model_dump_json()), None, without)
+        return FleetOutcome(_plan(fleet), None, without)
     except (PlanError, ScenarioError) as exc:
         return FleetOutcome(None, str(exc), without)
 
@@ -158,7 +160,32 @@ def _pool_unusable(found: PoolInput | None) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
-def _plan(key: str) -> FleetPlan:
-    """Memoised on the fleet's canonical JSON: the same inputs, the same plan, planned once."""
-    return plan_joint(Fleet.model_validate_json(key))
+class _Plans:
+    """The joint plans of the last fleets planned, by the SHA-256 of the fleet's canonical JSON
+    (a fleet of 1000 clusters is megabytes of JSON: keep digests, not keys)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.plans: OrderedDict[str, FleetPlan] = OrderedDict()
+        self.lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def __call__(self, fleet: Fleet) -> FleetPlan:
+        key = hashlib.sha256(fleet.model_dump_json().encode()).hexdigest()
+        with self.lock:
+            found = self.plans.get(key)
+            if found is not None:
+                self.plans.move_to_end(key)
+                self.hits += 1
+                return found
+        plan = plan_joint(fleet)  # outside the lock: passes of other fleets go on meanwhile
+        with self.lock:
+            self.misses += 1
+            self.plans[key] = plan
+            while len(self.plans) > self.size:
+                self.plans.popitem(last=False)
+        return plan
+
+
+_plan = _Plans()
+"""Memoised: the same inputs, the same plan, planned once for every member of a fleet."""
