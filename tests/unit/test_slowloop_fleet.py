@@ -215,6 +215,9 @@ def test_the_pool_pass_holds_for_observe_users_unknown_demand_and_unreachable_sc
     d = decide_pool("h200-pool", pool_spec(), PrefillPoolStatus(), 1, GroupObservation(2), out,
                     observe, NOW)  # fmt: skip
     assert d.change is not None and d.change.acts and d.to_apply is None
+    dry = decide_pool("h200-pool", pool_spec(), PrefillPoolStatus(), 1, GroupObservation(2),
+                      out, users, NOW, dry_run=True)  # fmt: skip
+    assert dry.change is not None and dry.change.acts and dry.to_apply is None
     d = decide_pool("h200-pool", pool_spec(), PrefillPoolStatus(), 1, GroupObservation(2), out,
                     users, NOW, unknown=["c"])  # fmt: skip
     assert d.to_apply is None
