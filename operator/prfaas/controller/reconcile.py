@@ -90,7 +90,10 @@ class Reconciler:
         listing = read_namespace(self.members.local, res.namespace)
         comp = component(listing.ns, cluster=res.name)
         if comp.is_fleet:
+            self.pool_endpoints.release((res.namespace, res.name))  # its watches are per pool
             return self._in_fleet(res, res.spec, listing, comp, now)
+        for link in res.spec.prefill_pools:  # no longer in a fleet: its per-pool watches go
+            self.pool_endpoints.release((res.namespace, f"{res.name}/{link.name}"))
         obs, handles = observe(
             self.members,
             self.query_factory,
