@@ -318,3 +318,80 @@ def test_the_pools_writer_does_not_fight_another_writer(
     released = condition(get_json(admin, POOL.singular, SHARED, "-n", NS), "ScaleContested")
     assert released is not None and released["status"] == "False"
     assert writes() > before
+
+
+def test_fleet_members_follow_a_shared_pools_engines_between_passes(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    """A pool declared by Service: its ready engines (EndpointSlices, written here as the
+    EndpointSlice controller would) reach both members' routing policies within seconds,
+    though they plan once a minute."""
+    ns = "fleet-engines"
+    start = {SHARED: 4, "e-prefill": 5, "e-decode": 3, "f-prefill": 5, "f-decode": 3}
+    apply(admin, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+          *[deployment(n, ns, r) for n, r in start.items()])  # fmt: skip
+    shared = pool(SHARED, 8, ns)
+    shared["spec"]["endpoints"] = {"service": "h200-engines"}
+    docs = [cluster(n, 1.0, {SHARED: 100}, ns) for n in ("e", "f")]
+    for doc in docs:
+        doc["spec"]["policy"]["intervalSeconds"] = 60
+    apply(admin, shared, *docs)
+
+    def routes(name: str) -> list[str] | None:
+        policy = status(admin, PDC.singular, name, ns).get("routingPolicy") or {}
+        found = [r for r in policy.get("prefillPools", []) if r["name"] == SHARED]
+        return found[0]["endpoints"] if found else None
+
+    wait_for("both route to the pool", lambda: all(routes(n) == [] for n in "ef"), timeout=60)
+    versions = {n: status(admin, PDC.singular, n, ns)["routingPolicy"]["version"] for n in "ef"}
+    engine = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "h200-engines-a", "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": "h200-engines"}},
+        "addressType": "FQDN",
+        "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+        "endpoints": [{"addresses": ["h200-a.example"], "conditions": {"ready": True}}],
+    }  # fmt: skip
+    t0 = time.monotonic()
+    kubectl(admin, "apply", "--server-side", "--field-manager=endpointslice-controller", "-f",
+            "-", stdin=yaml.safe_dump(engine))  # fmt: skip
+    want = ["http://h200-a.example:8000"]
+    wait_for("both publish the engine", lambda: all(routes(n) == want for n in "ef"), 30)
+    followed_s = time.monotonic() - t0
+    assert followed_s < 30  # well inside the 60 s between passes
+    for n in "ef":  # one new version each, nothing else changed
+        assert status(admin, PDC.singular, n, ns)["routingPolicy"]["version"] == versions[n] + 1
+
+
+def test_a_fleet_without_a_usable_pool_plans_its_clusters_alone(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    """The fleet's only pool goes unusable (its scale target is gone): each member is planned
+    alone, local prefill only, and says why; the pool is held, unplanned."""
+    ns = "fleet-engines"
+    for n in "ef":
+        kubectl(admin, "patch", PDC.singular, n, "-n", ns, "--type=merge",
+                "-p", json.dumps({"spec": {"policy": {"intervalSeconds": 2}}}))  # fmt: skip
+    broken = pool(SHARED, 8, ns)
+    broken["spec"]["endpoints"] = {"service": "h200-engines"}
+    broken["spec"]["scaleTargetRef"]["name"] = "missing"
+    apply(admin, broken)
+
+    def alone(name: str) -> bool:
+        st = status(admin, PDC.singular, name, ns)
+        policy = st.get("routingPolicy") or {}
+        return not policy.get("prefillPools") and (st.get("plan") or {}).get("nPrfaas") == 0
+
+    wait_for("both planned alone", lambda: all(alone(n) for n in "ef"), timeout=60)
+    for n in "ef":
+        obj = get_json(admin, PDC.singular, n, "-n", ns)
+        degraded = condition(obj, "Degraded")
+        assert degraded is not None and degraded["reason"] == "PrefillPoolUnusable"
+        assert "local prefill only" in degraded["message"]
+        assert "thresholdTokens" not in obj["status"]["routingPolicy"]  # never offload
+        assert obj["status"]["poolShares"] == [] or "poolShares" not in obj["status"]
+    pool_st = status(admin, POOL.singular, SHARED, ns)
+    assert pool_st["phase"] == "Degraded" and sorted(users(admin, SHARED, ns)) == ["e", "f"]
+    planned = condition(get_json(admin, POOL.singular, SHARED, "-n", ns), "Planned")
+    assert planned is not None and planned["status"] == "False"

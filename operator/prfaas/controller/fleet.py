@@ -96,6 +96,24 @@ def _workload(spec: PDClusterSpec | None, raw_status: Any) -> Workload | None:
     return status.workload if status is not None else None
 
 
+def with_unseen_sizes(
+    members: Members, trust: Trust, listing: Listing, namespace: str, comp: Component
+) -> Namespace:
+    """The namespace with the size of each pool no writer has published yet, read now (read
+    only: a new fleet's members plan with its pools from their first pass)."""
+    pools = dict(listing.ns.pools)
+    for name in comp.pools:
+        found, spec = pools.get(name), listing.pool_specs.get(name)
+        if found is None or spec is None or found.replicas is not None or found.degraded:
+            continue
+        if trust.target_refusal(namespace, spec.scale_target_ref.namespace) is not None:
+            continue
+        seen, _ = _read_scale(members, spec.placement, spec.scale_target_ref, namespace)
+        if seen.known:
+            pools[name] = PoolInput(spec, seen.replicas)
+    return Namespace(pools, listing.ns.clusters)
+
+
 @dataclass
 class PoolPass:
     """What one pool's pass did, for the handler to write and report."""

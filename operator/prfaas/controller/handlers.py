@@ -32,7 +32,7 @@ from prfaas.controller.reconcile import (
 from prfaas.controller.signals import prometheus_query_factory
 from prfaas.controller.trust import Trust
 from prfaas.slowloop.conditions import is_true, set_condition
-from prfaas.slowloop.decide import Outcome, endpoints_message, with_pool_engines
+from prfaas.slowloop.decide import Outcome, endpoints_message, with_pools_engines
 
 log = logging.getLogger("prfaas.operator")
 PDC, POOL = PDCluster.resource, PrefillPool.resource
@@ -125,7 +125,9 @@ class _Written:
     by a watch event, and a policy read from it must never step back a version."""
 
     policy: dict[str, Any] | None = None
-    engines: tuple[object, int] | None = None  # (watch, generation) last followed
+
+    def __init__(self) -> None:
+        self.engines: dict[str, tuple[object, int]] = {}  # pool → (watch, generation) followed
 
     def status(self, body: kopf.Body) -> dict[str, Any]:
         status = dict(body.status or {})
@@ -135,25 +137,36 @@ class _Written:
         return status
 
 
+def _pool_watches(name: str, namespace: str, body: kopf.Body) -> dict[str, Any]:
+    """The EndpointSlice watch of each pool this PDCluster publishes engines of: per pool in a
+    fleet, the first pool's otherwise."""
+    reconciler = Runtime.reconciler
+    pools = [str(p.get("name")) for p in body.spec.get("prefillPools") or []]
+    if reconciler is None or not pools:
+        return {}
+    found = {p: reconciler.pool_endpoints.view((namespace, f"{name}/{p}")) for p in pools}
+    if not any(found.values()):
+        found = {pools[0]: reconciler.pool_endpoints.view((namespace, name))}
+    return {p: w for p, w in found.items() if w is not None and w.ready is not None}
+
+
 async def _follow_pool_engines(
     name: str, namespace: str, body: kopf.Body, labels: dict[str, str], written: _Written
 ) -> None:
-    """Between passes: publish the pool's engines as soon as its EndpointSlices change (a new
-    policy version with nothing else changed), so routers follow pods within seconds."""
-    reconciler, local = Runtime.reconciler, Runtime.local
-    watch = reconciler.pool_endpoints.view((namespace, name)) if reconciler else None
-    pools = body.spec.get("prefillPools") or []
-    if local is None or watch is None or watch.ready is None or not pools:
-        return
-    if written.engines == (watch, watch.generation):
+    """Between passes: publish the pools' engines as soon as their EndpointSlices change (a
+    new policy version with nothing else changed), so routers follow pods within seconds."""
+    local = Runtime.local
+    watches = _pool_watches(name, namespace, body)
+    seen = {p: (w, w.generation) for p, w in watches.items()}
+    fresh = {p: w.ready for p, w in watches.items() if written.engines.get(p) != seen[p]}
+    if local is None or not fresh:
         return  # nothing new since the last look
-    seen = (watch, watch.generation)
     old = parse_status(written.status(body)).routing_policy
     if old is None:
         return
-    new = with_pool_engines(old, str(pools[0].get("name")), watch.ready)
+    new = with_pools_engines(old, fresh)
     if new.version == old.version:
-        written.engines = seen
+        written.engines.update(seen)
         return
     doc = new.model_dump(by_alias=True, exclude_none=True, mode="json")
     try:
@@ -163,7 +176,8 @@ async def _follow_pool_engines(
     except Exception as exc:  # the next tick tries again
         log.warning("routing policy of %s/%s not updated: %s", namespace, name, exc)
         return
-    written.policy, written.engines = doc, seen
+    written.policy = doc
+    written.engines.update(seen)
     log.info(
         "routing policy of %s/%s v%d: %s", namespace, name, new.version, endpoints_message(new)
     )

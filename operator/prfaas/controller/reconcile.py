@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus, PoolLink
 from prfaas.controller.endpoints import PoolEndpoints
-from prfaas.controller.fleet import Listing, read_namespace, size_pools
+from prfaas.controller.fleet import Listing, read_namespace, size_pools, with_unseen_sizes
 from prfaas.controller.kube import Members, TargetError, UnreachableError
 from prfaas.controller.observe import ScaleHandle, observe
 from prfaas.controller.signals import Query
@@ -25,7 +25,7 @@ from prfaas.slowloop.conditions import parse_conditions
 from prfaas.slowloop.decide import Decision, Outcome, decide, invalid_spec
 from prfaas.slowloop.fleet import Component, FleetOutcome, component, plan_component, with_workload
 from prfaas.slowloop.fleet_member import PoolReach, decide_member
-from prfaas.slowloop.observation import GroupName, Signals
+from prfaas.slowloop.observation import GroupName, Observation, PoolObservation, Signals
 from prfaas.slowloop.safety import Change
 
 
@@ -118,26 +118,34 @@ class Reconciler:
     def _in_fleet(
         self, res: Resource, spec: PDClusterSpec, listing: Listing, comp: Component, now: datetime
     ) -> Outcome:
-        """A member of a fleet: its own groups from the joint plan; the lead also sizes the
-        fleet's pools (their one writer)."""
+        """A member of a fleet: its own groups from the joint plan (alone, local only, when no
+        pool of the fleet can be used); the lead also sizes the fleet's pools (their one
+        writer)."""
         alone = spec.model_copy(update={"prefill_pools": []})  # pools are not its to read
         obs, handles = observe(
             self.members, self.query_factory, self.trust, res.name, res.namespace, alone
         )
-        obs = replace(obs, spec=spec)
-        ns = listing.ns
+        ns = with_unseen_sizes(self.members, self.trust, listing, res.namespace, comp)
         if isinstance(obs.signals, Signals):  # its own demand as measured now (then published)
             ns = with_workload(ns, res.name, obs.signals.workload)
         fleet = plan_component(ns, comp)
-        pools = tuple(self._reach(res, link, listing, fleet) for link in spec.prefill_pools)
-        decision = decide_member(
-            obs, res.status, now, res.generation, fleet, pools, dry_run=self.dry_run
-        )
-        outcome = (
-            decision
-            if isinstance(decision, Outcome)
-            else decision.outcome(act(decision.to_apply, handles))
-        )
+        if (
+            fleet.plan is None
+            and all(p in fleet.without for p in comp.pools)
+            and spec.prefill_pools
+        ):
+            outcome = self._local_only(res, obs, handles, fleet, now)
+        else:
+            pools = tuple(self._reach(res, link, listing, fleet) for link in spec.prefill_pools)
+            decision = decide_member(
+                replace(obs, spec=spec), res.status, now, res.generation, fleet, pools,
+                dry_run=self.dry_run,
+            )  # fmt: skip
+            outcome = (
+                decision
+                if isinstance(decision, Outcome)
+                else decision.outcome(act(decision.to_apply, handles))
+            )
         if listing.lead(comp) == res.name:
             view = Listing(ns, listing.pool_specs, listing.pool_status, listing.pool_generation,
                            listing.cluster_specs)  # fmt: skip
@@ -151,6 +159,34 @@ class Reconciler:
                 now,
                 self.dry_run,
             )
+        return outcome
+
+    def _local_only(
+        self,
+        res: Resource,
+        obs: Observation,
+        handles: Mapping[GroupName, ScaleHandle],
+        fleet: FleetOutcome,
+        now: datetime,
+    ) -> Outcome:
+        """No pool of its fleet can be used: planned alone, local prefill only, as a PDCluster
+        without a pool is (and says why); its demand is still published for the fleet."""
+        assert not isinstance(res.spec, ValidationError)
+        link = res.spec.prefill_pools[0]
+        why = "; ".join(f"PrefillPool {p}: {w}" for p, w in sorted(fleet.without.items())
+                        if p in {x.name for x in res.spec.prefill_pools})  # fmt: skip
+        problem = ("PrefillPoolUnusable", f"{why}; planned without them, local prefill only")
+        local = replace(obs, pool=PoolObservation(link, None, problem))
+        decision = decide(local, res.status, now, res.generation, dry_run=self.dry_run,
+                          max_plan_cells=self.trust.max_plan_cells)  # fmt: skip
+        outcome = (
+            decision
+            if not isinstance(decision, Decision)
+            else decision.outcome(act(decision.to_apply, handles))
+        )
+        if isinstance(obs.signals, Signals):
+            update = {"workload": obs.signals.workload, "pool_shares": []}
+            outcome.status = outcome.status.model_copy(update=update)
         return outcome
 
     def _reach(
