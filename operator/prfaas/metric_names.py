@@ -20,3 +20,6 @@ ENGINE_KV_OFFERED = "prfaas_engine_kv_offered_bytes"
 ENGINE_KV_PENDING = "prfaas_engine_kv_pending_bytes"
 """Gauge of nominal KV bytes a prefill engine offered and has not sent yet (stored or sending):
 with the counter above, the pool side of a link's load, alike for every router replica."""
+PDCLUSTER_LABEL = "pdcluster"
+"""Label on every router series: the PDCluster it serves, ``<namespace>/<name>`` (the default
+queries select ``pdcluster=~"<it>|"``: that cluster's routers, or unlabelled ones)."""

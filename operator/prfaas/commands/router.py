@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,9 @@ from prfaas.commands.serving_args import (
     serve,
     workers,
 )
+
+_NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+_PDCLUSTER = re.compile(f"{_NAME}/{_NAME}")
 
 
 def register(sub: Any) -> None:
@@ -42,6 +46,14 @@ def register(sub: Any) -> None:
     src.add_argument("--pdcluster", metavar="NAME", help="watch this PDCluster's status")
     src.add_argument("--policy-file", type=Path, metavar="PATH", help="read the policy here")
     p.add_argument("-n", "--namespace", default="default", help="the PDCluster's namespace")
+    p.add_argument(
+        "--metrics-pdcluster",
+        metavar="NAMESPACE/NAME",
+        help="label every /metrics series pdcluster=NAMESPACE/NAME, so that the operator's "
+        "default queries count this router's traffic for that PDCluster only (default: the "
+        "--pdcluster it watches; with --policy-file: unlabelled, counted for every PDCluster "
+        "planning from that Prometheus)",
+    )
     p.add_argument(
         "--kubeconfig",
         help="kubeconfig for the PDCluster and EndpointSlice watches (default: in-cluster, "
@@ -244,7 +256,13 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout_s=args.idle_timeout,
         body_timeout_s=args.body_timeout,
     )
+    label = args.metrics_pdcluster or (
+        f"{args.namespace}/{args.pdcluster}" if args.pdcluster else None
+    )
+    if label is not None and not _PDCLUSTER.fullmatch(label):
+        raise CommandError(f"--metrics-pdcluster {label!r}: expected NAMESPACE/NAME")
     cfg = RouterConfig(
+        pdcluster=label,
         models=tuple(args.model),
         max_body_bytes=int(args.max_body_mb * (1 << 20)),
         tokenizer=args.tokenizer,

@@ -166,6 +166,13 @@ class Cluster:
             raise
         return obj
 
+    def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        """Every one of our custom resources of a kind in ``namespace``."""
+        api = client.CustomObjectsApi(self.api)
+        found = self._call(api.list_namespaced_custom_object, GROUP, VERSION, namespace, plural)
+        items: list[dict[str, Any]] = found.get("items") or []
+        return items
+
     def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         api = client.CustomObjectsApi(self.api)
         self._call(

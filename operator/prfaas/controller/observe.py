@@ -80,9 +80,8 @@ def observe(
             handles[group] = ScaleHandle(None, ref, namespace)
             continue
         groups[group], handles[group] = _read_scale(members, placement, ref, namespace)
-    obs = Observation(
-        name, spec, groups, _signals(spec, query_factory, trust), pool, namespace=namespace
-    )
+    signals = _signals(spec, query_factory, trust, f"{namespace}/{name}")
+    obs = Observation(name, spec, groups, signals, pool, namespace=namespace)
     return obs, handles
 
 
@@ -176,13 +175,13 @@ _WARNED: set[tuple[str, str]] = set()
 
 
 def _signals(
-    spec: PDClusterSpec, query_factory: Callable[[str], Query], trust: Trust
+    spec: PDClusterSpec, query_factory: Callable[[str], Query], trust: Trust, pdcluster: str
 ) -> Signals | SignalsUnavailable:
     source = spec.workload.prometheus
     refusal = trust.prometheus_refusal(source.url) if source is not None else None
     if refusal is not None:  # never queried
         return SignalsUnavailable("PrometheusNotAllowed", refusal)
     try:
-        return gather(spec.workload, query_factory)
+        return gather(spec.workload, query_factory, pdcluster)
     except SignalsUnavailableError as exc:
         return SignalsUnavailable(exc.reason, str(exc))

@@ -4,10 +4,12 @@ Prometheus queries read the metrics named in ``prfaas.metric_names``; dashboards
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from prfaas import metric_names as names
 from prfaas.model.workload import LENGTH_BUCKETS
@@ -32,6 +34,8 @@ _MODES: dict[str, _Mode] = {
     "prfaas_router_engine_up": "livemin",
     "prfaas_router_engine_in_flight": "livesum",
     "prfaas_router_engine_draining": "livemax",
+    "prfaas_router_requests_in_flight": "livesum",
+    "prfaas_router_endpoints_refused": "livemax",
 }
 
 
@@ -41,11 +45,28 @@ def _gauge(
     return Gauge(name, doc, labels, registry=registry, multiprocess_mode=_MODES[name])
 
 
+class _Labelled(Collector):
+    """Every series of ``inner`` with one more label (the PDCluster the router serves)."""
+
+    def __init__(self, inner: CollectorRegistry, label: str, value: str) -> None:
+        self.inner, self.label, self.value = inner, label, value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                labels = {**s.labels, self.label: self.value}
+                out.add_sample(s.name, labels, s.value, s.timestamp, s.exemplar)
+            yield out
+
+
 class RouterMetrics:
     """The router's metrics; under ``--workers`` (prometheus_client's multiprocess mode) every
-    worker's values, combined per gauge as ``_MODES`` says."""
+    worker's values, combined per gauge as ``_MODES`` says. ``pdcluster`` ("namespace/name"):
+    every series carries ``pdcluster="<it>"``, so that the operator's default queries select
+    this cluster's traffic in a shared Prometheus."""
 
-    def __init__(self) -> None:
+    def __init__(self, pdcluster: str | None = None) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(names.ROUTER_REQUESTS, "routed requests by prefill target "
                                 "and reason", ["target", "reason"], registry=r)  # fmt: skip
@@ -95,9 +116,9 @@ class RouterMetrics:
                                    ["pool", "result"], registry=r)  # fmt: skip
         self.errors = Counter("prfaas_router_errors", "requests answered with an error",
                               ["code"], registry=r)  # fmt: skip
-        self.in_flight = Gauge("prfaas_router_requests_in_flight", "client requests in flight "
+        self.in_flight = _gauge("prfaas_router_requests_in_flight", "client requests in flight "
                                "here (at most --max-concurrency)", registry=r)  # fmt: skip
-        self.refused = Gauge("prfaas_router_endpoints_refused", "endpoints of the policy "
+        self.refused = _gauge("prfaas_router_endpoints_refused", "endpoints of the policy "
                              "dropped, by reason (invalid: not an http(s) URL; not_allowed: "
                              "outside --allow-endpoint)", ["reason"], registry=r)  # fmt: skip
         self.approximate = Counter("prfaas_router_approximate_token_counts", "text prompts "
@@ -112,6 +133,10 @@ class RouterMetrics:
                                      "left the policy finishes its requests", ["endpoint"],
                                      registry=r)  # fmt: skip
         self.endpoints: set[str] = set()  # the endpoint label values exported now
+        self.pdcluster = pdcluster
+        if pdcluster:  # the exposed registry labels every series; the metrics live in ``r``
+            self.registry = CollectorRegistry()
+            self.registry.register(_Labelled(r, names.PDCLUSTER_LABEL, pdcluster))
 
     def exposed(self) -> CollectorRegistry:
         """What ``/metrics`` shows: this process's registry, or all workers' together."""
@@ -119,4 +144,8 @@ class RouterMetrics:
             return self.registry
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-        return merged
+        if not self.pdcluster:
+            return merged
+        labelled = CollectorRegistry()
+        labelled.register(_Labelled(merged, names.PDCLUSTER_LABEL, self.pdcluster))
+        return labelled

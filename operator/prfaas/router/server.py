@@ -80,6 +80,7 @@ class RouterConfig:
     budget: PhaseBudget | None = None  # phase bounds; None: only the upstream timeouts
     limits: Limits = field(default_factory=Limits)
     api_keys: ApiKeys | None = None  # None: the OpenAI routes are open
+    pdcluster: str | None = None  # "namespace/name": the label on every metric series
 
 
 @dataclass(slots=True)
@@ -146,7 +147,7 @@ class RouterServer:
     def __init__(self, cfg: RouterConfig, fleet: Fleet | None = None) -> None:
         self.cfg = cfg
         self.fleet = fleet or Fleet(link_retry_s=cfg.link_retry_s)
-        self.metrics = RouterMetrics()
+        self.metrics = RouterMetrics(cfg.pdcluster)
         self.counter = Counter(cfg.tokenizer)
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -138,7 +138,8 @@ class RoutingPolicy:
             raw_own = raw.get("thresholdTokens")
             own = None if raw_own is None else _int(raw_own, f"{where}.thresholdTokens")
             endpoints = _strings(raw.get("endpoints", []), f"{where}.endpoints")
-            standby = raw.get("standby", False)
+            standby = raw.get("standby")
+            standby = False if standby is None else standby  # null: absent (dumped with None)
             if not isinstance(standby, bool):
                 raise PolicyError(f"{where}.standby: expected true or false")
             handoff = _handoff(raw.get("handoff"), f"{where}.handoff")

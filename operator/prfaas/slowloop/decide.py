@@ -70,6 +70,8 @@ class Outcome:
     applied: list[Change] = field(default_factory=list)
     pool_status: PrefillPoolStatus | None = None
     pool_name: str | None = None
+    pools: list[Any] = field(default_factory=list)
+    """Fleet: the passes over the fleet's pools this pass made (``controller.fleet.PoolPass``)."""
 
 
 class _Report:
@@ -635,8 +637,15 @@ def with_pool_engines(
 ) -> RoutingPolicyStatus:
     """The published policy with ``pool``'s engines as they are now (a new version if they
     changed): engines come and go between plans, and while signals are stale too."""
+    return with_pools_engines(policy, {pool: ready})
+
+
+def with_pools_engines(
+    policy: RoutingPolicyStatus, ready: Mapping[str, Sequence[str]]
+) -> RoutingPolicyStatus:
+    """``with_pool_engines`` for several pools at once: one new version at most."""
     routes = [
-        r.model_copy(update={"endpoints": list(ready)}) if r.name == pool else r
+        r.model_copy(update={"endpoints": list(ready[r.name])}) if r.name in ready else r
         for r in policy.prefill_pools
     ]
     return _versioned(policy.model_copy(update={"prefill_pools": routes}), policy)
