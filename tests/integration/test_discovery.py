@@ -232,6 +232,8 @@ def system(
             wait_for("the operator's first policy", published, timeout=90)
             # the first pass waited for the pool's first list: its first policy names the engines
             assert routing_policy(hub)["version"] == 1
+            # marked as found in EndpointSlices: routers keep them with no allowlist
+            assert routing_policy(hub)["prefillPools"][0]["discovered"] is True
             router = stack.router(
                 [
                     "--pdcluster",

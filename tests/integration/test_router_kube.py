@@ -42,11 +42,18 @@ subjects: [{{kind: ServiceAccount, name: prfaas-router, namespace: {NS}}}]
 """
 
 
+# a pool whose engines the operator found in EndpointSlices, and one named by a spec's URL
+POOLS = [
+    {"name": "found", "endpoints": ["http://127.0.0.1:2"], "linkBudgetGbps": 1, "discovered": True},
+    {"name": "declared", "endpoints": ["http://127.0.0.1:3"], "linkBudgetGbps": 1},
+]
+
+
 def _status(kc: Path, version: int, threshold: int, decode: list[str]) -> None:
     policy = {
         "version": version,
         "thresholdTokens": threshold,
-        "prefillPools": [],
+        "prefillPools": POOLS,
         "prefillEndpoints": ["http://127.0.0.1:1"],
         "decodeEndpoints": decode,
     }
@@ -84,9 +91,11 @@ def test_router_follows_the_pdcluster_status(control_plane: ControlPlane, tmp_pa
 
     with Stack(tmp_path / "logs") as stack:
         decode = f"http://127.0.0.1:{free_port()}"
-        router = stack.router(
-            ["--pdcluster", "h20-pd", "-n", NS, "--kubeconfig", str(sa)], "router-kube", "/healthz"
-        )
+        argv = ["--pdcluster", "h20-pd", "-n", NS, "--kubeconfig", str(sa)]
+        # no --allow-endpoint: a PDCluster's author must not choose where prompts go, so every
+        # declared URL is dropped; only what the operator found in EndpointSlices is kept
+        closed = stack.router(argv, "router-kube-closed", "/healthz")
+        router = stack.router([*argv, "--allow-endpoint", "127.0.0.0/8"], "router-kube", "/healthz")
         url, proc = router.url, router.proc
         # nothing planned yet: the router says so instead of guessing
         assert http_get(url + "/readyz")[0] == 503
@@ -100,6 +109,16 @@ def test_router_follows_the_pdcluster_status(control_plane: ControlPlane, tmp_pa
             assert time.monotonic() < deadline, proc.tail()
             time.sleep(0.3)
         assert policy()["thresholdTokens"] == 19_400 and policy()["decodeEndpoints"] == [decode]
+        seen = json.loads(http_get(f"{closed.admin_url}/policy")[1])
+        assert seen["version"] == 7, seen
+        assert seen["decodeEndpoints"] == [] and seen["prefillEndpoints"] == []
+        assert [p["endpoints"] for p in seen["pools"]] == [["http://127.0.0.1:2"], []]
+        refused = [
+            line
+            for line in http_get(closed.url + "/metrics")[1].decode().splitlines()
+            if line.startswith("prfaas_router_endpoints_refused{") and "not_allowed" in line
+        ]
+        assert refused and float(refused[0].rsplit(" ", 1)[1]) == 3, refused
         _status(kc, 8, 25_000, [decode])
         while policy().get("version") != 8:
             assert time.monotonic() < deadline + 30, proc.tail()

@@ -111,6 +111,23 @@ def test_the_fleet_drops_declared_endpoints_outside_the_allowlist_not_found_ones
     assert fleet.policy.prefill_endpoints == ("http://10.7.0.1:8000",)
 
 
+def test_a_closed_allowlist_keeps_only_what_was_found_and_any_opens_it() -> None:
+    """``--pdcluster`` without ``--allow-endpoint``: no declared URL, but a pool's engines the
+    operator found in EndpointSlices (``discovered``) are kept."""
+    closed = Allowlist((), closed=True)
+    assert not closed.allows("http://10.0.0.1:80")
+    assert Allowlist(["any"], closed=True).allows("http://anywhere:1")
+    fleet = Fleet(allow=closed)
+    found = PoolRoute("found", ("http://10.9.0.1:8000",), 1.0, discovered=True)
+    declared = PoolRoute("declared", ("http://10.9.0.2:8000",), 1.0)
+    bad = fleet.apply(RoutingPolicy(1, 1, (found, declared), ("http://p:1",), ("http://d:1",)))
+    assert sorted(u for u, _ in bad) == ["http://10.9.0.2:8000", "http://d:1", "http://p:1"]
+    assert fleet.policy is not None
+    assert [p.endpoints for p in fleet.policy.pools] == [("http://10.9.0.1:8000",), ()]
+    raw = {"version": 1, "prefillPools": [{"name": "x", "linkBudgetGbps": 1, "discovered": True}]}
+    assert RoutingPolicy.from_status(raw).pools[0].discovered
+
+
 def test_loopback_names_are_checked_where_they_connect() -> None:
     fleet = Fleet(resolve_localhost=True, allow=Allowlist(["127.0.0.1/32"]))
     bad = fleet.apply(RoutingPolicy(1, None, (), ("http://e.localhost:1",), ("http://d:2",)))

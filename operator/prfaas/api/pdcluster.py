@@ -253,6 +253,9 @@ class PoolRoute(Spec):
     standby: bool | None = None
     """A pool the cluster reaches but its plan does not use: taken only while no planned
     pool is usable."""
+    discovered: bool | None = None
+    """The operator resolved these endpoints from the pool's EndpointSlices (not a spec's
+    ``urls``): routers take them without checking their endpoint allowlist."""
 
 
 class EndpointDiscovery(Spec):

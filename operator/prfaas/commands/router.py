@@ -137,7 +137,10 @@ def register(sub: Any) -> None:
         "for hosts written as IPs), HOST[:PORT] (*.svc.cluster.local matches names under it; "
         "no DNS lookup) or an http(s) URL prefix. A declared endpoint matching none is dropped, "
         "logged and counted (prfaas_router_endpoints_refused), never contacted; engines found "
-        "from EndpointSlices are allowed. Default: none given, any http(s) endpoint",
+        "from EndpointSlices (the router's, or a pool's as the operator publishes them) are "
+        "allowed. 'any': every http(s) endpoint. Default: none given: with --pdcluster no "
+        "declared endpoint (a PDCluster's author must not choose where prompts go), with "
+        "--policy-file any",
     )
     trust.add_argument(
         "--api-key-file",
@@ -244,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         raise CommandError(str(exc)) from None
     try:
-        allow = Allowlist(args.allow_endpoint)
+        allow = Allowlist(args.allow_endpoint, closed=args.pdcluster is not None)
         keys = ApiKeys(args.api_key_file) if args.api_key_file is not None else None
     except (AllowError, KeyFileError) as exc:
         raise CommandError(str(exc)) from None

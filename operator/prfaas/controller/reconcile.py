@@ -22,7 +22,13 @@ from prfaas.controller.observe import ScaleHandle, observe
 from prfaas.controller.signals import Query
 from prfaas.controller.trust import Trust
 from prfaas.slowloop.conditions import parse_conditions
-from prfaas.slowloop.decide import Decision, Outcome, decide, invalid_spec
+from prfaas.slowloop.decide import (
+    Decision,
+    Outcome,
+    decide,
+    invalid_spec,
+    published_handoff,
+)
 from prfaas.slowloop.fleet import Component, FleetOutcome, component, plan_component, with_workload
 from prfaas.slowloop.fleet_member import PoolReach, decide_member
 from prfaas.slowloop.observation import GroupName, Observation, PoolObservation, Signals
@@ -199,20 +205,21 @@ class Reconciler:
         if spec is None or link.name in fleet.without:
             self.pool_endpoints.release(user)
             return PoolReach(link.name, None, budget)
+        handoff = published_handoff(spec.handoff)
         if not spec.endpoints.discovers:
-            return PoolReach(link.name, tuple(spec.endpoints.urls), budget)
+            return PoolReach(link.name, tuple(spec.endpoints.urls), budget, False, handoff)
         where = spec.scale_target_ref.namespace or res.namespace
         previous = res.status.routing_policy
         last = next((tuple(r.endpoints) for r in (previous.prefill_pools if previous else [])
                      if r.name == link.name), ())  # fmt: skip
         if self.trust.target_refusal(res.namespace, where) is not None:
-            return PoolReach(link.name, (), budget)
+            return PoolReach(link.name, (), budget, True, handoff)
         try:
             cluster = self.members.for_placement(spec.placement, res.namespace)
         except UnreachableError:
-            return PoolReach(link.name, last, budget)
+            return PoolReach(link.name, last, budget, True, handoff)
         ready = self.pool_endpoints.ready(user, cluster, where, spec.endpoints)
-        return PoolReach(link.name, last if ready is None else tuple(ready), budget)
+        return PoolReach(link.name, last if ready is None else tuple(ready), budget, True, handoff)
 
 
 def _alone(outcome: Outcome) -> Outcome:

@@ -3,9 +3,12 @@
 with an optional port (``pool.example.net``, ``pool.example.net:8000``, ``*.svc.cluster.local``:
 host names as written, no DNS lookup) or a URL prefix (``https://pool.example.net/v1``).
 
-Engines the router finds itself (EndpointSlices of the Services the policy names) are allowed
-whatever the list says; every other endpoint of the policy must match an entry. An empty list
-allows every http(s) endpoint (local use; the chart sets one)."""
+Engines found from EndpointSlices (by the router for its local groups, by the operator for a
+PrefillPool: ``discovered`` in the published policy) are allowed whatever the list says; every
+other endpoint of the policy must match an entry. The entry ``any`` allows every http(s)
+endpoint. An empty list allows nothing when the policy comes from a PDCluster (whoever may write
+one must not choose where prompts go) and everything for ``--policy-file`` (a file on the
+router's own disk: the platform wrote it)."""
 
 from __future__ import annotations
 
@@ -33,8 +36,11 @@ class _Host:
 
 
 class Allowlist:
-    def __init__(self, entries: Iterable[str] = ()) -> None:
+    def __init__(self, entries: Iterable[str] = (), closed: bool = False) -> None:
+        """``closed``: an empty list allows nothing (else: anything)."""
         self.entries = tuple(entries)
+        self.closed = closed
+        self.any = False
         self._nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._hosts: list[_Host] = []
         self._prefixes: list[str] = []
@@ -42,6 +48,9 @@ class Allowlist:
             self._add(e.strip())
 
     def _add(self, entry: str) -> None:
+        if entry == "any":
+            self.any = True
+            return
         if "://" in entry:
             parts = urlsplit(entry)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -63,9 +72,11 @@ class Allowlist:
         return bool(self.entries)
 
     def allows(self, url: str) -> bool:
-        """``url`` (a valid http(s) URL) matches an entry; an empty list allows any."""
-        if not self.entries:
+        """``url`` (a valid http(s) URL) matches an entry; an empty list: not ``closed``."""
+        if self.any:
             return True
+        if not self.entries:
+            return not self.closed
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         try:

@@ -117,7 +117,9 @@ class Fleet:
         allow: Allowlist | None = None,
     ) -> None:
         self.config = config or HTTP_ROUTING
-        self.allow = allow or Allowlist()  # where declared (not discovered) endpoints may be
+        self.allow = (
+            allow if allow is not None else Allowlist()
+        )  # where declared (not discovered) endpoints may be
         self.link_retry_s = link_retry_s
         # engines on this host named ``<name>.localhost``: EndpointSlices may not hold loopback
         # addresses, on purpose, so this is opt-in (development, tests)
@@ -152,6 +154,7 @@ class Fleet:
         assert self.published is not None
         policy = self.published.with_found(self.found)
         found = {u for urls in self.found.values() for u in urls}
+        found.update(u for route in policy.pools if route.discovered for u in route.endpoints)
         bad: dict[str, str] = {}
         for u in self._urls(policy):
             if not valid_endpoint(u):

@@ -51,6 +51,7 @@ class PoolRoute:
     threshold_tokens: int | None = None
     standby: bool = False  # used only while no other (primary) pool is usable
     handoff: Handoff = Handoff()
+    discovered: bool = False  # the operator resolved the endpoints from EndpointSlices
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +144,8 @@ class RoutingPolicy:
             if not isinstance(standby, bool):
                 raise PolicyError(f"{where}.standby: expected true or false")
             handoff = _handoff(raw.get("handoff"), f"{where}.handoff")
-            pools.append(PoolRoute(name, endpoints, budget, own, standby, handoff))
+            discovered = raw.get("discovered") is True
+            pools.append(PoolRoute(name, endpoints, budget, own, standby, handoff, discovered))
         return cls(
             version=version,
             threshold_tokens=threshold,

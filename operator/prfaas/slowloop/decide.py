@@ -595,7 +595,8 @@ def routing_policy(
                 name=obs.pool.link.name,
                 endpoints=_pool_endpoints(obs, previous),
                 link_budget_gbps=link.budget_gbps,
-                handoff=_published(pool.handoff),
+                handoff=published_handoff(pool.handoff),
+                discovered=pool.endpoints.discovers or None,
             )
         ]
     else:
@@ -608,12 +609,12 @@ def routing_policy(
         decode_endpoints=list(spec.decode.endpoints.urls),
         prefill_discovery=_discovery(obs, PREFILL),
         decode_discovery=_discovery(obs, DECODE),
-        prefill_handoff=_published(spec.prefill.handoff),
+        prefill_handoff=published_handoff(spec.prefill.handoff),
     )
     return _versioned(candidate, previous), pending
 
 
-def _published(handoff: Handoff) -> Handoff | None:
+def published_handoff(handoff: Handoff) -> Handoff | None:
     """A protocol other than the default, as the router reads it; the default: absent (the
     policies of clusters that declare none stay as they were)."""
     return None if handoff == Handoff() else handoff

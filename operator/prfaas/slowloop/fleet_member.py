@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from prfaas.api.common import Handoff
 from prfaas.api.pdcluster import (
     PDClusterStatus,
     PendingThresholdStatus,
@@ -58,6 +59,8 @@ class PoolReach:
     name: str
     endpoints: tuple[str, ...] | None
     link_budget_gbps: float
+    discovered: bool = False  # endpoints resolved from the pool's EndpointSlices
+    handoff: Handoff | None = None  # the pool's P/D protocol as published (None: the default)
 
 
 def plan_of(cp: ClusterPlan) -> Plan:
@@ -182,6 +185,8 @@ class MemberDecision:
                         endpoints=list(p.endpoints),
                         link_budget_gbps=p.link_budget_gbps,
                         standby=None if p.name in shared else True,
+                        handoff=p.handoff,
+                        discovered=p.discovered or None,
                     )
                 )
         spec = self.obs.spec
