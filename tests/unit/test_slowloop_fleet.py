@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from prfaas.api.common import Handoff
 from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
 from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
 from prfaas.slowloop import fleet as fleet_mod
@@ -141,7 +142,7 @@ def test_a_member_scales_its_own_groups_and_routes_to_each_pool_it_has_a_share_o
     assert declared is not None
     signals = Signals("Declared", declared, declared.arrival_rate_rps)
     reach = (
-        PoolReach("h200-pool", ("http://p1",), 100.0),
+        PoolReach("h200-pool", ("http://p1",), 100.0, True, Handoff(protocol="sglang")),
         PoolReach("spare", ("http://s1",), 10.0),
     )
     d = decide_member(_obs("a", spec, signals), PDClusterStatus(), NOW, 1, out, reach)
@@ -158,6 +159,12 @@ def test_a_member_scales_its_own_groups_and_routes_to_each_pool_it_has_a_share_o
     used = {s.pool for s in row.shares}
     for route in policy.prefill_pools:
         assert route.standby is (None if route.name in used else True)
+    # each pool's P/D protocol and whether the operator found its engines, as reached
+    routes = {r.name: r for r in policy.prefill_pools}
+    assert routes["h200-pool"].discovered and routes["h200-pool"].handoff == Handoff(
+        protocol="sglang"
+    )
+    assert routes["spare"].discovered is None and routes["spare"].handoff is None
     assert status.workload == declared
 
 
