@@ -1,18 +1,24 @@
-"""Slow-loop cost on a real API server: 200 PDClusters.
+"""Slow-loop cost on a real API server: N PDClusters, one operator process.
 
 Starts a local control plane (built by `make k8s-bin`), installs the CRDs, one PrefillPool and
 N PDClusters (Observe mode, sharing three Deployments as scale targets), then measures
 (1) one reconcile pass in-process (read 3 /scale, plan, write status) for each CR, and
-(2) `prfaas operator` as a process: time until every PDCluster has a plan.
+(2) `prfaas operator` as a process: time until every PDCluster has a plan, with the process's
+CPU time and peak RSS; with ``--rounds R`` the next R rounds too (``intervalSeconds`` 60:
+every CR must be planned anew within each 60 s).
 
     make bench-reconcile        # or: .venv/bin/python bench/reconcile_scale.py --count 200
+    make bench-operator-scale   # 1000 PDClusters, two rounds after the first
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from kubernetes.client import ApiClient
 
 from prfaas.api import PDCluster
 from prfaas.controller.kube import Cluster, Members
@@ -31,9 +38,10 @@ from prfaas_dev.procs import Proc
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"
 PDC = PDCluster.resource
+INTERVAL_S = 60
 
 
-def objects(count: int) -> list[dict[str, object]]:
+def objects(count: int, interval: int) -> list[dict[str, object]]:
     pool = yaml.safe_load((ROOT / "manifests/samples/prefillpool-h200.yaml").read_text())
     pd = yaml.safe_load((ROOT / "manifests/samples/pdcluster-h20.yaml").read_text())
     pool["metadata"]["namespace"] = NS
@@ -46,16 +54,141 @@ def objects(count: int) -> list[dict[str, object]]:
     ]
     for i in range(count):
         doc = copy.deepcopy(pd)
-        doc["metadata"] = {"name": f"pd-{i:03d}", "namespace": NS}
-        doc["spec"]["policy"].update({"mode": "Observe", "intervalSeconds": 3600})
+        doc["metadata"] = {"name": f"pd-{i:04d}", "namespace": NS}
+        doc["spec"]["policy"].update({"mode": "Observe", "intervalSeconds": interval})
         docs.append(doc)
     return docs
 
 
+def in_process(cp: ControlPlane, count: int) -> None:
+    """One pass per CR in this process, one after another (no kopf, no event loop)."""
+    from kubernetes import config
+
+    api = config.new_client_from_config(str(cp.kubeconfig))
+    local = Cluster(api)
+    rec = Reconciler(Members(local), prometheus_query_factory(), lambda: datetime.now(UTC))
+    passes = []
+    t0 = time.perf_counter()
+    for i in range(count):
+        name = f"pd-{i:04d}"
+        obj = local.get_custom(PDC.plural, NS, name)
+        assert obj is not None
+        start = time.perf_counter()
+        res = Resource.parse(name, NS, obj["metadata"]["generation"], obj["spec"], None)
+        out = rec.reconcile(res)
+        status = out.status.model_dump(by_alias=True, exclude_none=True, mode="json")
+        local.patch_status(PDC.plural, NS, name, status)
+        passes.append((time.perf_counter() - start) * 1e3)
+    total = time.perf_counter() - t0
+    passes.sort()
+    print(
+        f"in-process reconcile, {count} PDClusters: total {total:.2f} s, per pass "
+        f"median {statistics.median(passes):.1f} ms, p99 "
+        f"{passes[int(0.99 * (len(passes) - 1))]:.1f} ms"
+    )
+
+
+class Usage:
+    """CPU seconds and peak RSS of a process, read from /proc."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak_mib = pid, 0.0
+        self.ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.ticks  # utime + stime
+
+    def sample(self) -> None:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):  # the kernel's own high-water mark
+                self.peak_mib = int(line.split()[1]) / 1024
+
+
+def planned_at(api: ApiClient) -> list[datetime | None]:
+    """Each CR's last plan time (status.signals.observedAt), None before its first. Read as raw
+    JSON: a kubectl + YAML poll of 1000 CRs costs the machine more than the operator does."""
+    path = f"/apis/{PDC.group}/{PDC.version}/namespaces/{NS}/{PDC.plural}"
+    resp = api.call_api(path, "GET", auth_settings=["BearerToken"], _preload_content=False)
+    out: list[datetime | None] = []
+    for o in json.loads(resp[0].data)["items"]:
+        at = ((o.get("status") or {}).get("signals") or {}).get("observedAt")
+        out.append(datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None)
+    return out
+
+
+def wait_round(api: ApiClient, count: int, since: datetime, usage: Usage, limit: float) -> int:
+    """Until every CR was planned after ``since`` (or ``limit`` s): how many were."""
+    t0 = time.perf_counter()
+    while True:
+        usage.sample()
+        done = sum(1 for at in planned_at(api) if at is not None and at > since)
+        if done == count or time.perf_counter() - t0 > limit:
+            return done
+        time.sleep(2)
+
+
+def operator_process(
+    cp: ControlPlane, tmp: Path, count: int, rounds: int, profile: Path | None
+) -> None:
+    """`prfaas operator` as deployed: time until every CR was planned anew, then per round."""
+    from kubernetes import config
+
+    api = config.new_client_from_config(str(cp.kubeconfig))
+    started = datetime.now(UTC).replace(microsecond=0)
+    time.sleep(1.1)  # observedAt has one-second resolution
+    argv = [sys.executable, "-m", "prfaas.cli", "operator", "--metrics-port", "0"]
+    argv += ["--liveness", "none", "--log-format", "plain"]
+    t0 = time.perf_counter()
+    op = Proc.spawn("operator", argv, tmp / "operator.log", env={"KUBECONFIG": str(cp.kubeconfig)})
+    spy = None
+    if profile is not None:
+        spy_argv = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(op.pid)]
+        fmt = "flamegraph" if profile.suffix == ".svg" else "raw"  # raw: collapsed stacks
+        spy_argv += ["--rate", "50", "--threads", "-f", fmt, "-o", str(profile)]
+        spy = subprocess.Popen(spy_argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    usage = Usage(op.pid)
+    try:
+        done = wait_round(api, count, started, usage, 600)
+        first = time.perf_counter() - t0
+        print(
+            f"operator process: {done}/{count} PDClusters planned {first:.1f} s after start; "
+            f"CPU {usage.cpu_s():.1f} s, peak RSS {usage.peak_mib:.0f} MiB"
+        )
+        for r in range(rounds):
+            since = datetime.now(UTC).replace(microsecond=0)
+            time.sleep(1.1)
+            t1, cpu1 = time.perf_counter(), usage.cpu_s()
+            done = wait_round(api, count, since, usage, 3 * INTERVAL_S)
+            took = time.perf_counter() - t1
+            print(
+                f"round {r + 1}: {done}/{count} planned anew within {took:.1f} s "
+                f"(intervalSeconds {INTERVAL_S}); CPU {usage.cpu_s() - cpu1:.1f} s, "
+                f"peak RSS {usage.peak_mib:.0f} MiB"
+            )
+    finally:
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+            spy.wait(timeout=60)
+        op.stop(grace_s=20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--count", type=int, default=200, help="PDClusters (default 200)")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="measure this many rounds after the first"
+    )
+    parser.add_argument(
+        "--skip-inprocess", action="store_true", help="only measure the operator process"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the operator into this file (.svg: flame graph, else raw stacks)",
+    )
     args = parser.parse_args()
+    interval = INTERVAL_S if args.rounds else 3600
     with tempfile.TemporaryDirectory() as tmp:
         cp = ControlPlane(state_dir=Path(tmp) / "cp").start()
         try:
@@ -63,67 +196,13 @@ def main() -> None:
             cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
             cp.kubectl("wait", "--for=condition=Established", f"crd/{PDC.name}")
             manifest = Path(tmp) / "objects.yaml"
-            manifest.write_text(yaml.safe_dump_all(objects(args.count)))
+            manifest.write_text(yaml.safe_dump_all(objects(args.count, interval)))
             t0 = time.perf_counter()
             cp.kubectl("apply", "--server-side", "-f", str(manifest))
             print(f"created {args.count} PDClusters in {time.perf_counter() - t0:.1f} s")
-
-            from kubernetes import config
-
-            api = config.new_client_from_config(str(cp.kubeconfig))
-            local = Cluster(api)
-            rec = Reconciler(Members(local), prometheus_query_factory(), lambda: datetime.now(UTC))
-            passes = []
-            t0 = time.perf_counter()
-            for i in range(args.count):
-                name = f"pd-{i:03d}"
-                obj = local.get_custom(PDC.plural, NS, name)
-                assert obj is not None
-                start = time.perf_counter()
-                res = Resource.parse(name, NS, obj["metadata"]["generation"], obj["spec"], None)
-                out = rec.reconcile(res)
-                status = out.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-                local.patch_status(PDC.plural, NS, name, status)
-                passes.append((time.perf_counter() - start) * 1e3)
-            total = time.perf_counter() - t0
-            passes.sort()
-            print(
-                f"in-process reconcile, {args.count} PDClusters: total {total:.2f} s, per pass "
-                f"median {statistics.median(passes):.1f} ms, p99 "
-                f"{passes[int(0.99 * (len(passes) - 1))]:.1f} ms"
-            )
-
-            # the operator as a process, as deployed: time until every CR was planned anew
-            started = datetime.now(UTC).replace(microsecond=0)
-            time.sleep(1.1)  # observedAt has one-second resolution
-            argv = [sys.executable, "-m", "prfaas.cli", "operator", "--metrics-port", "0"]
-            argv += ["--liveness", "none", "--log-format", "plain"]
-            t0 = time.perf_counter()
-            op = Proc.spawn(
-                "operator", argv, Path(tmp) / "operator.log", env={"KUBECONFIG": str(cp.kubeconfig)}
-            )
-            try:
-                while True:
-                    listing = yaml.safe_load(
-                        cp.kubectl("get", PDC.plural, "-n", NS, "-o", "yaml").stdout
-                    )
-                    done = sum(
-                        1
-                        for o in listing["items"]
-                        if datetime.fromisoformat(
-                            o["status"]["signals"]["observedAt"].replace("Z", "+00:00")
-                        )
-                        > started
-                    )
-                    if done == args.count or time.perf_counter() - t0 > 600:
-                        break
-                    time.sleep(1)
-                print(
-                    f"operator process: {done}/{args.count} PDClusters planned "
-                    f"{time.perf_counter() - t0:.1f} s after start"
-                )
-            finally:
-                op.stop(grace_s=20)
+            if not args.skip_inprocess:
+                in_process(cp, args.count)
+            operator_process(cp, Path(tmp), args.count, args.rounds, args.profile)
         finally:
             cp.stop()
 
