@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, CustomObjectsApi
 
 from prfaas.api import PDCluster
 from prfaas.controller.kube import Cluster, Members
@@ -108,10 +108,11 @@ class Usage:
 def planned_at(api: ApiClient) -> list[datetime | None]:
     """Each CR's last plan time (status.signals.observedAt), None before its first. Read as raw
     JSON: a kubectl + YAML poll of 1000 CRs costs the machine more than the operator does."""
-    path = f"/apis/{PDC.group}/{PDC.version}/namespaces/{NS}/{PDC.plural}"
-    resp = api.call_api(path, "GET", auth_settings=["BearerToken"], _preload_content=False)
+    resp = CustomObjectsApi(api).list_namespaced_custom_object(
+        PDC.group, PDC.version, NS, PDC.plural, _preload_content=False
+    )
     out: list[datetime | None] = []
-    for o in json.loads(resp[0].data)["items"]:
+    for o in json.loads(resp.data)["items"]:
         at = ((o.get("status") or {}).get("signals") or {}).get("observedAt")
         out.append(datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None)
     return out
@@ -167,10 +168,9 @@ def operator_process(
                 f"peak RSS {usage.peak_mib:.0f} MiB"
             )
     finally:
-        if spy is not None:
-            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-            spy.wait(timeout=60)
         op.stop(grace_s=20)
+        if spy is not None:  # py-spy writes its output once the process is gone
+            spy.wait(timeout=120)
 
 
 def main() -> None:

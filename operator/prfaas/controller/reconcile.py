@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus
 from prfaas.controller.endpoints import PoolEndpoints
 from prfaas.controller.kube import Members, TargetError, UnreachableError
+from prfaas.controller.memo import PlanMemo
 from prfaas.controller.observe import ScaleHandle, observe
 from prfaas.controller.signals import Query
 from prfaas.controller.trust import Trust
@@ -77,6 +78,7 @@ class Reconciler:
         self.dry_run = dry_run  # plan and report, never scale (operator-wide Observe)
         self.trust = trust or Trust()
         self.pool_endpoints = PoolEndpoints()  # pools' engines, watched in their clusters
+        self.planner = PlanMemo()  # a scenario planned before is not searched again
 
     def reconcile(self, res: Resource) -> Outcome:
         now = self.clock()
@@ -99,6 +101,7 @@ class Reconciler:
             now,
             res.generation,
             dry_run=self.dry_run,
+            planner=self.planner,
             max_plan_cells=self.trust.max_plan_cells,
         )
         if not isinstance(decision, Decision):

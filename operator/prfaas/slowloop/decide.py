@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from prfaas.api.pdcluster import (
     ContestedStatus,
@@ -28,7 +28,7 @@ from prfaas.api.pdcluster import (
 )
 from prfaas.api.planning import scenario_for
 from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
-from prfaas.model.planner import Plan, PlanError, PlanResult, grid_cells, plan
+from prfaas.model.planner import Plan, PlanError, grid_cells, plan
 from prfaas.model.profiles import LinkProfile
 from prfaas.model.scenario import PDSpec, PoolSpec, Scenario
 from prfaas.slowloop.conditions import Status, is_true, iso, set_condition
@@ -44,7 +44,17 @@ from prfaas.slowloop.observation import (
 from prfaas.slowloop.safety import Change, Group, floor_for, safe_changes
 from prfaas.slowloop.threshold import hold
 
-Planner = Callable[[Scenario], PlanResult]
+
+class Plans(Protocol):
+    """What a pass reads of a plan: a ``PlanResult``, or the operator's memo of one."""
+
+    @property
+    def prfaas(self) -> Plan: ...
+    @property
+    def homogeneous(self) -> Plan: ...
+
+
+Planner = Callable[[Scenario], Plans]
 Phase = Literal["Planned", "Applied", "Holding", "Degraded"]
 _SCALED_FIELD: dict[GroupName, str] = {
     POOL: "prefill_pool",
