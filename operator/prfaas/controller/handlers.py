@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +45,7 @@ class Runtime:
     dry_run = False
     trust = Trust()
     peering_lifetime = 15
+    workers = 16  # passes at once (threads), and connections to the local API server
     local: Cluster | None = None
 
 
@@ -67,7 +69,12 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # start quick (our passes retry on their own schedule anyway)
     settings.networking.error_backoffs = [1, 2, 4]
     settings.networking.request_timeout = 30
-    local = Cluster(await asyncio.to_thread(local_api))
+    # the passes' threads: asyncio's default (cores + 4) left 1000 PDClusters waiting in line
+    # on API-server round trips, not on CPU
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(Runtime.workers, thread_name_prefix="pass")
+    )
+    local = Cluster(await asyncio.to_thread(local_api, Runtime.workers))
     Runtime.local = local
     trust = Runtime.trust
     Runtime.reconciler = Reconciler(
