@@ -118,6 +118,15 @@ def planned_at(api: ApiClient) -> list[datetime | None]:
     return out
 
 
+def spread(times: list[datetime | None], since: datetime) -> str:
+    """When the CRs were planned, in seconds after ``since`` (one-second resolution)."""
+    after = sorted((t - since).total_seconds() for t in times if t is not None and t > since)
+    if not after:
+        return "none planned"
+    pick = [after[int(q * (len(after) - 1))] for q in (0.0, 0.5, 0.9, 1.0)]
+    return "planned at first/p50/p90/last " + "/".join(f"{s:.0f}" for s in pick) + " s"
+
+
 def wait_round(api: ApiClient, count: int, since: datetime, usage: Usage, limit: float) -> int:
     """Until every CR was planned after ``since`` (or ``limit`` s): how many were."""
     t0 = time.perf_counter()
@@ -154,7 +163,8 @@ def operator_process(
         first = time.perf_counter() - t0
         print(
             f"operator process: {done}/{count} PDClusters planned {first:.1f} s after start; "
-            f"CPU {usage.cpu_s():.1f} s, peak RSS {usage.peak_mib:.0f} MiB"
+            f"CPU {usage.cpu_s():.1f} s, peak RSS {usage.peak_mib:.0f} MiB; "
+            f"{spread(planned_at(api), started)}"
         )
         for r in range(rounds):
             since = datetime.now(UTC).replace(microsecond=0)
