@@ -4,6 +4,7 @@ matters is a new key; bounded; failures remembered as failures."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -92,14 +93,43 @@ def test_a_plan_error_is_remembered_and_raised_each_time() -> None:
     assert failing.calls == 1  # type: ignore[attr-defined]
 
 
-def test_threads_share_it() -> None:
-    memo = PlanMemo()
+def test_threads_asking_at_once_wait_for_one_search() -> None:
+    started = threading.Event()
+
+    def slow(scenario: Scenario) -> PlanResult:
+        slow.calls += 1  # type: ignore[attr-defined]
+        started.set()
+        time.sleep(0.3)  # the others ask meanwhile
+        return plan(scenario)
+
+    slow.calls = 0  # type: ignore[attr-defined]
+    memo = PlanMemo(planner=slow)
     sc = case_study()
     results = []
-    threads = [threading.Thread(target=lambda: results.append(memo(sc))) for _ in range(8)]
-    for t in threads:
+    first = threading.Thread(target=lambda: results.append(memo(sc)))
+    first.start()
+    started.wait(5)
+    others = [threading.Thread(target=lambda: results.append(memo(sc))) for _ in range(7)]
+    for t in [*others]:
         t.start()
-    for t in threads:
+    for t in [first, *others]:
         t.join()
+    assert slow.calls == 1  # type: ignore[attr-defined]
     assert len(results) == 8 and all(r == results[0] for r in results)
-    assert memo.hits + memo.misses == 8 and len(memo) == 1
+    assert (memo.misses, memo.hits, len(memo)) == (1, 7, 1)
+
+
+def test_an_unexpected_error_is_not_kept() -> None:
+    calls = []
+
+    def broken_once(scenario: Scenario) -> PlanResult:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+        return plan(scenario)
+
+    memo = PlanMemo(planner=broken_once)
+    with pytest.raises(RuntimeError):
+        memo(case_study())
+    assert memo(case_study()).prfaas == plan(case_study()).prfaas
+    assert len(calls) == 2

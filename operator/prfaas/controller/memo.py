@@ -14,8 +14,10 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
+from prfaas.controller import metrics
 from prfaas.model.planner import Plan, PlanError, PlanResult, plan
 from prfaas.model.scenario import Scenario
 
@@ -36,36 +38,46 @@ def scenario_key(scenario: Scenario) -> str:
 
 
 class PlanMemo:
-    """``Scenario → Plans``, thread-safe (passes run in worker threads), bounded (LRU)."""
+    """``Scenario → Plans``, bounded (LRU). Thread-safe, and one search per key: passes run in
+    worker threads, and those asking for a plan another is searching wait for it (at start-up,
+    1000 identical clusters in 16 threads would search it 16 times)."""
 
     def __init__(self, size: int = 4096, planner: Callable[[Scenario], PlanResult] = plan) -> None:
         self.size = size
         self.planner = planner
         self.hits = self.misses = 0
         self._lock = threading.Lock()
-        self._plans: OrderedDict[str, Plans | PlanError] = OrderedDict()
+        self._plans: OrderedDict[str, Future[Plans]] = OrderedDict()
 
     def __call__(self, scenario: Scenario) -> Plans:
         key = scenario_key(scenario)
         with self._lock:
-            found = self._plans.get(key)
-            if found is not None:
-                self._plans.move_to_end(key)
-                self.hits += 1
-        if found is None:  # planned outside the lock: other passes go on meanwhile
-            try:
-                result = self.planner(scenario)
-                found = Plans(result.prfaas, result.homogeneous)
-            except PlanError as exc:  # as deterministic as a plan: no search again either
-                found = exc
-            with self._lock:
-                self.misses += 1
-                self._plans[key] = found
+            entry = self._plans.get(key)
+            mine = entry is None
+            if entry is None:
+                entry = self._plans[key] = Future()
                 while len(self._plans) > self.size:
                     self._plans.popitem(last=False)
-        if isinstance(found, PlanError):
-            raise found.with_traceback(None)  # not one more frame for each time it is raised
-        return found
+                self.misses += 1
+            else:
+                self._plans.move_to_end(key)
+                self.hits += 1
+        metrics.PLANS.labels(memo="miss" if mine else "hit").inc()
+        if mine:  # searched outside the lock: other passes go on meanwhile
+            try:
+                result = self.planner(scenario)
+                entry.set_result(Plans(result.prfaas, result.homogeneous))
+            except PlanError as exc:  # as deterministic as a plan: no search again either
+                entry.set_exception(exc)
+            except BaseException as exc:  # a bug, not an answer: not kept
+                with self._lock:
+                    if self._plans.get(key) is entry:
+                        del self._plans[key]
+                entry.set_exception(exc)
+        try:
+            return entry.result()
+        except PlanError as exc:  # the same error each time: not one more frame each time
+            raise exc.with_traceback(None) from None
 
     def __len__(self) -> int:
         return len(self._plans)

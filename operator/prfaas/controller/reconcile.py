@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -106,7 +106,12 @@ class Reconciler:
         )
         if not isinstance(decision, Decision):
             return decision  # nothing to act on (stale signals, no plan)
-        return decision.outcome(act(decision.to_apply, handles))
+        outcome = decision.outcome(act(decision.to_apply, handles))
+        pool = decision.obs.pool
+        if pool is not None and outcome.pool_status == pool.status:
+            # as read this pass: no write (every PDCluster of a shared pool wrote it each pass)
+            outcome = replace(outcome, pool_status=None)
+        return outcome
 
 
 def act(changes: list[Change], handles: Mapping[GroupName, ScaleHandle]) -> dict[str, str]:
