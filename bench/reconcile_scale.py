@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
+from kubernetes import watch
 from kubernetes.client import ApiClient, CustomObjectsApi
 
 from prfaas.api import PDCluster
@@ -105,37 +107,73 @@ class Usage:
                 self.peak_mib = int(line.split()[1]) / 1024
 
 
-def planned_at(api: ApiClient) -> list[datetime | None]:
-    """Each CR's last plan time (status.signals.observedAt), None before its first. Read as raw
-    JSON: a kubectl + YAML poll of 1000 CRs costs the machine more than the operator does."""
-    resp = CustomObjectsApi(api).list_namespaced_custom_object(
-        PDC.group, PDC.version, NS, PDC.plural, _preload_content=False
-    )
-    out: list[datetime | None] = []
-    for o in json.loads(resp.data)["items"]:
-        at = ((o.get("status") or {}).get("signals") or {}).get("observedAt")
-        out.append(datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None)
-    return out
+def _observed_at(obj: dict[str, Any]) -> datetime | None:
+    at = ((obj.get("status") or {}).get("signals") or {}).get("observedAt")
+    return datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None
 
 
-def spread(times: list[datetime | None], since: datetime) -> str:
-    """When the CRs were planned, in seconds after ``since`` (one-second resolution)."""
-    after = sorted((t - since).total_seconds() for t in times if t is not None and t > since)
+class Planned:
+    """Each CR's last plan time (status.signals.observedAt), followed by a watch: one event per
+    status write, where a poll would list 1000 CRs (~5 MB of JSON) each time."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.crs = CustomObjectsApi(api)
+        self.at: dict[str, datetime | None] = {}
+        self.gaps: list[float] = []  # seconds between a CR's plan and its next one
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        listing = self.crs.list_namespaced_custom_object(PDC.group, PDC.version, NS, PDC.plural)
+        for o in listing["items"]:
+            self.at[o["metadata"]["name"]] = _observed_at(o)
+        self.rv = listing["metadata"]["resourceVersion"]
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+        self.thread.start()
+
+    def _follow(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                for ev in watch.Watch().stream(
+                    self.crs.list_namespaced_custom_object, PDC.group, PDC.version, NS,
+                    PDC.plural, resource_version=self.rv, timeout_seconds=60,
+                ):  # fmt: skip
+                    obj = ev["object"]
+                    self.rv = obj["metadata"]["resourceVersion"]
+                    name, at = obj["metadata"]["name"], _observed_at(obj)
+                    with self.lock:
+                        old = self.at.get(name)
+                        if old is not None and at is not None and at > old:
+                            self.gaps.append((at - old).total_seconds())
+                        self.at[name] = at
+                    if self.stopped.is_set():
+                        return
+            except Exception as exc:  # a loaded API server: watch again from where it was
+                print(f"(watch: {type(exc).__name__}, again)", file=sys.stderr)
+                time.sleep(1)
+
+    def since(self, since: datetime) -> list[float]:
+        """Seconds after ``since`` of the CRs planned after it."""
+        with self.lock:
+            times = list(self.at.values())
+        return sorted((t - since).total_seconds() for t in times if t is not None and t > since)
+
+
+def spread(after: list[float]) -> str:
+    """When the CRs were planned (one-second resolution)."""
     if not after:
         return "none planned"
     pick = [after[int(q * (len(after) - 1))] for q in (0.0, 0.5, 0.9, 1.0)]
     return "planned at first/p50/p90/last " + "/".join(f"{s:.0f}" for s in pick) + " s"
 
 
-def wait_round(api: ApiClient, count: int, since: datetime, usage: Usage, limit: float) -> int:
+def wait_round(planned: Planned, count: int, since: datetime, usage: Usage, limit: float) -> int:
     """Until every CR was planned after ``since`` (or ``limit`` s): how many were."""
     t0 = time.perf_counter()
     while True:
         usage.sample()
-        done = sum(1 for at in planned_at(api) if at is not None and at > since)
+        done = len(planned.since(since))
         if done == count or time.perf_counter() - t0 > limit:
             return done
-        time.sleep(2)
+        time.sleep(0.5)
 
 
 def operator_process(
@@ -144,7 +182,7 @@ def operator_process(
     """`prfaas operator` as deployed: time until every CR was planned anew, then per round."""
     from kubernetes import config
 
-    api = config.new_client_from_config(str(cp.kubeconfig))
+    planned = Planned(config.new_client_from_config(str(cp.kubeconfig)))
     started = datetime.now(UTC).replace(microsecond=0)
     time.sleep(1.1)  # observedAt has one-second resolution
     argv = [sys.executable, "-m", "prfaas.cli", "operator", "--metrics-port", "0"]
@@ -159,23 +197,26 @@ def operator_process(
         spy = subprocess.Popen(spy_argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     usage = Usage(op.pid)
     try:
-        done = wait_round(api, count, started, usage, 600)
+        done = wait_round(planned, count, started, usage, 600)
         first = time.perf_counter() - t0
         print(
             f"operator process: {done}/{count} PDClusters planned {first:.1f} s after start; "
             f"CPU {usage.cpu_s():.1f} s, peak RSS {usage.peak_mib:.0f} MiB; "
-            f"{spread(planned_at(api), started)}"
+            f"{spread(planned.since(started))}"
         )
         for r in range(rounds):
             since = datetime.now(UTC).replace(microsecond=0)
             time.sleep(1.1)
             t1, cpu1 = time.perf_counter(), usage.cpu_s()
-            done = wait_round(api, count, since, usage, 3 * INTERVAL_S)
+            planned.gaps.clear()
+            done = wait_round(planned, count, since, usage, 3 * INTERVAL_S)
             took = time.perf_counter() - t1
+            gaps = planned.gaps or [0.0]
             print(
                 f"round {r + 1}: {done}/{count} planned anew within {took:.1f} s "
                 f"(intervalSeconds {INTERVAL_S}); CPU {usage.cpu_s() - cpu1:.1f} s, "
-                f"peak RSS {usage.peak_mib:.0f} MiB"
+                f"peak RSS {usage.peak_mib:.0f} MiB; a CR's plan to its next: median "
+                f"{statistics.median(gaps):.0f} s, max {max(gaps):.0f} s"
             )
     finally:
         op.stop(grace_s=20)
