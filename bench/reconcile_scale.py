@@ -122,7 +122,9 @@ class Planned:
         self.gaps: list[float] = []  # seconds between a CR's plan and its next one
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        listing = self.crs.list_namespaced_custom_object(PDC.group, PDC.version, NS, PDC.plural)
+        listing: dict[str, Any] = self.crs.list_namespaced_custom_object(
+            PDC.group, PDC.version, NS, PDC.plural
+        )
         for o in listing["items"]:
             self.at[o["metadata"]["name"]] = _observed_at(o)
         self.rv = listing["metadata"]["resourceVersion"]
