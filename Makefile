@@ -10,7 +10,7 @@ OUT := .local
 -include hack/k8s.mk
 -include hack/flux.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds e2e-kind clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-operator-scale bench-overhead bench-goodput peers crds e2e-kind clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
