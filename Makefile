@@ -8,9 +8,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml devtools/pyproject.toml |
 OUT := .local
 
 -include hack/k8s.mk
+-include hack/kind.mk
 -include hack/flux.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-operator-scale bench-overhead bench-goodput peers crds e2e-kind clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-operator-scale bench-overhead bench-goodput peers crds lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -25,31 +26,37 @@ $(STAMP): pyproject.toml devtools/pyproject.toml
 
 venv: $(STAMP) ## create .venv with the package, the dev tooling (devtools/) and dev tools
 
-deps: ## system packages the integration tests use (Debian's prometheus; git for the GitOps tests)
+deps: ## system packages the integration tests use (Debian's prometheus; git for the GitOps tests; docker.io, debootstrap, jq for kind)
 	@missing=; for p in prometheus git; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> installing Debian's$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+	@hack/kind/docker.sh install
 
 lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
 	$(VENV)/bin/ruff check operator devtools tests bench
 	$(VENV)/bin/ruff format --check operator devtools tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/hadolint Dockerfile hack/kind/python/Dockerfile hack/kind/node/Dockerfile
 
 unit: venv ## unit tests only (fast, no processes)
 	$(PY) -m pytest tests/unit -q
 
-test: lint deps k8s-bin flux-bin peers ## the whole suite: lint, unit and integration tests
-	$(PY) -m pytest tests -q
+# The kind tests need the project's Docker engine: `docker.sh run` starts it if it is not running
+# and stops it afterwards (also on failure); the tests create and delete the clusters themselves.
+test: lint deps k8s-bin flux-bin kind-bin peers ## the whole suite: lint, unit and integration tests (incl. two kind clusters)
+	@hack/kind/docker.sh run sh -c 'hack/kind/images.sh node >/dev/null && $(PY) -m prfaas_dev.image >/dev/null && $(PY) -m pytest tests -q'
 
 demo: venv deps k8s-bin ## the case study: plan (Table 6, Fig. 5), simulate, then the whole system live (~4 min)
 	@mkdir -p $(OUT)
 	$(VENV)/bin/prfaas plan --plot $(OUT)/figure5.png
 	$(VENV)/bin/prfaas simulate --plot $(OUT)/simulation.png
 	$(VENV)/bin/prfaas demo --out $(OUT)/demo $(DEMO_ARGS)
+
+lock: venv ## requirements.lock: the image's runtime dependencies pinned with hashes (after changing them)
+	@hack/lock.sh
 
 crds: venv ## regenerate crds/ from the pydantic models in prfaas.api
 	$(VENV)/bin/prfaas crds --out crds --reference docs/crd-reference.md
@@ -109,18 +116,6 @@ bench-goodput-aiperf: venv peers ## Benchmark B, then the same case study driven
 
 peers: ## sglang-router, vllm-router, aiperf in version-keyed venvs outside the repo (first time ~2 min; cached)
 	@hack/peers.sh
-
-KIND_VERSION ?= v0.33.0
-KIND := $(OUT)/bin/kind
-e2e-kind: venv deps k8s-bin ## the operator integration suite on two kind clusters (needs Docker)
-	@docker info >/dev/null 2>&1 || { echo "e2e-kind needs a running Docker engine"; exit 1; }
-	@[ -x $(KIND) ] || GOBIN=$(CURDIR)/$(OUT)/bin go install sigs.k8s.io/kind@$(KIND_VERSION)
-	@for c in a b; do $(KIND) get clusters | grep -qx prfaas-$$c || \
-	  $(KIND) create cluster --name prfaas-$$c --kubeconfig $(OUT)/kind-$$c.kubeconfig; done
-	PRFAAS_E2E_KUBECONFIGS=$(OUT)/kind-a.kubeconfig:$(OUT)/kind-b.kubeconfig \
-	PRFAAS_E2E_STOP_1="docker stop prfaas-b-control-plane" \
-	  $(PY) -m pytest tests/integration/test_operator.py -q; rc=$$?; \
-	  for c in a b; do $(KIND) delete cluster --name prfaas-$$c; done; exit $$rc
 
 clean: ## remove the venv and local state (not the cached Kubernetes binaries or Flux)
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -43,8 +43,13 @@ def scrape(url: str) -> dict[str, float]:
     status, body = http_get(url, timeout=5)
     if status != 200:
         raise RuntimeError(f"GET {url}: {status}")
+    return scrape_text(body.decode())
+
+
+def scrape_text(text: str) -> dict[str, float]:
+    """Prometheus exposition text as {'name{k="v",...}': value} (labels sorted)."""
     out: dict[str, float] = {}
-    for fam in text_string_to_metric_families(body.decode()):
+    for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
             out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value

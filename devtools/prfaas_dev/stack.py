@@ -14,7 +14,7 @@ Every process gets a free port, a log file and its own process group; ``Stack`` 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from prfaas_dev.http import http_get
@@ -42,6 +42,7 @@ class Service:
     port: int
     metrics_url: str | None
     proc: Proc
+    admin_url: str | None = None  # our router's admin port (/policy, /v1/route with URLs)
 
 
 class Stack(Group):
@@ -94,11 +95,17 @@ class Stack(Group):
         rtt_ms: float,
         speedup: float,
         kv_byte_scale: float | None = None,
+        gateway: tuple[int, Sequence[str]] | None = None,
     ) -> Service:
+        """``prfaas link``; ``gateway``: (its port, the networks it may dial)."""
         admin = free_port()
         argv = [*prfaas_argv(), "link", "--host", HOST, "--admin-port", str(admin)]
         for listen, (h, p) in routes.items():
             argv += ["--route", f"{listen}={h}:{p}"]
+        if gateway is not None:
+            argv += ["--gateway-port", str(gateway[0])]
+            for net in gateway[1]:
+                argv += ["--allow", net]
         argv += ["--gbps", f"{gbps:g}", "--rtt-ms", f"{rtt_ms:g}", "--speedup", f"{speedup:g}"]
         if kv_byte_scale is not None:
             argv += ["--kv-byte-scale", f"{kv_byte_scale:g}"]
@@ -114,19 +121,13 @@ class Stack(Group):
         pools: Sequence[tuple[str, Sequence[Engine], float]] = (),
         threshold_tokens: int | None = None,
         extra: Sequence[str] = (),
+        handoffs: Mapping[str, Mapping[str, object]] | None = None,
     ) -> Service:
         """``prfaas router`` on a policy file (``status.routingPolicy``): local PD-P ``prefills``,
-        PD-D ``decodes`` and PrefillPools ``(name, engines, link budget Gbps)``."""
-        policy = {
-            "version": 1,
-            "thresholdTokens": threshold_tokens,
-            "prefillPools": [
-                {"name": n, "endpoints": [e.url for e in es], "linkBudgetGbps": gbps}
-                for n, es, gbps in pools
-            ],
-            "prefillEndpoints": [e.url for e in prefills],
-            "decodeEndpoints": [e.url for e in decodes],
-        }
+        PD-D ``decodes`` and PrefillPools ``(name, engines, link budget Gbps)``; ``handoffs``:
+        a group's P/D protocol (``{"protocol": "sglang", "bootstrapPort": n}``) by pool name,
+        ``"local"`` for the local prefill group."""
+        policy = router_policy(prefills, decodes, pools, threshold_tokens, handoffs)
         policy_file = self.log_dir / f"{self.unique_name('prfaas-router')}.policy.json"
         policy_file.write_text(json.dumps(policy, indent=2))
         return self.router(["--policy-file", str(policy_file), "--log-format", "plain", *extra])
@@ -134,13 +135,15 @@ class Stack(Group):
     def router(
         self, args: Sequence[str], name: str = "prfaas-router", ready_path: str = "/readyz"
     ) -> Service:
-        """``prfaas router ARGS`` on a free port, once ``ready_path`` answers 200."""
-        port = free_port()
-        argv = [*prfaas_argv(), "router", "--host", HOST, "--port", str(port), *args]
+        """``prfaas router ARGS`` on a free port, with its admin port on another, once
+        ``ready_path`` answers 200."""
+        port, admin = free_port(), free_port()
+        argv = [*prfaas_argv(), "router", "--host", HOST, "--port", str(port)]
+        argv += ["--admin-port", str(admin), *args]
         proc = self._spawn(name, argv)
         url = f"http://{HOST}:{port}"
         proc.wait_ready(lambda: http_get(url + ready_path)[0] == 200, 60)
-        return Service(name, url, port, url + "/metrics", proc)
+        return Service(name, url, port, url + "/metrics", proc, f"http://{HOST}:{admin}")
 
     # -- peers -------------------------------------------------------------------------------
     def sglang_router(
@@ -198,3 +201,31 @@ class Stack(Group):
 
         proc.wait_ready(ready, 60)
         return Service("vllm-router", url, port, f"http://{HOST}:{prom}/metrics", proc)
+
+
+def router_policy(
+    prefills: Sequence[Engine],
+    decodes: Sequence[Engine],
+    pools: Sequence[tuple[str, Sequence[Engine], float]] = (),
+    threshold_tokens: int | None = None,
+    handoffs: Mapping[str, Mapping[str, object]] | None = None,
+) -> dict[str, object]:
+    """A ``status.routingPolicy`` for these engines (see ``Stack.prfaas_router``)."""
+    handoffs = handoffs or {}
+    routes: list[dict[str, object]] = []
+    for name, engines, gbps in pools:
+        route: dict[str, object] = {"name": name, "endpoints": [e.url for e in engines]}
+        route["linkBudgetGbps"] = gbps
+        if name in handoffs:
+            route["handoff"] = dict(handoffs[name])
+        routes.append(route)
+    policy: dict[str, object] = {
+        "version": 1,
+        "thresholdTokens": threshold_tokens,
+        "prefillPools": routes,
+        "prefillEndpoints": [e.url for e in prefills],
+        "decodeEndpoints": [e.url for e in decodes],
+    }
+    if "local" in handoffs:
+        policy["prefillHandoff"] = dict(handoffs["local"])
+    return policy

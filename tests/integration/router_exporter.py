@@ -20,8 +20,8 @@ POOL = "h200-pool"
 class RouterMetricsExporter:
     """Records requests as the router does for each one it routes (see ``router/server.py``)."""
 
-    def __init__(self) -> None:
-        self.metrics = m = RouterMetrics()
+    def __init__(self, pdcluster: str | None = None) -> None:
+        self.metrics = m = RouterMetrics(pdcluster)
         # labelled series exist from the start, so increase() sees all of the traffic
         self.routed = m.requests.labels("pool", Reason.LONG.value)
         self.link = m.link_bytes.labels(POOL)

@@ -138,7 +138,7 @@ class System:
     stack: Stack
 
     def policy(self) -> dict[str, Any]:
-        return dict(json.loads(http_get(self.router.url + "/policy")[1]))
+        return dict(json.loads(http_get(f"{self.router.admin_url}/policy")[1]))
 
     def status_policy(self) -> dict[str, Any]:
         return routing_policy(self.hub)
@@ -434,11 +434,11 @@ def test_a_router_keeps_its_engines_while_its_api_server_is_away(
     (tmp_path / "policy.json").write_text(json.dumps(policy))
     args = ["--policy-file", str(tmp_path / "policy.json"), "--kubeconfig", str(member)]
     router = s.stack.router([*args, "--resolve-localhost", "--log-format", "plain"], "router-b")
-    seen = json.loads(http_get(router.url + "/policy")[1])
+    seen = json.loads(http_get(f"{router.admin_url}/policy")[1])
     assert (seen["prefillEndpoints"], seen["decodeEndpoints"]) == ([p2.url], [d2.url])
     system.member.stop()
     wait_for("the watch to notice", lambda: "keeping the last list" in router.proc.tail(50), 60)
-    seen = json.loads(http_get(router.url + "/policy")[1])
+    seen = json.loads(http_get(f"{router.admin_url}/policy")[1])
     assert (seen["prefillEndpoints"], seen["decodeEndpoints"]) == ([p2.url], [d2.url])
     status, body = http_post_json(
         router.url + "/v1/completions", {"prompt": list(range(500)), "max_tokens": 4}, timeout=60

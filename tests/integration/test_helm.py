@@ -9,6 +9,7 @@ control plane.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import os
 import subprocess
@@ -240,6 +241,9 @@ def test_router_deployment_service_and_role(helm_env: dict[str, str]) -> None:
         "8000",
         "--model",
         "m1",
+        *("--max-tokens-limit", "32768", "--max-prompt-tokens", "262144"),
+        *("--max-concurrency", "1024", "--max-json-depth", "64"),
+        *("--idle-timeout", "15", "--body-timeout", "60"),
     ]
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     # ready only once it runs a routing policy and a decode engine answers
@@ -256,6 +260,32 @@ def test_router_deployment_service_and_role(helm_env: dict[str, str]) -> None:
     ]
     off = render(helm_env, "--set", "router.enabled=false")
     assert not [d for d in off if "router" in d["metadata"]["name"]]
+
+
+def test_router_trust_values(helm_env: dict[str, str]) -> None:
+    """Allowlist, API keys from a Secret (mounted as a directory, so a rotation reaches the
+    router), limits and the admin port become the router's flags."""
+    docs = render(
+        helm_env,
+        *("--set", "router.allowEndpoints={10.8.0.0/16,*.svc.cluster.local}"),
+        *("--set", "router.apiKeys.secret=router-keys", "--set", "router.limits.maxTokens=4096"),
+        *("--set", "router.adminPort=8001"),
+    )
+    (dep,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith(
+        "-router")]  # fmt: skip
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = c["args"]
+    pairs = list(itertools.pairwise(args))
+    assert ("--max-tokens-limit", "4096") in pairs and ("--admin-port", "8001") in pairs
+    assert ("--allow-endpoint", "10.8.0.0/16") in pairs
+    assert ("--allow-endpoint", "*.svc.cluster.local") in pairs
+    assert ("--api-key-file", "/etc/prfaas/api-keys/keys") in pairs
+    assert {"name": "api-keys", "mountPath": "/etc/prfaas/api-keys", "readOnly": True} in c[
+        "volumeMounts"]  # fmt: skip
+    vol = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert vol["secret"] == {"secretName": "router-keys", "defaultMode": 0o440}
+    assert [p["containerPort"] for p in c["ports"]] == [8000]  # admin: loopback, not a port
 
 
 def test_service_monitor_and_dashboard_toggles(helm_env: dict[str, str]) -> None:
@@ -425,6 +455,11 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     assert can_i(admin, op, "patch", "deployments.apps", "--subresource=scale", "-n", watched)
     assert can_i(admin, op, "patch", "statefulsets.apps", "--subresource=scale", "-n", watched)
     assert can_i(admin, op, "create", "events", "-n", watched)
+    assert can_i(admin, op, "list", "pods", "-n", watched)  # Pending pods of scale targets
+    assert not can_i(admin, op, "get", "pods", "-n", watched)
+    assert not can_i(admin, op, "delete", "pods", "-n", watched)
+    assert not can_i(admin, op, "get", "pods", "--subresource=log", "-n", watched)
+    assert not can_i(admin, op, "list", "pods", "-n", ns)  # only where it watches
     assert can_i(admin, op, "get", "secrets/dc-east", "-n", watched)
     assert can_i(admin, op, "watch", "customresourcedefinitions.apiextensions.k8s.io")
     assert can_i(admin, op, "watch", "endpointslices.discovery.k8s.io", "-n", watched)
@@ -560,6 +595,7 @@ def _knobs(extra: dict[str, Any] | None = None) -> list[str]:
         tokenizer={"configMap": "tokenizers", "key": "kimi.json"},
         podDisruptionBudget={"enabled": True, "minAvailable": 1},
         autoscaling={"enabled": True, "minReplicas": 2, "maxReplicas": 5},
+        workers=4,
         **(extra or {}),
     )
     return [a for k, v in values.items() for a in ("--set-json", f"{k}={json.dumps(v)}")]
@@ -596,6 +632,7 @@ def test_every_knob_reaches_the_pods(helm_env: dict[str, str]) -> None:
         "spec"
     ]["volumes"]
     assert rc["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert rc["args"][rc["args"].index("--workers") + 1] == "4"
     (pdb,) = by_kind["PodDisruptionBudget"]
     (hpa,) = by_kind["HorizontalPodAutoscaler"]
     assert pdb["spec"]["minAvailable"] == 1
@@ -630,6 +667,7 @@ def test_openshift_can_drop_the_fixed_uid(helm_env: dict[str, str]) -> None:
         (["--set", "router.tokenizer.bogus=1"], "additional properties 'bogus'"),
         (["--set", "serviceMonitor.honorLabels=maybe"], "at '/serviceMonitor/honorLabels'"),
         (["--set", "operator.extraArgs=--x"], "at '/operator/extraArgs'"),
+        (["--set", "router.workers=0"], "at '/router/workers'"),
     ],
 )
 def test_the_new_knobs_reject_bad_values(

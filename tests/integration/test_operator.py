@@ -891,5 +891,9 @@ def test_the_operator_does_not_fight_another_writer(admin: Path, operator: Opera
     kubectl(admin, "patch", PDC.singular, "h20-pd", "-n", ns, "--type=merge",
             "-p", json.dumps({"spec": {"policy": {"cooldownSeconds": 1}}}))  # fmt: skip
     wait_for("decode back toward the plan", lambda: replicas(admin, ns, "h20-decode") > 2)
-    released = condition(pdcluster(admin, ns), "ScaleContested")
-    assert released is not None and released["status"] == "False"
+
+    def released() -> bool:  # written by the same pass, just after its /scale write
+        c = condition(pdcluster(admin, ns), "ScaleContested")
+        return bool(c is not None and c["status"] == "False")
+
+    wait_for("ScaleContested released", released, timeout=15)

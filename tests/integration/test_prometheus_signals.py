@@ -87,3 +87,35 @@ def test_stopped_prometheus_is_unreachable(
     with pytest.raises(SignalsUnavailableError) as err:
         gather(src, prometheus_query_factory(timeout_s=2))
     assert err.value.reason == "PrometheusUnreachable"
+
+
+def test_two_pdclusters_in_one_prometheus_each_measure_their_own_traffic() -> None:
+    """Two clusters' routers, labelled for their PDCluster, scraped by one Prometheus: the
+    default queries of each select its own traffic, not the sum (and a dot in a name is a
+    literal: "team.a" does not select "teamxa")."""
+    a, b, other = (RouterMetricsExporter(p) for p in ("ns/team.a", "ns/team-b", "ns/teamxa"))
+    try:
+        targets = {"router": [f"127.0.0.1:{e.port}" for e in (a, b, other)]}
+        with LocalPrometheus(targets) as prom:
+            prom.wait_scraped()
+            rng = np.random.default_rng(3)
+            a.drive(case_study_lengths(3000))  # long prompts, 3× b's requests
+            b.drive(rng.integers(1_000, 6_000, size=1000))  # short prompts only
+            other.drive(rng.integers(1_000, 2_000, size=5000))
+            wait_scrapes()
+            query = prometheus_query_factory()
+            sa = gather(source(prom), query, "ns/team.a")
+            sb = gather(source(prom), query, "ns/team-b")
+    finally:
+        for e in (a, b, other):
+            e.close()
+    assert sa.samples is not None and sb.samples is not None
+    assert 2000 <= sa.samples <= 6000 and 600 <= sb.samples <= 2000  # not 9000 each
+    assert sa.arrival_rate_rps and sb.arrival_rate_rps
+    assert sa.arrival_rate_rps / sb.arrival_rate_rps == pytest.approx(3.0, rel=0.2)
+    mean_a = sa.workload.input_length.grid().mean()
+    mean_b = sb.workload.input_length.grid().mean()
+    assert mean_a > 15_000 and mean_b < 6_000
+    plan_a = plan(case_study().model_copy(update={"workload": sa.workload})).prfaas
+    plan_b = plan(case_study().model_copy(update={"workload": sb.workload})).prfaas
+    assert plan_a.threshold_tokens != plan_b.threshold_tokens

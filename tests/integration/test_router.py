@@ -173,11 +173,15 @@ def test_a_cached_prefix_keeps_a_long_prompt_local(cluster: Cluster) -> None:
     hits = metric(cluster.local.url + "/metrics", "vllm:prefix_cache_hits_total")
     assert hits - hits_before == 16_384  # the engine really reused it
     assert gen(r, prompt(24_384))[1]["x-prfaas-prefill"] == "pool"
-    # the decision API agrees, and says why
-    status, body = http_post_json(r + "/v1/route", {"model": MODEL, "prompt": head + prompt(9_000)})
+    # the decision API agrees, and says why; the engines' URLs only on the admin port
+    ask = {"model": MODEL, "prompt": head + prompt(9_000)}
+    status, body = http_post_json(r + "/v1/route", ask)
     d = json.loads(body)
-    assert status == 200
+    assert status == 200 and "prefill" not in d and "decode" not in d
     assert d["target"] == "local" and d["cachedTokens"] == 16_384
+    status, body = http_post_json(f"{cluster.router.admin_url}/v1/route", ask)
+    d = json.loads(body)
+    assert status == 200 and d["target"] == "local"
     assert d["prefill"] == cluster.local.url and d["decode"] in [e.url for e in cluster.decode]
 
 
@@ -269,7 +273,7 @@ def test_policy_file_changes_are_picked_up_and_bad_endpoints_dropped(cluster: Cl
     while metric(r + "/metrics", "prfaas_router_policy_version") != 2:
         assert time.monotonic() < deadline, "policy v2 not picked up"
         time.sleep(0.2)
-    seen = json.loads(http_get(r + "/policy")[1])
+    seen = json.loads(http_get(f"{cluster.router.admin_url}/policy")[1])
     assert seen["thresholdTokens"] == 50_000 and rogue not in seen["decodeEndpoints"]
     assert gen(r, prompt(30_000))[1]["x-prfaas-prefill"] == "local"  # 30K < new t
     # a broken edit is ignored: the last good policy keeps running
@@ -318,6 +322,64 @@ def side_router(c: Cluster, tmp: Path, name: str, *args: str, **policy: Any) -> 
     path.write_text(json.dumps(c.policy(1, **policy)))
     argv = ["--policy-file", str(path), "--speedup", str(SPEEDUP), *args]
     return c.stack.router(argv, name, "/readyz")
+
+
+def test_decode_that_only_misses_scrapes_still_serves_as_a_last_resort(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A saturated host: every scrape of the only decode engine times out while it could still
+    serve. The router must not answer a certain 503 (it did): it tries the engine anyway."""
+    slow = cluster.stack.engine("decode", "h20", SPEEDUP)
+    router = side_router(cluster, tmp_path, "router-slow-decode", "--scrape-interval", "0.5",
+                         decodeEndpoints=[slow.url])  # fmt: skip
+    assert gen(router.url, prompt(1_000))[0] == 200
+    slow.proc.send_signal(signal.SIGSTOP)  # accepts connections (the kernel does), answers none
+    try:
+        deadline = time.monotonic() + 10
+        while metric(router.url + "/metrics", "prfaas_router_engine_up", endpoint=slow.url) != 0:
+            assert time.monotonic() < deadline, "the stopped engine was never marked down"
+            time.sleep(0.1)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(gen, router.url, prompt(1_000))
+            time.sleep(0.2)
+            slow.proc.send_signal(signal.SIGCONT)
+            status, _ = answer.result(timeout=60)[:2]
+    finally:
+        slow.proc.send_signal(signal.SIGCONT)
+    assert status == 200
+    slow.proc.kill()  # gone (connection refused): no last resort, a clear 503 again
+    deadline = time.monotonic() + 10
+    while gen(router.url, prompt(1_000))[0] != 503:
+        assert time.monotonic() < deadline, "a refused engine was still tried"
+        time.sleep(0.2)
+    router.proc.stop()
+
+
+def test_local_prefill_that_only_misses_scrapes_still_serves_as_a_last_resort(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """As for decode: the only local prefill engine too loaded to answer scrapes, no pool to
+    fail over to; the router tried nothing and answered 503 no_prefill before."""
+    slow = cluster.stack.engine("prefill", "h20", SPEEDUP)
+    router = side_router(cluster, tmp_path, "router-slow-prefill", "--scrape-interval", "0.5",
+                         prefillEndpoints=[slow.url], prefillPools=[])  # fmt: skip
+    assert gen(router.url, prompt(1_000))[0] == 200
+    slow.proc.send_signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 10
+        while metric(router.url + "/metrics", "prfaas_router_engine_up", endpoint=slow.url) != 0:
+            assert time.monotonic() < deadline, "the stopped engine was never marked down"
+            time.sleep(0.1)
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(gen, router.url, prompt(1_000))
+            time.sleep(0.2)
+            slow.proc.send_signal(signal.SIGCONT)
+            status = answer.result(timeout=60)[0]
+    finally:
+        slow.proc.send_signal(signal.SIGCONT)
+    assert status == 200
+    router.proc.stop()
+    slow.proc.stop()
 
 
 def test_a_dead_decode_is_retried_on_another_and_then_a_clear_503(

@@ -93,7 +93,7 @@ def test_router_follows_the_pdcluster_status(control_plane: ControlPlane, tmp_pa
         _status(kc, 7, 19_400, [decode])
 
         def policy() -> dict[str, object]:
-            return dict(json.loads(http_get(url + "/policy")[1]))
+            return dict(json.loads(http_get(f"{router.admin_url}/policy")[1]))
 
         deadline = time.monotonic() + 30
         while policy().get("version") != 7:

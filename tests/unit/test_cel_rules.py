@@ -21,7 +21,7 @@ from celpy import celtypes
 
 import prfaas.api
 import prfaas.model
-from prfaas.api.common import Endpoints, ReplicaBounds, ScaleTargetRef
+from prfaas.api.common import Endpoints, Handoff, ReplicaBounds, ScaleTargetRef
 from prfaas.api.pdcluster import PDClusterSpec, PrometheusSource, ThresholdPolicy, WorkloadSource
 from prfaas.api.prefillpool import PrefillPoolSpec
 from prfaas.model.base import Rule, Spec, rules_of
@@ -94,6 +94,12 @@ CASES: dict[type[Spec], list[Any]] = {
         raw(Endpoints, selector={"example.com/ok": "v", "Example.com/caps": "v"}),
         raw(Endpoints, selector={"a" * 63: "v"}),
         raw(Endpoints, selector={"a" * 64: "v"}),
+    ],
+    Handoff: [
+        raw(Handoff, protocol="vllm", bootstrap_port=None),
+        raw(Handoff, protocol="sglang", bootstrap_port=None),
+        raw(Handoff, protocol="sglang", bootstrap_port=9001),
+        raw(Handoff, protocol="vllm", bootstrap_port=9001),
     ],
     ReplicaBounds: [
         raw(ReplicaBounds, min=0, max=3),

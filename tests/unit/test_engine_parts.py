@@ -4,12 +4,13 @@ protocol, the link's bottleneck arithmetic."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from pathlib import Path
 
 import pytest
 
 from prfaas.engine.kv import KVServer, KVStore, KVTransferError, fetch
-from prfaas.engine.link import Shaper, bytes_per_gbit
+from prfaas.engine.link import GatewayRefusedError, Shaper, bytes_per_gbit, gateway_target
 from prfaas.engine.timing import ProfileError, timing_for
 from prfaas.model.scenario import case_study
 from prfaas.routing import tokens
@@ -143,3 +144,32 @@ def test_kv_fetch_waits_for_the_prefill_and_takes_the_entry() -> None:
             await fetch("127.0.0.1", port, "x", 1)
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("line", "target"),
+    [
+        (b"FETCH 10.245.1.7:9000/abc\n", ("10.245.1.7", 9000)),
+        (b"FETCH [fd00::5]:9000/abc\n", ("fd00::5", 9000)),
+    ],
+)
+def test_the_gateway_dials_the_engine_the_key_names(line: bytes, target: tuple[str, int]) -> None:
+    allow = [ipaddress.ip_network("10.245.0.0/16"), ipaddress.ip_network("fd00::/64")]
+    assert gateway_target(line, allow) == target
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        (b"FETCH 10.96.0.1:443/abc\n", "outside the networks"),  # not the pool's network
+        (b"FETCH 127.0.0.1:9000/abc\n", "outside the networks"),
+        (b"FETCH kubernetes.default:443/abc\n", "not an IP address"),  # no name lookups
+        (b"FETCH 10.245.1.7:9000\n", "bad request"),  # no key: a key-less fetch
+        (b"GET / HTTP/1.1\r\n", "bad request"),
+        (b"FETCH 10.245.1.7:0/abc\n", "bad port"),
+        (b"", "bad request"),
+    ],
+)
+def test_the_gateway_is_no_open_proxy(line: bytes, words: str) -> None:
+    with pytest.raises(GatewayRefusedError, match=words):
+        gateway_target(line, [ipaddress.ip_network("10.245.0.0/16")])

@@ -20,7 +20,7 @@ def policy(version: int = 1, local: tuple[str, ...] = ("http://l0", "http://l1")
 
 def test_the_core_follows_the_endpoints_and_scraped_health() -> None:
     fleet = Fleet(link_retry_s=5.0)
-    assert fleet.apply(policy()) == ["not a url"]
+    assert fleet.apply(policy()) == [("not a url", "invalid")]
     live = fleet.core.live
     assert [i.name for i in live.local.instances] == ["http://l0", "http://l1"]
     assert [i.name for i in live.pools[0].target.instances] == ["http://p0", "http://p1"]
@@ -67,6 +67,11 @@ def test_decode_choice_counts_own_requests_from_the_pick_and_spreads_ties() -> N
     fleet.engines["http://d0"].healthy = False  # avoided or not, the only healthy one
     assert fleet.pick_decode(avoid=["http://d1"]).url == "http://d1"  # type: ignore[union-attr]
     fleet.engines["http://d1"].healthy = False
+    # none healthy, both only missed scrapes (slow, not gone): the least loaded, as a last resort
+    assert fleet.has_decode() and fleet.pick_decode() is not None
+    fleet.engine_failed("http://d0")  # a request there failed: gone for the last resort too
+    assert fleet.pick_decode().url == "http://d1"  # type: ignore[union-attr]
+    fleet.engines["http://d1"].refused = True
     assert fleet.pick_decode() is None and not fleet.has_decode()
 
 

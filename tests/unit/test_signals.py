@@ -169,3 +169,43 @@ def test_condition_transition_time_moves_only_on_flip() -> None:
     assert conds[0].last_transition_time == "T3"
     conds = set_condition(conds, "Degraded", "False", "AllReachable", "", 2, now="T4")
     assert [c.type for c in conds] == ["Degraded", "Ready"]
+
+
+def test_default_queries_select_one_pdcluster_literally() -> None:
+    seen: list[str] = []
+
+    def query(promql: str) -> list[dict[str, Any]]:
+        seen.append(promql)
+        return fake(healthy())(promql)
+
+    from_prometheus(SOURCE, query, pdcluster="team-a/h20.pd")
+    assert all("$pdcluster" not in q for q in seen)
+    # a literal dot (the one regex character a name holds); "|": unlabelled series as before
+    assert all('pdcluster=~"team-a/h20\\\\.pd|"' in q for q in seen), seen
+
+
+def test_a_router_for_a_pdcluster_labels_every_series() -> None:
+    from prometheus_client import generate_latest
+
+    labelled = RouterMetrics("team-a/h20-pd")
+    labelled.requests.labels("pool", "long").inc()
+    labelled.uncached.observe(30_000)
+    text = generate_latest(labelled.registry).decode()
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert samples and all('pdcluster="team-a/h20-pd"' in line for line in samples)
+    plain = generate_latest(RouterMetrics().registry).decode()
+    assert "pdcluster=" not in plain
+
+
+@pytest.mark.parametrize("label", ["no-slash", "Upper/case", "a/b/c", "ns/-bad"])
+def test_a_bad_metrics_pdcluster_is_a_one_line_error(
+    label: str, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from prfaas.cli import main
+
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"version": 1}', encoding="utf-8")
+    code = main(["router", "--policy-file", str(policy), "--metrics-pdcluster", label])
+    err = capsys.readouterr().err
+    assert code == 2 and "--metrics-pdcluster" in err and "NAMESPACE/NAME" in err
+    assert "Traceback" not in err

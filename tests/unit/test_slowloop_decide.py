@@ -224,6 +224,21 @@ def test_a_measured_link_capacity_is_planned_for(measured: float | None) -> None
         assert out.status.plan.threshold_tokens > 19_400
 
 
+def test_pods_the_scheduler_cannot_place_are_reported_not_hidden() -> None:
+    obs = observation(pool=5)
+    pending = ("h200-prefill-7f9-x2: 0/2 nodes are available: 1 Insufficient nvidia.com/gpu",)
+    groups = {**obs.groups, POOL: GroupObservation(5, unschedulable=pending)}
+    out = decided(Observation(obs.name, obs.spec, groups, obs.signals, obs.pool)).outcome()
+    assert reason(out, "Degraded") == "True/Unschedulable" and out.status.phase == "Degraded"
+    c = condition(out.status.conditions, "Degraded")
+    assert c is not None and "prefillPool: 1 pod(s) Pending" in c.message
+    assert "Insufficient nvidia.com/gpu" in c.message
+    # a report only: the plan is still made and published
+    assert reason(out, "Ready") == "True/Planned" and out.status.routing_policy is not None
+    again = decided(observation(pool=5), out.status).outcome()  # scheduled: the report clears
+    assert reason(again, "Degraded") == "False/AllReachable"
+
+
 def test_a_plan_over_the_budget_is_refused_before_planning() -> None:
     obs = observation(plan_pool=True)
     spec = obs.spec.model_copy(
@@ -374,3 +389,29 @@ def test_a_namespace_the_cr_may_not_name_gets_no_discovery() -> None:
     )
     assert policy is not None and policy.decode_discovery is None
     assert policy.prefill_discovery is not None
+
+
+def test_each_groups_pd_protocol_is_published_for_the_router() -> None:
+    """Default vLLM: absent (policies of clusters that declare none stay as they were); SGLang
+    on the pool and the local group: published, and the router reads it back."""
+    from prfaas.api.common import Handoff
+    from prfaas.routing.policy import RoutingPolicy
+
+    plain = decided(observation()).outcome().status.routing_policy
+    assert plain is not None and plain.prefill_handoff is None
+    assert plain.prefill_pools[0].handoff is None
+    obs = observation()
+    assert obs.pool is not None and obs.pool.spec is not None
+    sglang = Handoff(protocol="sglang", bootstrap_port=9001)
+    prefill = obs.spec.prefill.model_copy(update={"handoff": sglang})
+    pool = obs.pool.spec.model_copy(update={"handoff": Handoff(protocol="sglang")})
+    obs = replace(
+        obs,
+        spec=obs.spec.model_copy(update={"prefill": prefill}),
+        pool=replace(obs.pool, spec=pool),
+    )
+    policy = decided(obs).outcome().status.routing_policy
+    assert policy is not None
+    read = RoutingPolicy.from_status(policy.model_dump(mode="json", by_alias=True))
+    assert (read.prefill_handoff.protocol, read.prefill_handoff.bootstrap_port) == ("sglang", 9001)
+    assert read.pools[0].handoff.sglang and read.pools[0].handoff.bootstrap_port == 8998

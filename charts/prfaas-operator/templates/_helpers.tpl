@@ -111,6 +111,36 @@ The router's arguments (the `prfaas router` contract). Call with (dict "ctx" $ "
 - {{ .ctx.Values.router.port | quote }}
 - --model
 - {{ .ctx.Values.router.model | quote }}
+{{- with .ctx.Values.router.limits }}
+- --max-tokens-limit
+- {{ .maxTokens | quote }}
+- --max-prompt-tokens
+- {{ .maxPromptTokens | quote }}
+- --max-concurrency
+- {{ .maxConcurrency | quote }}
+- --max-json-depth
+- {{ .maxJsonDepth | quote }}
+- --idle-timeout
+- {{ .idleTimeoutSeconds | quote }}
+- --body-timeout
+- {{ .bodyTimeoutSeconds | quote }}
+{{- end }}
+{{- range .ctx.Values.router.allowEndpoints }}
+- --allow-endpoint
+- {{ . | quote }}
+{{- end }}
+{{- with .ctx.Values.router.apiKeys.secret }}
+- --api-key-file
+- /etc/prfaas/api-keys/{{ $.ctx.Values.router.apiKeys.key }}
+{{- end }}
+{{- if .ctx.Values.router.adminPort }}
+- --admin-port
+- {{ .ctx.Values.router.adminPort | quote }}
+{{- end }}
+{{- if gt (int .ctx.Values.router.workers) 1 }}
+- --workers
+- {{ .ctx.Values.router.workers | quote }}
+{{- end }}
 {{- end }}
 
 {{/* scaleTargets grouped by apiGroup, as YAML {group: [resource/scale, ...]} (sorted, unique). */}}

@@ -65,6 +65,14 @@ def register(sub: Any) -> None:
         "creates namespace prfaas-demo and CRDs there. Without it, a reachable $KUBECONFIG "
         "is offered on a terminal",
     )
+    p.add_argument(
+        "--kind",
+        action="store_true",
+        help="run the PrfaaS phase on the two kind clusters (make kind; brought up if absent): "
+        "operator and router from the Helm chart, engines as pods on GPU node groups, the "
+        "project image built from the Dockerfile. No baseline phase; everything stays up "
+        "for kubectl afterwards (make kind-down removes it)",
+    )
     p.add_argument("--out", type=Path, default=Path(".local/demo"), help="logs and summary")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask anything")
     p.set_defaults(func=run)
@@ -102,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     from prfaas_dev.ports import NoFreePortError
     from prfaas_dev.procs import ProcessError
 
-    existing = _offer_existing(args)
+    if args.kind and args.kubeconfig is not None:
+        raise CommandError("--kind and --kubeconfig exclude each other")
+    existing = None if args.kind else _offer_existing(args)
     opts = Options(
         speedup=args.speedup,
         rate=args.rate,
@@ -110,17 +120,23 @@ def run(args: argparse.Namespace) -> int:
         prfaas_s=args.prfaas_seconds,
         after_s=args.after_seconds,
         event=args.event,
-        baseline=not args.no_baseline,
+        baseline=not (args.no_baseline or args.kind),
         kubeconfig=existing,
         out=args.out,
     )
     console = Console()
-    total = (0 if args.no_baseline else opts.baseline_s) + opts.prfaas_s + opts.after_s
+    total = (opts.baseline_s if opts.baseline else 0) + opts.prfaas_s + opts.after_s
     console.print(
         f"[bold]PrfaaS demo[/bold]: the case study at {opts.speedup:g}x speed, "
         f"{opts.rate:g} req/s offered; about {total / 60 + 0.7:.0f} min. Logs in {opts.out}/logs"
     )
-    demo = Demo(opts, console)
+    demo: Demo
+    if args.kind:
+        from prfaas_dev.demo.on_kind import KindDemo
+
+        demo = KindDemo(opts, console)
+    else:
+        demo = Demo(opts, console)
     try:
         with quiet_env():
             results = demo.run()
@@ -132,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
     summary(console, results, demo.timeline)
     out = opts.out / "summary.json"
     out.write_text(json.dumps(results_json(results, opts), indent=2))
-    console.print(f"summary written to {out}; nothing is left running")
+    after = demo.epilogue()
+    console.print(f"summary written to {out}" + ("" if after else "; nothing is left running"))
+    for line in after:
+        console.print(line)
     base = next((r for r in results if r.name.startswith("homogeneous")), None)
     ours = next((r for r in results if r.name.startswith("PrfaaS")), None)
     if base and ours and base.window.throughput > 0:

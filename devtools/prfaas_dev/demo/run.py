@@ -35,7 +35,7 @@ from prfaas_dev.demo.kubelet import (
 from prfaas_dev.demo.load import LoadGen, Traffic, Window, window
 from prfaas_dev.demo.scenario import NAMESPACE, demo_resources, prometheus_workload
 from prfaas_dev.demo.view import Snapshot, render, summary_table
-from prfaas_dev.demo.watch import LinkMeter, Watcher
+from prfaas_dev.demo.watch import LinkMeter, Watcher, http_text, metric_sum
 from prfaas_dev.http import http_ok
 from prfaas_dev.kubectl import kubectl
 from prfaas_dev.ports import free_port
@@ -122,6 +122,10 @@ class Demo:
 
     def say(self, msg: str) -> None:
         self.console.print(f"[bold]==>[/bold] {msg}")
+
+    def epilogue(self) -> list[str]:
+        """Lines for the end of the run (what is still running, and how to look at it)."""
+        return []
 
     # -- phases ------------------------------------------------------------------------------
     def run(self) -> list[Result]:
@@ -443,11 +447,16 @@ class Demo:
         meta = PDCluster.resource
         pdc = (meta.group, meta.version, NAMESPACE, meta.plural, "h20-pd")
         meter = LinkMeter(o.kv_byte_scale * o.speedup)
+
+        def ready() -> dict[str, int]:
+            kubelet.step()
+            return {b.name: b.ready for b in kubelet.bindings}
+
         watcher = Watcher(
             lambda: dict(api.get_namespaced_custom_object(*pdc)),
-            kubelet,
+            ready,
             router,
-            link_url,
+            lambda: metric_sum(http_text(link_url + "/metrics"), "prfaas_link_bytes_total"),
             meter,
             o.speedup,
             self.timeline.add,

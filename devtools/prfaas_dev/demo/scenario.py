@@ -34,6 +34,25 @@ def _scale_instance(inst: dict[str, Any], speedup: float) -> None:
         inst["decode"]["stepSeconds"] = inst["decode"]["stepSeconds"] / speedup
 
 
+def time_scaled(speedup: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(PDCluster, PrefillPool) of the case study in ``NAMESPACE``, ``speedup`` times faster:
+    profiles, link and egress capacities, SLO; polling fast (3 s passes, 6 s cooldown)."""
+    pd, pool = (copy.deepcopy(x) for x in load_samples())
+    for obj in (pd, pool):
+        obj["metadata"]["namespace"] = NAMESPACE
+    _scale_instance(pd["spec"]["instance"], speedup)
+    _scale_instance(pool["spec"]["instance"], speedup)
+    s = pd["spec"]
+    for link in s["prefillPools"]:
+        link["link"]["capacityGbps"] = link["link"]["capacityGbps"] * speedup
+    s["policy"].update(mode="Enforce", intervalSeconds=3, cooldownSeconds=6, maxStep=1)
+    if "slo" in s and s["slo"].get("ttftSeconds"):
+        s["slo"]["ttftSeconds"] = s["slo"]["ttftSeconds"] / speedup
+    p = pool["spec"]
+    p["egress"]["capacityGbps"] = p["egress"]["capacityGbps"] * speedup
+    return pd, pool
+
+
 def demo_resources(
     speedup: float,
     pool_urls: list[str],
@@ -42,11 +61,7 @@ def demo_resources(
     member_secret: str,
     pool_initial: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    pd, pool = (copy.deepcopy(x) for x in load_samples())
-    for obj in (pd, pool):
-        obj["metadata"]["namespace"] = NAMESPACE
-    _scale_instance(pd["spec"]["instance"], speedup)
-    _scale_instance(pool["spec"]["instance"], speedup)
+    pd, pool = time_scaled(speedup)
     target = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND}
     s = pd["spec"]
     s["prefill"]["scaleTargetRef"] = {**target, "name": "h20-prefill"}
@@ -55,16 +70,10 @@ def demo_resources(
     s["decode"]["endpoints"] = {"urls": decode_urls}
     s["prefill"]["replicas"] = {"min": 1, "max": len(prefill_urls)}
     s["decode"]["replicas"] = {"min": 1, "max": len(decode_urls)}
-    for link in s["prefillPools"]:
-        link["link"]["capacityGbps"] = link["link"]["capacityGbps"] * speedup
-    s["policy"].update(mode="Enforce", intervalSeconds=3, cooldownSeconds=6, maxStep=1)
-    if "slo" in s and s["slo"].get("ttftSeconds"):
-        s["slo"]["ttftSeconds"] = s["slo"]["ttftSeconds"] / speedup
     p = pool["spec"]
     p["scaleTargetRef"] = {**target, "name": "h200-prefill"}
     p["endpoints"] = {"urls": pool_urls}
     p["replicas"] = {"min": 1, "max": max(len(pool_urls), pool_initial)}
-    p["egress"]["capacityGbps"] = p["egress"]["capacityGbps"] * speedup
     p["placement"] = {"kubeconfigSecretRef": {"name": member_secret, "key": "kubeconfig"}}
     return pd, pool
 

@@ -1,5 +1,8 @@
 """What the demo watches while PrfaaS runs: the PDCluster's status (the slow loop), the router's
-and the link's ``/metrics`` (the fast loop), the engines that run; changes go to the timeline."""
+and the link's ``/metrics`` (the fast loop), the engines that run; changes go to the timeline.
+
+Where the engines run (local processes, or pods in kind clusters) the caller says, by the
+readers it passes: engines ready per group, and the link's byte counter."""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from prfaas_dev.demo.kubelet import Kubelet
 from prfaas_dev.demo.view import Snapshot
 
 
@@ -57,20 +59,19 @@ class LinkMeter:
 @dataclass
 class Watcher:
     read_pdcluster: Callable[[], dict[str, Any]]
-    kubelet: Kubelet
+    read_ready: Callable[[], dict[str, int]]  # h200-prefill, h20-prefill, h20-decode → running
     router_url: str
-    link_url: str
+    read_link_bytes: Callable[[], float | None]
     link: LinkMeter
     speedup: float
     log: Callable[[str], None]
     _seen: dict[str, Any] = field(default_factory=dict)
 
     def sample(self, s: Snapshot) -> None:
-        self.kubelet.step()
+        ready = self.read_ready()
         st = self.read_pdcluster().get("status") or {}
         rp, plan, sig = st.get("routingPolicy") or {}, st.get("plan") or {}, st.get("signals")
         s.policy_version, s.threshold = rp.get("version"), rp.get("thresholdTokens")
-        ready = {b.name: b.ready for b in self.kubelet.bindings}
         s.n_pool = f"{ready['h200-prefill']}/{plan.get('nPrfaas', '-')}"
         s.n_prefill = f"{ready['h20-prefill']}/{plan.get('nPrefill', '-')}"
         s.n_decode = f"{ready['h20-decode']}/{plan.get('nDecode', '-')}"
@@ -84,8 +85,7 @@ class Watcher:
         metrics = http_text(self.router_url + "/metrics")
         s.threshold_eff = metric_sum(metrics, "prfaas_router_threshold_tokens")
         s.fallbacks = metric_sum(metrics, "prfaas_router_fallbacks_total") or 0.0
-        link = metric_sum(http_text(self.link_url + "/metrics"), "prfaas_link_bytes_total")
-        self.link.update(link, time.monotonic())
+        self.link.update(self.read_link_bytes(), time.monotonic())
         s.link_gbps, s.link_capacity_gbps = self.link.gbps, self.link.capacity
 
     def _changes(

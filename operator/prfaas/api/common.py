@@ -44,6 +44,28 @@ class Placement(Spec):
     kubeconfig_secret_ref: SecretKeyRef | None = None
 
 
+class Handoff(Spec):
+    """The P/D protocol a prefill group's engines speak to hand the KVCache to decode.
+
+    ``vllm`` (default): two phases, prefill with ``kv_transfer_params`` first, then decode with
+    what prefill returned (vLLM's NIXL/Mooncake connectors). ``sglang``: the same request to
+    prefill and decode at once with ``bootstrap_host`` (the prefill endpoint's host),
+    ``bootstrap_port`` and ``bootstrap_room`` (SGLang with the Mooncake transfer engine). The
+    decode engines must accept every protocol their prefill groups use.
+    """
+
+    protocol: Literal["vllm", "sglang"] = "vllm"
+    bootstrap_port: int | None = Field(default=None, ge=1, le=65535)
+    """SGLang's ``--disaggregation-bootstrap-port`` on the prefill engines; default 8998."""
+
+    @rule(
+        "self.protocol == 'sglang' || !has(self.bootstrapPort)",
+        "handoff: bootstrapPort is for protocol sglang only",
+    )
+    def _port_for_sglang(self) -> bool:
+        return self.protocol == "sglang" or self.bootstrap_port is None
+
+
 class ReplicaBounds(Spec):
     min: Replicas = 0
     max: Replicas

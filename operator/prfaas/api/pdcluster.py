@@ -10,6 +10,7 @@ from prfaas import metric_names as names
 from prfaas.api.common import (
     Conditions,
     Endpoints,
+    Handoff,
     Name,
     Placement,
     ReplicaBounds,
@@ -34,6 +35,12 @@ class Stage(Spec):
     endpoints: Endpoints = Endpoints()
 
 
+class PrefillStage(Stage):
+    """The local prefill group (PD-P), and the P/D protocol its engines speak."""
+
+    handoff: Handoff = Handoff()
+
+
 class PoolLink(Spec):
     """A PrefillPool (same namespace) this cluster may offload to, and the link to it."""
 
@@ -41,29 +48,38 @@ class PoolLink(Spec):
     link: LinkProfile
 
 
+_SCOPE = f'{{{names.PDCLUSTER_LABEL}=~"$pdcluster|"}}'
+"""The default queries' selector: this PDCluster's routers (and unlabelled ones, as before)."""
+
+
 class PrometheusQueries(Spec):
-    """PromQL; ``$window`` is replaced by ``window``. Defaults match the router's metric names."""
+    """PromQL; ``$window`` is replaced by ``window`` and ``$pdcluster`` by this PDCluster,
+    ``<namespace>/<name>`` (regex-escaped: use it with ``=~``). Defaults match the router's
+    metric names and select this PDCluster's series (``pdcluster=~"<ns>/<name>|"``: routers
+    labelled for it, and unlabelled ones), so several PDClusters can share one Prometheus."""
 
     arrival_rate: str = Field(
-        default=f"sum(rate({names.ROUTER_REQUESTS}_total[$window]))", max_length=4096
+        default=f"sum(rate({names.ROUTER_REQUESTS}_total{_SCOPE}[$window]))", max_length=4096
     )
     uncached_length_buckets: str = Field(
-        default=f"sum by (le) (increase({names.ROUTER_UNCACHED_TOKENS}_bucket[$window]))",
+        default=f"sum by (le) (increase({names.ROUTER_UNCACHED_TOKENS}_bucket{_SCOPE}[$window]))",
         max_length=4096,
     )
     output_tokens_mean: str = Field(
         default=(
-            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_sum[$window])) / "
-            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_count[$window]))"
+            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_sum{_SCOPE}[$window])) / "
+            f"sum(rate({names.ROUTER_OUTPUT_TOKENS}_count{_SCOPE}[$window]))"
         ),
         max_length=4096,
     )
     egress_gbps: str = Field(
-        default=f"sum by (pool) (rate({names.ROUTER_LINK_BYTES}_total[$window])) * 8 / 1e9",
+        default=(
+            f"sum by (pool) (rate({names.ROUTER_LINK_BYTES}_total{_SCOPE}[$window])) * 8 / 1e9"
+        ),
         max_length=4096,
     )
     queue_depth: str = Field(
-        default=f"sum by (role) ({names.ENGINE_REQUESTS_WAITING})", max_length=4096
+        default=f"sum by (role) ({names.ENGINE_REQUESTS_WAITING}{_SCOPE})", max_length=4096
     )
 
 
@@ -155,7 +171,7 @@ class PDClusterSpec(Spec):
     """One local instance: prefill latency by length, and decode (BS_max, T_decode)."""
     instances: Annotated[int, Field(ge=2, le=10_000)]
     """N_p + N_d: the machines of this cluster, split between prefill and decode."""
-    prefill: Stage
+    prefill: PrefillStage
     decode: Stage
     placement: Placement = Placement()
     """Where the prefill and decode targets live (this cluster, or a member cluster)."""
@@ -164,7 +180,9 @@ class PDClusterSpec(Spec):
         max_length=8,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    """PrefillPools (same namespace) this cluster may offload to; v1alpha1 uses the first."""
+    """PrefillPools (same namespace) this cluster may offload to, each with its link; all are
+    used. A pool shared with other PDClusters is sized once from all their demand (the
+    PrefillPool's own reconcile) and each cluster gets its share (status.poolShares)."""
     workload: WorkloadSource
     """What to plan for: measured from Prometheus, or declared."""
     policy: Policy = Policy()
@@ -228,6 +246,13 @@ class PoolRoute(Spec):
     name: Name
     endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
     link_budget_gbps: float = Field(ge=0)
+    handoff: Handoff | None = None
+    """The pool's P/D protocol; absent: vllm."""
+    threshold_tokens: int | None = Field(default=None, ge=0)
+    """This pool's own threshold (a fleet plan); absent: the policy's ``thresholdTokens``."""
+    standby: bool | None = None
+    """A pool the cluster reaches but its plan does not use: taken only while no planned
+    pool is usable."""
 
 
 class EndpointDiscovery(Spec):
@@ -253,6 +278,8 @@ class RoutingPolicyStatus(Spec):
     decode_endpoints: list[Endpoint] = Field(default_factory=list, max_length=256)
     prefill_discovery: EndpointDiscovery | None = None
     decode_discovery: EndpointDiscovery | None = None
+    prefill_handoff: Handoff | None = None
+    """The local prefill group's P/D protocol; absent: vllm."""
 
 
 class PendingThresholdStatus(Spec):
@@ -301,6 +328,19 @@ class ContestedStatus(Spec):
     since: str = Field(json_schema_extra={"format": "date-time"})
 
 
+class PoolShareStatus(Spec):
+    """This cluster's share of one PrefillPool in the fleet plan (several PDClusters or pools)."""
+
+    pool: Name
+    fraction: float = Field(ge=0, le=1)
+    """Of this cluster's offloaded requests."""
+    rate_rps: float = Field(ge=0)
+    instances: float = Field(ge=0)
+    """Pool instances busy with this cluster's requests."""
+    egress_gbps: float = Field(ge=0)
+    threshold_tokens: int | None = Field(default=None, ge=0)
+
+
 class PDClusterStatus(Spec):
     observed_generation: int | None = Field(default=None, ge=0)
     phase: Literal["Pending", "Planned", "Applied", "Holding", "Degraded"] | None = None
@@ -312,6 +352,12 @@ class PDClusterStatus(Spec):
     replicas: ReplicasStatus | None = None
     scaled_at: ScaledAtStatus | None = None
     contested: ContestedStatus | None = None
+    pool_shares: list[PoolShareStatus] | None = Field(default=None, max_length=8)
+    """Fleet mode (a pool shared with other PDClusters, or several pools): this cluster's
+    share of each pool it uses."""
+    workload: Workload | None = None
+    """Fleet mode: the last good workload (measured or declared) every planner of the
+    namespace plans this cluster's demand from."""
     conditions: Conditions = Field(default_factory=list)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 from prfaas.commands.errors import CommandError
 from prfaas.commands.serving_args import add_scaling, host_port, port, positive, serve
 
+WILDCARDS = ("0.0.0.0", "::", "")  # bind addresses that name no host
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -32,6 +34,15 @@ def register(sub: Any) -> None:
         metavar="HOST:PORT",
         help="address decode engines pull the KVCache from (a `prfaas link` relay to this "
         "engine's KV port, for a cross-datacenter hop); default: this engine's KV port",
+    )
+    p.add_argument(
+        "--kv-via",
+        type=host_port,
+        metavar="HOST:PORT",
+        help="a `prfaas link` gateway (its --gateway-port) that decode engines pull through: "
+        "advertised instead of --kv-advertise, and every transfer key names this engine's KV "
+        "address (--kv-advertise, else --host:--kv-port) for the gateway to dial. One shared "
+        "link for engines that come and go (pods); vLLM-style hand-offs (kv_transfer_params)",
     )
     p.add_argument(
         "--profile",
@@ -97,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
     kv_port = args.kv_port or args.port + 1000
     if kv_port > 65535 or kv_port == args.port:
         raise CommandError(f"KV port {kv_port} is not usable: pass --kv-port")
+    if args.host in WILDCARDS and args.kv_advertise is None and args.role != "decode":
+        raise CommandError(
+            f"--host {args.host} listens everywhere but is no address decode engines can pull "
+            "the KVCache from: pass --kv-advertise HOST:PORT (e.g. the pod's IP and --kv-port)"
+        )
     try:
         scenario = load_scenario(args.scenario) if args.scenario else case_study()
         timing = timing_for(
@@ -109,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             host=args.host,
             kv_port=kv_port,
             kv_advertise=args.kv_advertise,
+            kv_via=args.kv_via,
             get_load_format=args.get_load_format,
             max_body_bytes=args.max_body_mb << 20,
             tokenizer=args.tokenizer,

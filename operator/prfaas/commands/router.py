@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from prfaas.commands.errors import CommandError
-from prfaas.commands.serving_args import add_logging, non_negative, port, positive, serve
+from prfaas.commands.serving_args import (
+    add_logging,
+    non_negative,
+    port,
+    positive,
+    positive_int,
+    serve,
+    workers,
+)
+
+_NAME = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+_PDCLUSTER = re.compile(f"{_NAME}/{_NAME}")
 
 
 def register(sub: Any) -> None:
@@ -33,6 +46,14 @@ def register(sub: Any) -> None:
     src.add_argument("--pdcluster", metavar="NAME", help="watch this PDCluster's status")
     src.add_argument("--policy-file", type=Path, metavar="PATH", help="read the policy here")
     p.add_argument("-n", "--namespace", default="default", help="the PDCluster's namespace")
+    p.add_argument(
+        "--metrics-pdcluster",
+        metavar="NAMESPACE/NAME",
+        help="label every /metrics series pdcluster=NAMESPACE/NAME, so that the operator's "
+        "default queries count this router's traffic for that PDCluster only (default: the "
+        "--pdcluster it watches; with --policy-file: unlabelled, counted for every PDCluster "
+        "planning from that Prometheus)",
+    )
     p.add_argument(
         "--kubeconfig",
         help="kubeconfig for the PDCluster and EndpointSlice watches (default: in-cluster, "
@@ -102,6 +123,86 @@ def register(sub: Any) -> None:
         "may not hold loopback addresses, so this is how they name engines on this host "
         "(development, tests). Off: such names go to the system resolver",
     )
+    trust = p.add_argument_group(
+        "trust boundaries",
+        "What clients may ask of the router, and where it may send their prompts. Each limit "
+        "is answered with an OpenAI-style error, counted in prfaas_router_errors_total{code}.",
+    )
+    trust.add_argument(
+        "--allow-endpoint",
+        action="append",
+        default=[],
+        metavar="ENTRY",
+        help="where the policy's declared engines may be (repeatable): a CIDR (10.8.0.0/16, "
+        "for hosts written as IPs), HOST[:PORT] (*.svc.cluster.local matches names under it; "
+        "no DNS lookup) or an http(s) URL prefix. A declared endpoint matching none is dropped, "
+        "logged and counted (prfaas_router_endpoints_refused), never contacted; engines found "
+        "from EndpointSlices are allowed. Default: none given, any http(s) endpoint",
+    )
+    trust.add_argument(
+        "--api-key-file",
+        type=Path,
+        metavar="PATH",
+        help="require 'Authorization: Bearer <key>' on /v1/* (401 otherwise), keys one per "
+        "line, re-read when the file changes (a mounted Secret). Default: no authentication",
+    )
+    trust.add_argument(
+        "--admin-port",
+        type=port,
+        help="serve /policy and a /v1/route that names the engines' URLs on this port (the "
+        "client port never shows an engine URL). Default: off",
+    )
+    trust.add_argument(
+        "--admin-host", default="127.0.0.1", help="admin bind address (default %(default)s)"
+    )
+    trust.add_argument(
+        "--max-tokens-limit",
+        type=positive_int,
+        default=32_768,
+        help="largest max_tokens a request may ask (400 above); default %(default)s",
+    )
+    trust.add_argument(
+        "--max-prompt-tokens",
+        type=positive_int,
+        default=262_144,
+        help="largest prompt in tokens (400 above); default %(default)s",
+    )
+    trust.add_argument(
+        "--max-concurrency",
+        type=positive_int,
+        default=1024,
+        help="client requests in flight here at most (429 with Retry-After above); "
+        "default %(default)s",
+    )
+    trust.add_argument(
+        "--max-json-depth",
+        type=positive_int,
+        default=64,
+        help="deepest nesting of a request body (400 above); default %(default)s",
+    )
+    trust.add_argument(
+        "--idle-timeout",
+        type=positive,
+        default=15.0,
+        help="seconds a connection may take to send a whole request head after connecting or "
+        "after its last answer (idle keep-alive and slow heads are closed); default %(default)s",
+    )
+    trust.add_argument(
+        "--body-timeout",
+        type=positive,
+        default=60.0,
+        help="seconds to receive a request body once its head is in (408 after); "
+        "default %(default)s",
+    )
+    p.add_argument(
+        "--workers",
+        type=workers,
+        default=1,
+        help="router processes sharing the port (SO_REUSEPORT), to use several cores; each "
+        "routes on its own, the link's load read from the pool side holds across them; "
+        "default %(default)s",
+    )
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers
     p.add_argument(
         "--static",
         action="store_true",
@@ -112,15 +213,24 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.workers > 1 and not args.worker:
+        from prfaas.commands import logs
+        from prfaas.commands.workers import supervise
+
+        logs.configure(args.log_format, args.verbose)
+        return supervise(args.workers, sys.argv[1:])
     from prometheus_client import disable_created_metrics
 
     from prfaas.commands import logs
     from prfaas.discovery.watch import api_client
     from prfaas.model.scenario import ScenarioError, case_study, load_scenario
     from prfaas.router import policy_source
+    from prfaas.router.allow import AllowError, Allowlist
+    from prfaas.router.auth import ApiKeys, KeyFileError
     from prfaas.router.deadline import PhaseBudget
     from prfaas.router.discovery import Discovery
     from prfaas.router.fleet import Fleet
+    from prfaas.router.limits import Limits
     from prfaas.router.server import RouterConfig, RouterServer
     from prfaas.router.server import run as run_router
     from prfaas.routing.config import RoutingConfig
@@ -133,7 +243,26 @@ def run(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario) if args.scenario else case_study()
     except ScenarioError as exc:
         raise CommandError(str(exc)) from None
+    try:
+        allow = Allowlist(args.allow_endpoint)
+        keys = ApiKeys(args.api_key_file) if args.api_key_file is not None else None
+    except (AllowError, KeyFileError) as exc:
+        raise CommandError(str(exc)) from None
+    limits = Limits(
+        max_tokens=args.max_tokens_limit,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_concurrency=args.max_concurrency,
+        max_json_depth=args.max_json_depth,
+        idle_timeout_s=args.idle_timeout,
+        body_timeout_s=args.body_timeout,
+    )
+    label = args.metrics_pdcluster or (
+        f"{args.namespace}/{args.pdcluster}" if args.pdcluster else None
+    )
+    if label is not None and not _PDCLUSTER.fullmatch(label):
+        raise CommandError(f"--metrics-pdcluster {label!r}: expected NAMESPACE/NAME")
     cfg = RouterConfig(
+        pdcluster=label,
         models=tuple(args.model),
         max_body_bytes=int(args.max_body_mb * (1 << 20)),
         tokenizer=args.tokenizer,
@@ -144,10 +273,13 @@ def run(args: argparse.Namespace) -> int:
         )
         if args.deadline_factor > 0
         else None,
+        limits=limits,
+        api_keys=keys,
     )
     routing = RoutingConfig.static() if args.static else None  # None: the fleet's default
     try:
-        server = RouterServer(cfg, Fleet(routing, args.link_retry, args.resolve_localhost))
+        fleet = Fleet(routing, args.link_retry, args.resolve_localhost, allow)
+        server = RouterServer(cfg, fleet)
     except TokenizerError as exc:
         raise CommandError(str(exc)) from None
     if args.policy_file is not None:
@@ -174,7 +306,8 @@ def run(args: argparse.Namespace) -> int:
             source = kube.run(apply)
         watcher = asyncio.ensure_future(source)
         try:
-            await run_router(server, args.host, args.port)
+            admin = None if args.admin_port is None else (args.admin_host, args.admin_port)
+            await run_router(server, args.host, args.port, admin, reuse_port=args.worker)
         finally:
             watcher.cancel()
             discovery.stop()

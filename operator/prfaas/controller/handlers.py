@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,7 @@ from prfaas.api import PDCluster, PrefillPool
 from prfaas.api.common import Placement
 from prfaas.api.pdcluster import RoutingPolicyStatus
 from prfaas.controller import metrics
+from prfaas.controller.fleet import pool_status_patch
 from prfaas.controller.kube import Cluster, Members, UnreachableError, local_api
 from prfaas.controller.reconcile import (
     Reconciler,
@@ -31,7 +33,7 @@ from prfaas.controller.reconcile import (
 from prfaas.controller.signals import prometheus_query_factory
 from prfaas.controller.trust import Trust
 from prfaas.slowloop.conditions import is_true, set_condition
-from prfaas.slowloop.decide import Outcome, endpoints_message, with_pool_engines
+from prfaas.slowloop.decide import Outcome, endpoints_message, with_pools_engines
 
 log = logging.getLogger("prfaas.operator")
 PDC, POOL = PDCluster.resource, PrefillPool.resource
@@ -121,6 +123,8 @@ async def pdcluster_loop(
     finally:
         if Runtime.reconciler is not None:
             Runtime.reconciler.pool_endpoints.release((namespace, name))
+            for link in body.spec.get("prefillPools") or []:  # a fleet member's, one per pool
+                Runtime.reconciler.pool_endpoints.release((namespace, f"{name}/{link.get('name')}"))
 
 
 class _Written:
@@ -128,7 +132,9 @@ class _Written:
     by a watch event, and a policy read from it must never step back a version."""
 
     policy: dict[str, Any] | None = None
-    engines: tuple[object, int] | None = None  # (watch, generation) last followed
+
+    def __init__(self) -> None:
+        self.engines: dict[str, tuple[object, int]] = {}  # pool → (watch, generation) followed
 
     def status(self, body: kopf.Body) -> dict[str, Any]:
         status = dict(body.status or {})
@@ -138,25 +144,36 @@ class _Written:
         return status
 
 
+def _pool_watches(name: str, namespace: str, body: kopf.Body) -> dict[str, Any]:
+    """The EndpointSlice watch of each pool this PDCluster publishes engines of: per pool in a
+    fleet, the first pool's otherwise."""
+    reconciler = Runtime.reconciler
+    pools = [str(p.get("name")) for p in body.spec.get("prefillPools") or []]
+    if reconciler is None or not pools:
+        return {}
+    found = {p: reconciler.pool_endpoints.view((namespace, f"{name}/{p}")) for p in pools}
+    if not any(found.values()):
+        found = {pools[0]: reconciler.pool_endpoints.view((namespace, name))}
+    return {p: w for p, w in found.items() if w is not None and w.ready is not None}
+
+
 async def _follow_pool_engines(
     name: str, namespace: str, body: kopf.Body, labels: dict[str, str], written: _Written
 ) -> None:
-    """Between passes: publish the pool's engines as soon as its EndpointSlices change (a new
-    policy version with nothing else changed), so routers follow pods within seconds."""
-    reconciler, local = Runtime.reconciler, Runtime.local
-    watch = reconciler.pool_endpoints.view((namespace, name)) if reconciler else None
-    pools = body.spec.get("prefillPools") or []
-    if local is None or watch is None or watch.ready is None or not pools:
-        return
-    if written.engines == (watch, watch.generation):
+    """Between passes: publish the pools' engines as soon as their EndpointSlices change (a
+    new policy version with nothing else changed), so routers follow pods within seconds."""
+    local = Runtime.local
+    watches = _pool_watches(name, namespace, body)
+    seen = {p: (w, w.generation) for p, w in watches.items()}
+    fresh = {p: w.ready for p, w in watches.items() if written.engines.get(p) != seen[p]}
+    if local is None or not fresh:
         return  # nothing new since the last look
-    seen = (watch, watch.generation)
     old = parse_status(written.status(body)).routing_policy
     if old is None:
         return
-    new = with_pool_engines(old, str(pools[0].get("name")), watch.ready)
+    new = with_pools_engines(old, fresh)
     if new.version == old.version:
-        written.engines = seen
+        written.engines.update(seen)
         return
     doc = new.model_dump(by_alias=True, exclude_none=True, mode="json")
     try:
@@ -166,7 +183,8 @@ async def _follow_pool_engines(
     except Exception as exc:  # the next tick tries again
         log.warning("routing policy of %s/%s not updated: %s", namespace, name, exc)
         return
-    written.policy, written.engines = doc, seen
+    written.policy = doc
+    written.engines.update(seen)
     log.info(
         "routing policy of %s/%s v%d: %s", namespace, name, new.version, endpoints_message(new)
     )
@@ -205,22 +223,35 @@ async def _one_pass(
         name, namespace, body.meta.get("generation"), dict(body.spec), written.status(body)
     )
     outcome = await asyncio.to_thread(reconciler.reconcile, res)
+    _record(outcome, labels)  # before the status says so: a reader of both sees the writes
     status = outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json")
     patch = merge_patch(body.status, status)  # what became empty is removed, not kept
     await asyncio.to_thread(local.patch_status, PDC.plural, namespace, name, patch)
     written.policy = status.get("routingPolicy", written.policy)
     if outcome.pool_status is not None and outcome.pool_name:
         pool_status = outcome.pool_status.model_dump(by_alias=True, exclude_none=True, mode="json")
-        try:
-            await asyncio.to_thread(
-                local.patch_status, POOL.plural, namespace, outcome.pool_name, pool_status
-            )
-        except Exception as exc:  # the pool may be gone; its own status is best-effort
-            log.warning("PrefillPool %s status not written: %s", outcome.pool_name, exc)
+        pool_status.update(plannedBy="PDCluster", users=None, scaledAt=None)  # not a fleet's
+        await _write_pool_status(namespace, outcome.pool_name, pool_status)
+    for done in outcome.pools:  # the fleet's lead sized the fleet's pools
+        if done.direction is not None:
+            metrics.SCALE_ACTIONS.labels(**labels, group=f"prefillPool/{done.name}",
+                                         direction=done.direction).inc()  # fmt: skip
+        await _write_pool_status(namespace, done.name, pool_status_patch(done.status))
+        for event in done.events:
+            kopf.event(body, type=event.type, reason=f"Pool{event.reason}",
+                       message=f"PrefillPool {done.name}: {event.message}")  # fmt: skip
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     await _publish_member_policy(name, namespace, body, outcome.status.routing_policy)
-    _record(outcome, labels)
+
+
+async def _write_pool_status(namespace: str, pool: str, status: Mapping[str, Any]) -> None:
+    local = Runtime.local
+    assert local is not None
+    try:
+        await asyncio.to_thread(local.patch_status, POOL.plural, namespace, pool, dict(status))
+    except Exception as exc:  # the pool may be gone; its own status is best-effort
+        log.warning("PrefillPool %s status not written: %s", pool, exc)
 
 
 async def _publish_member_policy(

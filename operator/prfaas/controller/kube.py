@@ -95,6 +95,11 @@ class Cluster:
         raise TargetError(f"{api_version} has no kind {kind}")
 
     def get_replicas(self, ref: ScaleTargetRef, namespace: str) -> int:
+        return self.get_scale(ref, namespace)[0]
+
+    def get_scale(self, ref: ScaleTargetRef, namespace: str) -> tuple[int, str | None]:
+        """``spec.replicas`` of the target's ``/scale`` and its ``status.selector`` (the label
+        selector of its pods, as a string; None if the kind publishes none)."""
         group, version = _split(ref.api_version)
         plural = self.plural(ref.api_version, ref.kind)
         api = client.CustomObjectsApi(self.api)
@@ -109,7 +114,26 @@ class Cluster:
             )
         except ApiException as exc:
             raise TargetError(f"{ref.kind}/{ref.name}: HTTP {exc.status} {exc.reason}") from None
-        return int((scale.get("spec") or {}).get("replicas") or 0)
+        selector = (scale.get("status") or {}).get("selector")
+        replicas = int((scale.get("spec") or {}).get("replicas") or 0)
+        return replicas, selector if isinstance(selector, str) and selector else None
+
+    def unschedulable_pods(self, namespace: str, selector: str) -> list[str]:
+        """Pending pods (of a target's selector) that the scheduler could not place, as
+        ``"<pod>: <scheduler's message>"``. Needs ``list`` on pods in the namespace."""
+        core = client.CoreV1Api(self.api)
+        pods = self._call(
+            core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+            field_selector="status.phase=Pending",
+        )
+        out = []
+        for pod in pods.items or []:
+            for c in (pod.status and pod.status.conditions) or []:
+                if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
+                    out.append(f"{pod.metadata.name}: {c.message or c.reason}")
+        return sorted(out)
 
     def set_replicas(self, ref: ScaleTargetRef, namespace: str, replicas: int) -> None:
         group, version = _split(ref.api_version)
@@ -141,6 +165,13 @@ class Cluster:
                 return None
             raise
         return obj
+
+    def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
+        """Every one of our custom resources of a kind in ``namespace``."""
+        api = client.CustomObjectsApi(self.api)
+        found = self._call(api.list_namespaced_custom_object, GROUP, VERSION, namespace, plural)
+        items: list[dict[str, Any]] = found.get("items") or []
+        return items
 
     def patch_status(self, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
         api = client.CustomObjectsApi(self.api)

@@ -5,6 +5,7 @@ Returns plain data for ``prfaas.slowloop.decide`` plus, per group, the handle to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -34,6 +35,8 @@ from prfaas.slowloop.observation import (
     Signals,
     SignalsUnavailable,
 )
+
+log = logging.getLogger("prfaas.operator")
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,8 @@ def observe(
             handles[group] = ScaleHandle(None, ref, namespace)
             continue
         groups[group], handles[group] = _read_scale(members, placement, ref, namespace)
-    obs = Observation(
-        name, spec, groups, _signals(spec, query_factory, trust), pool, namespace=namespace
-    )
+    signals = _signals(spec, query_factory, trust, f"{namespace}/{name}")
+    obs = Observation(name, spec, groups, signals, pool, namespace=namespace)
     return obs, handles
 
 
@@ -145,21 +147,41 @@ def _read_scale(
         return GroupObservation(None, str(exc), reachable=False), ScaleHandle(None, ref, namespace)
     handle = ScaleHandle(cluster, ref, namespace)
     try:
-        return GroupObservation(cluster.get_replicas(ref, namespace)), handle
+        replicas, selector = cluster.get_scale(ref, namespace)
     except UnreachableError as exc:
         return GroupObservation(None, str(exc), reachable=False), ScaleHandle(None, ref, namespace)
     except TargetError as exc:
         return GroupObservation(None, str(exc)), handle
+    pending = _unschedulable(cluster, ref.namespace or namespace, selector)
+    return GroupObservation(replicas, unschedulable=pending), handle
+
+
+def _unschedulable(cluster: Cluster, namespace: str, selector: str | None) -> tuple[str, ...]:
+    """The target's pods the scheduler left Pending; none when they cannot be listed (no
+    selector, no RBAC to list pods, an error): this only reports, it decides nothing."""
+    if not selector:
+        return ()
+    try:
+        return tuple(cluster.unschedulable_pods(namespace, selector))
+    except Exception as exc:  # a report, never a reason to fail the pass
+        if (namespace, selector) not in _WARNED:  # once: it repeats every pass otherwise
+            _WARNED.add((namespace, selector))
+            log.warning("cannot list the pods of %s in %s (Pending pods go unreported): %s",
+                        selector, namespace, exc)  # fmt: skip
+        return ()
+
+
+_WARNED: set[tuple[str, str]] = set()
 
 
 def _signals(
-    spec: PDClusterSpec, query_factory: Callable[[str], Query], trust: Trust
+    spec: PDClusterSpec, query_factory: Callable[[str], Query], trust: Trust, pdcluster: str
 ) -> Signals | SignalsUnavailable:
     source = spec.workload.prometheus
     refusal = trust.prometheus_refusal(source.url) if source is not None else None
     if refusal is not None:  # never queried
         return SignalsUnavailable("PrometheusNotAllowed", refusal)
     try:
-        return gather(spec.workload, query_factory)
+        return gather(spec.workload, query_factory, pdcluster)
     except SignalsUnavailableError as exc:
         return SignalsUnavailable(exc.reason, str(exc))

@@ -88,12 +88,20 @@ def histogram_from_buckets(
     return hist, buckets[-1].count
 
 
-def from_prometheus(source: PrometheusSource, query: Query) -> Signals:
-    """Measure the workload; raise ``SignalsUnavailableError`` when it is too thin to plan on."""
+def regex_literal(value: str) -> str:
+    """``value`` matched literally by a PromQL regex inside a double-quoted string (names hold
+    only ``[a-z0-9.-/]``: the dot is the one regex character)."""
+    return value.replace(".", "\\\\.")
+
+
+def from_prometheus(source: PrometheusSource, query: Query, pdcluster: str = "") -> Signals:
+    """Measure the workload; raise ``SignalsUnavailableError`` when it is too thin to plan on.
+    ``pdcluster`` (``<namespace>/<name>``) replaces ``$pdcluster`` in the queries."""
     q = source.queries
+    scope = regex_literal(pdcluster)
 
     def promql(text: str) -> str:
-        return text.replace("$window", source.window)
+        return text.replace("$window", source.window).replace("$pdcluster", scope)
 
     rate = _scalar(query, promql(q.arrival_rate), "arrival rate")
     hist, samples = histogram_from_buckets(
@@ -122,12 +130,14 @@ def from_prometheus(source: PrometheusSource, query: Query) -> Signals:
     )
 
 
-def gather(source: WorkloadSource, query_factory: Callable[[str], Query]) -> Signals:
+def gather(
+    source: WorkloadSource, query_factory: Callable[[str], Query], pdcluster: str = ""
+) -> Signals:
     if source.declared is not None:
         return Signals("Declared", source.declared, source.declared.arrival_rate_rps)
     assert source.prometheus is not None  # WorkloadSource guarantees exactly one
     try:
-        return from_prometheus(source.prometheus, query_factory(source.prometheus.url))
+        return from_prometheus(source.prometheus, query_factory(source.prometheus.url), pdcluster)
     except SignalsUnavailableError:
         raise
     except Exception as exc:  # any transport or server error means: no fresh signals

@@ -44,6 +44,16 @@ class KVStore:
         fut.set_result(nbytes)
         self._born[key] = time.monotonic()
 
+    def offered(self, max_age_s: float) -> int:
+        """Bytes stored for at most ``max_age_s`` and not taken: about to cross (an older one
+        was orphaned by a failure; it waits out its ttl, but no decode is coming for it)."""
+        since = time.monotonic() - max_age_s
+        return sum(
+            f.result()
+            for k, f in self._items.items()
+            if f.done() and not f.cancelled() and self._born.get(k, since) > since
+        )
+
     def ready(self, key: str) -> bool:
         fut = self._items.get(key)
         return fut is not None and fut.done() and not fut.cancelled()
@@ -77,7 +87,8 @@ class KVStore:
 
 
 class KVServer:
-    """Serves the store on a TCP port; ``on_sent`` counts bytes put on the wire.
+    """Serves the store on a TCP port; ``on_sent`` counts bytes put on the wire, ``sending``
+    holds the bytes of transfers under way not written yet.
 
     A FETCH for a key that is not there yet waits at most ``wait_s``, and at most
     ``max_waiting`` FETCHes wait at once (more are answered ``ERR busy``): whoever reaches the
@@ -96,6 +107,7 @@ class KVServer:
         self.on_sent = on_sent
         self.max_waiting = max_waiting
         self.waiting = 0
+        self.sending = 0
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -108,6 +120,7 @@ class KVServer:
                 await self._server.wait_closed()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        left = 0
         try:
             line = await asyncio.wait_for(reader.readline(), 10)
             verb, _, key = line.decode("ascii", "replace").strip().partition(" ")
@@ -125,18 +138,21 @@ class KVServer:
             if nbytes is None:
                 writer.write(b"ERR unknown key\n")
                 return
-            writer.write(f"OK {nbytes}\n".encode())
             left = nbytes
+            self.sending += nbytes
+            writer.write(f"OK {nbytes}\n".encode())
             while left > 0:
                 n = min(left, CHUNK)
                 writer.write(_ZEROS[:n])
                 await writer.drain()
                 left -= n
+                self.sending -= n
                 if self.on_sent is not None:
                     self.on_sent(n)
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             pass
         finally:
+            self.sending -= left  # a transfer cut short: what it did not send is off the link
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

@@ -1,7 +1,10 @@
 """The inter-datacenter link as a process: a TCP relay with one shared bottleneck.
 
-Each ``--route LISTEN_PORT=HOST:PORT`` forwards connections to one engine's KV port; every
-byte coming back (the KVCache) passes one token bucket of ``gbps`` (scaled like the engines,
+Each ``--route LISTEN_PORT=HOST:PORT`` forwards connections to one engine's KV port; the
+``--gateway-port`` takes any engine whose address the transfer key names (``FETCH
+<host>:<port>/<id>``, what ``prfaas engine --kv-via`` hands out), if that address lies in the
+networks ``--allow`` declares: one link for engines that come and go (pods). Every byte coming
+back (the KVCache) passes one token bucket of ``gbps`` (scaled like the engines,
 see ``timing``) and a one-way delay of ``rtt/2``. Transfers share the bottleneck in arrival
 order of their 64 KiB chunks, which is how a FIFO-queued WAN link splits among TCP flows.
 An admin API changes capacity or cuts the link live (the demo's and the tests' link drop):
@@ -12,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +28,32 @@ from prfaas.serving.http import metrics_handler
 
 CHUNK = 64 * 1024
 _QUEUE_CHUNKS = 64
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class GatewayRefusedError(ValueError):
+    """A gateway request the link does not forward (the reason goes back to the client)."""
+
+
+def gateway_target(line: bytes, allow: Sequence[Network]) -> tuple[str, int]:
+    """The engine a gateway connection's first line names: ``FETCH <ip>:<port>/<id>``.
+
+    Only IP literals inside ``allow``: the gateway is no open proxy, it reaches the PrefillPool's
+    engines and nothing else (no name lookups, so a name cannot point it elsewhere)."""
+    verb, _, key = line.decode("ascii", "replace").strip().partition(" ")
+    address, slash, rest = key.partition("/")
+    host, colon, port = address.rpartition(":")
+    if verb != "FETCH" or not slash or not rest or not colon or not port.isdigit():
+        raise GatewayRefusedError("bad request: expected FETCH <ip>:<port>/<id>")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise GatewayRefusedError(f"{host!r} is not an IP address") from None
+    if not 0 < int(port) < 65536:
+        raise GatewayRefusedError(f"bad port {port}")
+    if not any(ip in net for net in allow):
+        raise GatewayRefusedError(f"{ip} is outside the networks this link serves")
+    return str(ip), int(port)
 
 
 @dataclass
@@ -51,6 +82,8 @@ class Link:
     up: bool = True
     speedup: float = 1.0
     rtt_ms: float = 0.0
+    gateway_port: int | None = None
+    allow: Sequence[Network] = ()
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _conns: set[asyncio.StreamWriter] = field(default_factory=set)
     _servers: list[asyncio.Server] = field(default_factory=list)
@@ -68,6 +101,11 @@ class Link:
         self.refused = Counter(
             "prfaas_link_refused", "connections refused while down", registry=self.registry
         )
+        self.forbidden = Counter(
+            "prfaas_link_gateway_refused",
+            "gateway requests refused (malformed, or an address outside --allow)",
+            registry=self.registry,
+        )
         self.capacity.set(self.shaper.gbps)
 
     async def start(self, host: str = "127.0.0.1") -> None:
@@ -79,6 +117,8 @@ class Link:
                 await self._relay(r, w, target)
 
             self._servers.append(await asyncio.start_server(handle, host, listen))
+        if self.gateway_port is not None:
+            self._servers.append(await asyncio.start_server(self._gateway, host, self.gateway_port))
 
     async def stop(self) -> None:
         for s in self._servers:
@@ -107,14 +147,35 @@ class Link:
             "rttMs": self.rtt_ms,
             "transfers": len(self._conns),
             "routes": {str(k): f"{h}:{p}" for k, (h, p) in self.routes.items()},
+            "gateway": None
+            if self.gateway_port is None
+            else {"port": self.gateway_port, "allow": [str(n) for n in self.allow]},
         }
+
+    async def _gateway(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            target = gateway_target(line, self.allow)
+        except GatewayRefusedError as exc:
+            self.forbidden.inc()
+            writer.write(f"ERR {exc}\n".encode())
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            writer.close()
+            return
+        except (OSError, TimeoutError):
+            writer.close()
+            return
+        await self._relay(reader, writer, target, first=line)
 
     async def _relay(
         self,
         client_r: asyncio.StreamReader,
         client_w: asyncio.StreamWriter,
         target: tuple[str, int],
+        first: bytes = b"",
     ) -> None:
+        """Relay one transfer; ``first``: request bytes already read (the gateway's line)."""
         if not self.up:
             self.refused.inc()
             client_w.close()
@@ -129,6 +190,9 @@ class Link:
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(_QUEUE_CHUNKS)
 
         async def upstream() -> None:  # the request line: small, not shaped
+            if first:
+                up_w.write(first)
+                await up_w.drain()
             while data := await client_r.read(CHUNK):
                 up_w.write(data)
                 await up_w.drain()

@@ -32,8 +32,16 @@ class EngineMetrics:
                               ).labels(model)  # fmt: skip
         self.requests = Counter("prfaas_engine_requests", "requests by phase run here",
                                 ["phase"], registry=r)  # fmt: skip
+        self.handoffs = Counter("prfaas_engine_handoffs", "KVCaches prefilled for a decode "
+                                "engine, by P/D protocol", ["protocol"], registry=r)  # fmt: skip
         self.kv_sent = Counter("prfaas_engine_kv_sent_bytes", "KV bytes served (scaled)",
                                registry=r)  # fmt: skip
+        # the pool side of the link's load, which every router replica reads alike: KV offered
+        # to decode (nominal bytes, as routers meter them) and what of it is not sent yet
+        self.kv_offered = Counter(names.ENGINE_KV_OFFERED, "nominal KV bytes offered to decode",
+                                  registry=r)  # fmt: skip
+        self.kv_pending = Gauge(names.ENGINE_KV_PENDING, "nominal KV bytes offered to decode "
+                                "and not sent yet", registry=r)  # fmt: skip
         self.kv_received = Counter("prfaas_engine_kv_received_bytes",
                                    "KV bytes fetched (scaled)", registry=r)  # fmt: skip
         self.kv_seconds = Histogram("prfaas_engine_kv_fetch_seconds", "KV fetch duration",

@@ -41,6 +41,7 @@ from prfaas.serving.tokenizer import Counter
 
 Role = Literal["prefill", "decode", "both"]
 log = logging.getLogger("prfaas.engine")
+_OFFER_S = 10.0  # a KVCache not pulled within this is orphaned (a failed pair): off the link
 
 
 def token_text(k: int) -> str:
@@ -60,6 +61,7 @@ class EngineConfig:
     host: str = "127.0.0.1"
     kv_port: int = 0
     kv_advertise: tuple[str, int] | None = None  # the address decode pulls from (a link relay)
+    kv_via: tuple[str, int] | None = None  # a link gateway: advertised; keys name kv_address
     get_load_format: Literal["sglang", "vllm"] = "sglang"
     kv_timeout_s: float = 60.0
     max_body_bytes: int = 64 << 20
@@ -80,6 +82,10 @@ class Engine:
         self.store = KVStore()
         self.kv_server = KVServer(self.store, cfg.kv_timeout_s, self.metrics.kv_sent.inc)
         self.kv_peers = KVPeers(cfg.kv_peers)
+        scale = self.t.kv_byte_scale
+        self.metrics.kv_pending.set_function(
+            lambda: (self.store.offered(_OFFER_S) + self.kv_server.sending) / scale
+        )
         self.prefill_lock = asyncio.Lock()
         self.decode_slots = asyncio.Semaphore(self.t.max_batch)
         self.queued_tokens = 0
@@ -284,6 +290,9 @@ class Engine:
         if vllm:
             key = uuid.uuid4().hex
             host, port = self.kv_address()
+            if self.cfg.kv_via is not None:  # the gateway dials the address the key names
+                key = f"{host}:{port}/{key}"
+                host, port = self.cfg.kv_via
             out["kv_transfer_params"] = {
                 "do_remote_prefill": True,
                 "do_remote_decode": False,
@@ -298,6 +307,10 @@ class Engine:
             }
         else:
             key = f"room:{room}"
+            out["prfaas_kv_bytes"] = nominal  # SGLang routers ignore the body; ours meters it
+        self.metrics.handoffs.labels("vllm" if vllm else "sglang").inc()
+        if wire:
+            self.metrics.kv_offered.inc(nominal)
         self.store.put(key, wire)
         return json_response(out)
 

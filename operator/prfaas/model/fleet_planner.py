@@ -486,13 +486,23 @@ def _homogeneous(fleet: Fleet, curves: list[ClusterCurves]) -> FleetPlan:
     return FleetPlan("homogeneous", tuple(plans), _pool_plans(fleet, plans, np.zeros(len(sizes))))
 
 
-def plan_fleet(fleet: Fleet) -> FleetResult:
-    """Plan the fleet jointly, and the two baselines."""
-    start = time.perf_counter()
+def _curves(fleet: Fleet) -> list[ClusterCurves]:
     curves = cluster_curves(fleet)
     for cc in curves:
         if cc.p[-1] > 0 and not cc.pools:
             raise PlanError(f"clusters[{cc.name}]: its fixed threshold offloads but it has no link")
+    return curves
+
+
+def plan_joint(fleet: Fleet) -> FleetPlan:
+    """The joint plan alone (what the operator runs; no baselines)."""
+    return _joint(fleet, _curves(fleet))[0]
+
+
+def plan_fleet(fleet: Fleet) -> FleetResult:
+    """Plan the fleet jointly, and the two baselines."""
+    start = time.perf_counter()
+    curves = _curves(fleet)
     joint, rounds, programs = _joint(fleet, curves)
     return FleetResult(
         joint=joint,

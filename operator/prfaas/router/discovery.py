@@ -76,8 +76,9 @@ class Discovery:
             return  # news from a watch stopped meanwhile
         before = set(self.fleet.found.get(source, ()))
         bad = self.fleet.set_found(source, urls)
-        for url in bad:
-            log.error("EndpointSlices %s: ignoring endpoint %r", source.label_selector, url)
+        for url, why in bad:
+            log.error("EndpointSlices %s: ignoring endpoint %r (%s)", source.label_selector, url,
+                      why)  # fmt: skip
         now = set(urls)
         log.info(
             "EndpointSlices %s/%s: %d ready (+%s, -%s)",

@@ -24,9 +24,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from prfaas.router.allow import Allowlist
 from prfaas.routing.config import ModeThresholds, RoutingConfig
 from prfaas.routing.decide import Decision, Target
-from prfaas.routing.policy import EndpointSource, RoutingPolicy
+from prfaas.routing.policy import EndpointSource, Handoff, RoutingPolicy
 from prfaas.routing.prefix import PrefixIndex
 from prfaas.routing.router import InFlight, Router
 from prfaas.routing.state import TargetState
@@ -53,6 +54,10 @@ class Engine:
     active: int = 0  # requests this router has in flight there
     others: float = 0.0  # requests other clients had there at the last scrape
     fails: int = 0  # scrapes failed in a row
+    kv_offered: float | None = None  # pool side of the link (``linkload``): last counter read
+    kv_new: float = 0.0  # offered since the scrape before
+    kv_pending: float | None = None  # offered, not sent yet; None: no reading this round
+    refused: bool = False  # the last failure was a refused connection or a failed request
     waits: set[Callable[[], None]] = field(default_factory=set)  # expire() of waits on it
 
     def __enter__(self) -> Engine:
@@ -109,8 +114,10 @@ class Fleet:
         config: RoutingConfig | None = None,
         link_retry_s: float = 1.0,
         resolve_localhost: bool = False,
+        allow: Allowlist | None = None,
     ) -> None:
         self.config = config or HTTP_ROUTING
+        self.allow = allow or Allowlist()  # where declared (not discovered) endpoints may be
         self.link_retry_s = link_retry_s
         # engines on this host named ``<name>.localhost``: EndpointSlices may not hold loopback
         # addresses, on purpose, so this is opt-in (development, tests)
@@ -125,14 +132,15 @@ class Fleet:
         self._turn = 0  # ties between decode engines go round
 
     # -- policy ------------------------------------------------------------------------------
-    def apply(self, policy: RoutingPolicy) -> list[str]:
-        """Swap in a published policy; returns the endpoints it declares that are not valid
-        URLs (dropped)."""
+    def apply(self, policy: RoutingPolicy) -> list[tuple[str, str]]:
+        """Swap in a published policy; returns the endpoints dropped, with why: ``invalid``
+        (not an http(s) URL) or ``not_allowed`` (declared, not discovered, and outside the
+        allowlist)."""
         self.published = policy
         self.found = {s: u for s, u in self.found.items() if s in policy.sources}
         return self._follow()
 
-    def set_found(self, source: EndpointSource, urls: Sequence[str]) -> list[str]:
+    def set_found(self, source: EndpointSource, urls: Sequence[str]) -> list[tuple[str, str]]:
         """The ready engines of ``source`` now (a discovery watch's news); returns the invalid
         ones (dropped). Ignored unless the published policy names the source."""
         if self.published is None or source not in self.published.sources:
@@ -140,10 +148,16 @@ class Fleet:
         self.found[source] = tuple(urls)
         return self._follow()
 
-    def _follow(self) -> list[str]:
+    def _follow(self) -> list[tuple[str, str]]:
         assert self.published is not None
         policy = self.published.with_found(self.found)
-        bad = [u for u in self._urls(policy) if not valid_endpoint(u)]
+        found = {u for urls in self.found.values() for u in urls}
+        bad: dict[str, str] = {}
+        for u in self._urls(policy):
+            if not valid_endpoint(u):
+                bad[u] = "invalid"
+            elif u not in found and not self.allow.allows(self._resolve(u)):
+                bad[u] = "not_allowed"  # checked where it would really connect
         policy = _mapped(policy, lambda u: None if u in bad else self._resolve(u))
         self.core.follow(policy)
         keep = set(self._urls(policy))
@@ -156,7 +170,7 @@ class Fleet:
         self.decode = [self.engines[u] for u in policy.decode_endpoints]
         self.policy = policy
         self.sync_health()
-        return bad
+        return list(bad.items())
 
     @staticmethod
     def _urls(policy: RoutingPolicy) -> list[str]:
@@ -172,6 +186,13 @@ class Fleet:
             return self.policy.pools[d.pool].endpoints[d.instance]
         return self.policy.prefill_endpoints[d.instance]
 
+    def handoff(self, d: Decision) -> Handoff:
+        """The P/D protocol of the group ``d`` prefills on."""
+        assert self.policy is not None
+        if d.target == Target.POOL:
+            return self.policy.pools[d.pool].handoff
+        return self.policy.prefill_handoff
+
     def in_flight(
         self, d: Decision, hashes: Sequence[int] = (), total_tokens: int = 0
     ) -> PrefillInFlight:
@@ -185,17 +206,27 @@ class Fleet:
         return any(e is engine for e in self.decode)
 
     def has_decode(self) -> bool:
-        return any(e.healthy for e in self.decode)
+        return any(e.healthy or not e.refused for e in self.decode)
 
     def pick_decode(self, avoid: Sequence[str] = ()) -> Engine | None:
         """Least loaded healthy decode engine (``Engine.load``), not one in ``avoid`` unless
-        no other is healthy. The caller enters it (``with engine:``) at once."""
+        no other is healthy. The caller enters it (``with engine:``) at once.
+
+        With none healthy, the least loaded one that only missed scrapes (none refused a
+        connection or failed a request): on a saturated host every scrape may time out while the
+        engines still serve, and a certain 503 is worse than a request that may fail over."""
+        best = self._least_loaded(avoid, lambda e: e.healthy)
+        return best or self._least_loaded(avoid, lambda e: not e.refused)
+
+    def _least_loaded(
+        self, avoid: Sequence[str], usable: Callable[[Engine], bool]
+    ) -> Engine | None:
         best, score, n = None, math.inf, len(self.decode)
         self._turn += 1
         for k in range(n):
             e = self.decode[(self._turn + k) % n]
             s = e.load + (math.inf if e.url in avoid else 0.0)
-            if e.healthy and (s < score or best is None):
+            if usable(e) and (s < score or best is None):
                 best, score = e, s
         return best
 
@@ -229,7 +260,7 @@ class Fleet:
     def engine_failed(self, url: str) -> None:
         e = self.engines.get(url)
         if e is not None:
-            e.healthy = False
+            e.healthy, e.refused = False, True
             self.sync_health()
 
     def endpoint_states(self) -> dict[str, dict[str, Any]]:
@@ -249,14 +280,19 @@ class Fleet:
         if policy is None:
             return
         live = self.core.live
-        self._sync(live.local, policy.prefill_endpoints)
+        self._sync(live.local, policy.prefill_endpoints, last_resort=True)
         for route, ps in zip(policy.pools, live.pools, strict=True):
             self._sync(ps.target, route.endpoints)
 
-    def _sync(self, target: TargetState, urls: Sequence[str]) -> None:
+    def _sync(self, target: TargetState, urls: Sequence[str], last_resort: bool = False) -> None:
+        """``last_resort``: with no engine of the group healthy, those that only missed scrapes
+        count as healthy (as ``pick_decode`` does): local prefill is where every request fails
+        open to, and a host too loaded to answer scrapes in time still serves. A pool has the
+        local group behind it, so it gets no such grace."""
         engines = [self.engines[u] for u in urls]
+        grace = last_resort and not any(e.healthy for e in engines)
         for k, e in enumerate(engines):
-            target.set_healthy(e.healthy, instance=k)
+            target.set_healthy(e.healthy or (grace and not e.refused), instance=k)
         target.set_waiting(int(sum(e.waiting for e in engines)))
 
 

@@ -3,7 +3,13 @@ Prometheus queries read the metrics named in ``prfaas.metric_names``; dashboards
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from prfaas import metric_names as names
 from prfaas.model.workload import LENGTH_BUCKETS
@@ -13,8 +19,54 @@ _DECIDE = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.02)
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
+# how ``--workers`` processes' values of a gauge combine (prometheus_client multiprocess mode):
+# in-flight counts add up, health is the worst, load and utilisation the highest
+_Mode = Literal["livemax", "livemin", "livesum", "livemostrecent"]
+_MODES: dict[str, _Mode] = {
+    "prfaas_router_link_utilisation_ratio": "livemax",
+    "prfaas_router_link_in_flight_bytes": "livemax",
+    "prfaas_router_link_up": "livemin",
+    "prfaas_router_bandwidth_abundant": "livemin",
+    "prfaas_router_threshold_tokens": "livemax",
+    "prfaas_router_policy_threshold_tokens": "livemostrecent",
+    "prfaas_router_policy_version": "livemax",
+    "prfaas_router_engine_waiting": "livemax",
+    "prfaas_router_engine_up": "livemin",
+    "prfaas_router_engine_in_flight": "livesum",
+    "prfaas_router_engine_draining": "livemax",
+    "prfaas_router_requests_in_flight": "livesum",
+    "prfaas_router_endpoints_refused": "livemax",
+}
+
+
+def _gauge(
+    name: str, doc: str, labels: Sequence[str] = (), registry: CollectorRegistry | None = None
+) -> Gauge:
+    return Gauge(name, doc, labels, registry=registry, multiprocess_mode=_MODES[name])
+
+
+class _Labelled(Collector):
+    """Every series of ``inner`` with one more label (the PDCluster the router serves)."""
+
+    def __init__(self, inner: CollectorRegistry, label: str, value: str) -> None:
+        self.inner, self.label, self.value = inner, label, value
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.inner.collect():
+            out = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                labels = {**s.labels, self.label: self.value}
+                out.add_sample(s.name, labels, s.value, s.timestamp, s.exemplar)
+            yield out
+
+
 class RouterMetrics:
-    def __init__(self) -> None:
+    """The router's metrics; under ``--workers`` (prometheus_client's multiprocess mode) every
+    worker's values, combined per gauge as ``_MODES`` says. ``pdcluster`` ("namespace/name"):
+    every series carries ``pdcluster="<it>"``, so that the operator's default queries select
+    this cluster's traffic in a shared Prometheus."""
+
+    def __init__(self, pdcluster: str | None = None) -> None:
         self.registry = r = CollectorRegistry()
         self.requests = Counter(names.ROUTER_REQUESTS, "routed requests by prefill target "
                                 "and reason", ["target", "reason"], registry=r)  # fmt: skip
@@ -27,19 +79,19 @@ class RouterMetrics:
                                 buckets=(16, 64, 256, 1024, 4096, 16384), registry=r)  # fmt: skip
         self.link_bytes = Counter(names.ROUTER_LINK_BYTES, "nominal KV bytes this router sent "
                                   "over each pool's link", ["pool"], registry=r)  # fmt: skip
-        self.link_utilisation = Gauge("prfaas_router_link_utilisation_ratio", "recent egress "
+        self.link_utilisation = _gauge("prfaas_router_link_utilisation_ratio", "recent egress "
                                       "/ usable bandwidth", ["pool"], registry=r)  # fmt: skip
-        self.link_in_flight = Gauge("prfaas_router_link_in_flight_bytes", "nominal KV bytes sent "
+        self.link_in_flight = _gauge("prfaas_router_link_in_flight_bytes", "nominal KV bytes sent "
                                     "and not yet at decode", ["pool"], registry=r)  # fmt: skip
-        self.link_up = Gauge("prfaas_router_link_up", "1 unless KV transfers over the link "
+        self.link_up = _gauge("prfaas_router_link_up", "1 unless KV transfers over the link "
                              "failed recently", ["pool"], registry=r)  # fmt: skip
-        self.mode = Gauge("prfaas_router_bandwidth_abundant", "1 abundant, 0 scarce (§3.4.3)",
+        self.mode = _gauge("prfaas_router_bandwidth_abundant", "1 abundant, 0 scarce (§3.4.3)",
                           ["pool"], registry=r)  # fmt: skip
-        self.threshold = Gauge("prfaas_router_threshold_tokens", "effective threshold t_eff",
+        self.threshold = _gauge("prfaas_router_threshold_tokens", "effective threshold t_eff",
                                ["pool"], registry=r)  # fmt: skip
-        self.policy_threshold = Gauge("prfaas_router_policy_threshold_tokens", "published t "
+        self.policy_threshold = _gauge("prfaas_router_policy_threshold_tokens", "published t "
                                       "(-1: never offload)", registry=r)  # fmt: skip
-        self.policy_version = Gauge("prfaas_router_policy_version", "version of the policy "
+        self.policy_version = _gauge("prfaas_router_policy_version", "version of the policy "
                                     "running", registry=r)  # fmt: skip
         self.ttft = Histogram("prfaas_router_ttft_seconds", "arrival to first byte of the "
                               "answer", buckets=_LATENCY, registry=r)  # fmt: skip
@@ -64,15 +116,36 @@ class RouterMetrics:
                                    ["pool", "result"], registry=r)  # fmt: skip
         self.errors = Counter("prfaas_router_errors", "requests answered with an error",
                               ["code"], registry=r)  # fmt: skip
+        self.in_flight = _gauge("prfaas_router_requests_in_flight", "client requests in flight "
+                               "here (at most --max-concurrency)", registry=r)  # fmt: skip
+        self.refused = _gauge("prfaas_router_endpoints_refused", "endpoints of the policy "
+                             "dropped, by reason (invalid: not an http(s) URL; not_allowed: "
+                             "outside --allow-endpoint)", ["reason"], registry=r)  # fmt: skip
         self.approximate = Counter("prfaas_router_approximate_token_counts", "text prompts "
                                    "counted without a tokenizer", registry=r)  # fmt: skip
-        self.engine_waiting = Gauge("prfaas_router_engine_waiting", "scraped queue depth",
+        self.engine_waiting = _gauge("prfaas_router_engine_waiting", "scraped queue depth",
                                     ["endpoint"], registry=r)  # fmt: skip
-        self.engine_up = Gauge("prfaas_router_engine_up", "1 if the last scrape succeeded",
+        self.engine_up = _gauge("prfaas_router_engine_up", "1 if the last scrape succeeded",
                                ["endpoint"], registry=r)  # fmt: skip
-        self.engine_in_flight = Gauge("prfaas_router_engine_in_flight", "requests this router "
+        self.engine_in_flight = _gauge("prfaas_router_engine_in_flight", "requests this router "
                                       "has in flight there", ["endpoint"], registry=r)  # fmt: skip
-        self.engine_draining = Gauge("prfaas_router_engine_draining", "1 while an engine that "
+        self.engine_draining = _gauge("prfaas_router_engine_draining", "1 while an engine that "
                                      "left the policy finishes its requests", ["endpoint"],
                                      registry=r)  # fmt: skip
         self.endpoints: set[str] = set()  # the endpoint label values exported now
+        self.pdcluster = pdcluster
+        if pdcluster:  # the exposed registry labels every series; the metrics live in ``r``
+            self.registry = CollectorRegistry()
+            self.registry.register(_Labelled(r, names.PDCLUSTER_LABEL, pdcluster))
+
+    def exposed(self) -> CollectorRegistry:
+        """What ``/metrics`` shows: this process's registry, or all workers' together."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self.registry
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        if not self.pdcluster:
+            return merged
+        labelled = CollectorRegistry()
+        labelled.register(_Labelled(merged, names.PDCLUSTER_LABEL, self.pdcluster))
+        return labelled

@@ -39,16 +39,19 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from prfaas.router import telemetry
+from prfaas.router import handoff, telemetry
+from prfaas.router.auth import ApiKeys
 from prfaas.router.deadline import Deadline, PhaseBudget, PhaseTimeoutError
 from prfaas.router.fleet import Engine, Fleet
+from prfaas.router.limits import Gate, Limits, json_depth
 from prfaas.router.metrics import RouterMetrics
 from prfaas.routing.decide import Decision, Target
-from prfaas.routing.policy import RoutingPolicy
+from prfaas.routing.policy import Handoff, RoutingPolicy
 from prfaas.routing.tokens import PromptTokens
 from prfaas.serving import openai
 from prfaas.serving.http import (
     JSON,
+    Handler,
     add_openai_routes,
     error_response,
     json_response,
@@ -75,6 +78,9 @@ class RouterConfig:
     link_retry_s: float = 1.0  # between probes of a failed link
     probe_timeout_s: float = 5.0
     budget: PhaseBudget | None = None  # phase bounds; None: only the upstream timeouts
+    limits: Limits = field(default_factory=Limits)
+    api_keys: ApiKeys | None = None  # None: the OpenAI routes are open
+    pdcluster: str | None = None  # "namespace/name": the label on every metric series
 
 
 @dataclass(slots=True)
@@ -141,19 +147,23 @@ class RouterServer:
     def __init__(self, cfg: RouterConfig, fleet: Fleet | None = None) -> None:
         self.cfg = cfg
         self.fleet = fleet or Fleet(link_retry_s=cfg.link_retry_s)
-        self.metrics = RouterMetrics()
+        self.metrics = RouterMetrics(cfg.pdcluster)
         self.counter = Counter(cfg.tokenizer)
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._model: str | None = None  # the last model a client named
         self._probes = 0
+        self.gate = Gate(cfg.limits.max_concurrency)
 
     # -- policy ------------------------------------------------------------------------------
     def set_policy(self, policy: RoutingPolicy) -> None:
         old = self.fleet.policy
         bad = self.fleet.apply(policy)
-        for url in bad:
-            log.error("policy v%d: ignoring endpoint %r (not an http(s) URL)", policy.version, url)
+        for url, why in bad:
+            reason = "not an http(s) URL" if why == "invalid" else "not in --allow-endpoint"
+            log.error("policy v%d: ignoring endpoint %r (%s)", policy.version, url, reason)
+        for why in ("invalid", "not_allowed"):
+            self.metrics.refused.labels(why).set(sum(1 for _, w in bad if w == why))
         if old is None or old.version != policy.version:
             log.info(
                 "policy v%d: threshold %s, %d local prefill, %d decode, pools %s",
@@ -167,17 +177,59 @@ class RouterServer:
 
     # -- app ---------------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.cfg.max_body_bytes)
+        """The client-facing app: the OpenAI routes and the decision API (behind the API keys
+        and the concurrency gate), health and metrics. No engine URL is ever in an answer."""
+        app = web.Application(client_max_size=self.cfg.max_body_bytes, middlewares=[self._guard])
         add_openai_routes(app, self._serve)
         app.router.add_post("/v1/route", self._route)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", metrics_handler(self.metrics.registry))
-        app.router.add_get("/policy", self._policy)
+        app.router.add_get("/metrics", metrics_handler(self.metrics.exposed()))
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
+
+    def admin_app(self) -> web.Application:
+        """The admin app (``--admin-port``, bound to loopback by default): ``/policy`` and a
+        decision API that names the engines (for a gateway sidecar that proxies itself)."""
+        app = web.Application(client_max_size=self.cfg.max_body_bytes)
+        app.router.add_get("/policy", self._policy)
+        app.router.add_post("/v1/route", self._route_admin)
+        app.router.add_get("/healthz", self._healthz)
+        return app
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """API keys and the concurrency cap on ``/v1/*``; any failure a client input could
+        still cause becomes an OpenAI-style 500, counted, never a traceback to the client."""
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        keys = self.cfg.api_keys
+        if keys is not None and not keys.allows(request.headers.get("Authorization")):
+            return self._error(RequestError(401, "missing or invalid API key (Authorization: "
+                                            "Bearer <key>)", "invalid_api_key"))  # fmt: skip
+        if request.path == "/v1/models":
+            return await handler(request)
+        if not self.gate.enter():
+            return self._error(RequestError(
+                429, f"over {self.gate.limit} requests in flight here; retry later",
+                "too_many_requests", {"Retry-After": str(self.cfg.limits.retry_after_s)},
+            ))  # fmt: skip
+        self.metrics.in_flight.set(self.gate.active)
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # unknown path or method: the same error shape
+            if exc.status < 400:
+                raise
+            code = exc.reason.lower().replace(" ", "_")
+            return self._error(RequestError(exc.status, exc.reason, code))
+        except Exception:  # a bug, not the client's fault: logged here, a clean 500 there
+            log.exception("unexpected error on %s", request.path)
+            return self._error(RequestError(500, "internal error", "internal_error"))
+        finally:
+            self.gate.leave()
+            self.metrics.in_flight.set(self.gate.active)
 
     async def _start(self, _: web.Application) -> None:
         timeout = aiohttp.ClientTimeout(
@@ -211,9 +263,26 @@ class RouterServer:
             await self.session.close()
 
     # -- request parsing ---------------------------------------------------------------------
+    async def _read(self, request: web.Request) -> Any:
+        lim = self.cfg.limits
+        body = await read_json(request, lim.body_timeout_s)
+        raw = await request.read()  # cached: counting brackets in C spares most bodies the walk
+        deep = raw.count(b"[") + raw.count(b"{") > lim.max_json_depth
+        if deep and json_depth(body, lim.max_json_depth) > lim.max_json_depth:
+            raise RequestError(400, f"request body nested deeper than {lim.max_json_depth} "
+                               "levels", "json_too_deep")  # fmt: skip
+        return body
+
+    def _check(self, prompt: Prompt) -> None:
+        limit = self.cfg.limits.max_tokens
+        if prompt.max_tokens > limit:
+            raise RequestError(400, f"max_tokens {prompt.max_tokens} is over this router's "
+                               f"limit of {limit}", "max_tokens_too_large")  # fmt: skip
+
     async def _parse(self, request: web.Request, kind: Kind) -> tuple[dict[str, Any], Prompt]:
-        body = await read_json(request)
+        body = await self._read(request)
         prompt = openai.parse(kind, body)
+        self._check(prompt)
         if self.cfg.models and prompt.model is not None and prompt.model not in self.cfg.models:
             raise RequestError(
                 404, f"model {prompt.model!r} not served here (have: "
@@ -224,8 +293,13 @@ class RouterServer:
         return body, prompt
 
     async def _decide(self, prompt: Prompt) -> tuple[PromptTokens, Decision]:
+        """Count, look up and decide; 400 for a prompt over ``--max-prompt-tokens``."""
         t0 = time.perf_counter()
         pt = await self.counter.count_async(prompt)
+        limit = self.cfg.limits.max_prompt_tokens
+        if pt.length > limit:
+            raise RequestError(400, f"prompt of {pt.length} tokens is over this router's "
+                               f"limit of {limit}", "prompt_too_long")  # fmt: skip
         d = self.fleet.core.route(pt.length, pt.hashes)
         self.metrics.decide_seconds.observe(time.perf_counter() - t0)
         if not pt.exact:
@@ -234,22 +308,33 @@ class RouterServer:
 
     # -- decision-only API -------------------------------------------------------------------
     async def _route(self, request: web.Request) -> web.Response:
+        return await self._route_answer(request, urls=False)
+
+    async def _route_admin(self, request: web.Request) -> web.Response:
+        return await self._route_answer(request, urls=True)
+
+    async def _route_answer(self, request: web.Request, urls: bool) -> web.Response:
+        """The decision for a request; the engines' URLs only on the admin port (``urls``)."""
         try:
-            raw = await read_json(request)
+            raw = await self._read(request)
             kind: Kind = "chat" if isinstance(raw, Mapping) and "messages" in raw else "completions"
             prompt = openai.parse(kind, raw)
+            self._check(prompt)
             if self.fleet.policy is None:
                 raise RequestError(503, "no routing policy yet", "no_policy")
+            pt, d = await self._decide(prompt)
         except RequestError as exc:
             return self._error(exc)
-        pt, d = await self._decide(prompt)
-        decode = self.fleet.pick_decode()
         target = _target_name(d)
         self.metrics.decisions.labels(target, d.reason.value).inc()
+        where: dict[str, str | None] = {}
+        if urls:
+            decode = self.fleet.pick_decode()
+            where["prefill"] = None if d.target == Target.REJECT else self.fleet.prefill_url(d)
+            where["decode"] = None if decode is None else decode.url
         return json_response(
             {
-                "prefill": None if d.target == Target.REJECT else self.fleet.prefill_url(d),
-                "decode": None if decode is None else decode.url,
+                **where,
                 "target": target,
                 "pool": self._pool_name(d),
                 "reason": d.reason.value,
@@ -272,11 +357,11 @@ class RouterServer:
         arrived = time.monotonic()
         try:
             body, prompt = await self._parse(request, kind)
+            pt, d = await self._decide(prompt)
         except RequestError as exc:
             return self._error(exc)
         if prompt.model is not None:
             self._model = prompt.model  # link probes name a model the engines serve
-        pt, d = await self._decide(prompt)
         rid = request.headers.get("X-Request-ID") or f"prfaas-{uuid.uuid4().hex}"
         try:
             return await self._pd(_Call(request, kind, body, prompt, pt, d, rid, arrived))
@@ -291,14 +376,73 @@ class RouterServer:
             if not self.fleet.has_decode():
                 raise RequestError(503, "no healthy decode instance", "no_decode")
             call.prefills += 1
-            source = self.fleet.engines[self.fleet.prefill_url(d)]
-            kvp = await self._prefill_phase(call)
-            if kvp is None:
+            url = self.fleet.prefill_url(d)
+            source = self.fleet.engines[url]
+            pairing = handoff.pairing(url, self.fleet.handoff(d))
+            if pairing is not None:  # SGLang: prefill and decode at once
+                out = await self._paired(call, source, pairing)
+            elif (kvp := await self._prefill_phase(call)) is not None:
+                out = await self._decode_phase(call, kvp, source)
+            else:
                 continue  # failed: re-routed
-            out = await self._decode_phase(call, kvp, source)
             if out is not None:
                 return out  # else the KVCache was lost: prefill again, locally
         raise RequestError(502, "no prefill target left after failures", "prefill_failed")
+
+    async def _paired(
+        self, call: _Call, source: Engine, pairing: dict[str, Any]
+    ) -> web.StreamResponse | None:
+        """SGLang's hand-off: the request to prefill and to a decode engine at once, paired by
+        ``bootstrap_room``. Prefill failed or late: the decode is cancelled and the call re-routed
+        (as under vLLM); a decode that cannot start: the pair again on another decode engine
+        (its KVCache waits under a room nobody pulls, and expires); None: try again."""
+        decode = self.fleet.pick_decode(call.avoid)
+        if decode is None:
+            raise RequestError(503, "no healthy decode instance", "no_decode")
+        call.decodes += 1
+        with decode:
+            fields = handoff.decode_fields({}, pairing)
+            started = asyncio.create_task(self._decode_start(call, decode, fields, source, True))
+            try:
+                answer = await self._prefill_phase(call, pairing)
+            except BaseException:  # the request's own fault (4xx), or the client went away
+                await _cancelled(started)
+                raise
+            if answer is None:
+                await _cancelled(started)
+                return None
+            return await self._decoded(call, decode, started, handoff.kv_bytes(answer))
+
+    async def _decoded(
+        self,
+        call: _Call,
+        decode: Engine,
+        started: asyncio.Task[tuple[aiohttp.ClientResponse, bytes]],
+        nominal: int,
+    ) -> web.StreamResponse | None:
+        """The decode half of an SGLang pair, once prefill answered: its KVCache on the link
+        until the first byte, then relayed."""
+        d = call.decision
+        if d.target == Target.POOL:
+            self.metrics.link_bytes.labels(self._pool_name(d)).inc(nominal)
+        try:
+            with self.fleet.core.kv_in_flight(d, nominal):
+                resp, first = await started
+        except _UpstreamError as exc:
+            if not (exc.kv or exc.late):
+                call.avoid.append(decode.url)
+                self.metrics.decode_retries.inc()
+                log.warning("%s: decode failed before the answer (%s); the pair again",
+                            call.rid, exc)  # fmt: skip
+                if call.decodes >= _MAX_DECODES:
+                    raise RequestError(502, f"decode failed on {call.decodes} engines",
+                                       "decode_failed") from None  # fmt: skip
+                call.prefills -= 1  # the prefill did not fail: not one of its attempts
+                return None
+            self._kv_lost(call, exc)
+            return None
+        self._count(call)
+        return await self._relay(call, resp, first)
 
     def _reroute(self, call: _Call, cause: str, local: bool = False) -> None:
         """A new decision after a failure; ``local``: fail open to a PD-P instance."""
@@ -308,21 +452,20 @@ class RouterServer:
             core.route_local(pt.length, pt.hashes) if local else core.route(pt.length, pt.hashes)
         )
 
-    async def _prefill_phase(self, call: _Call) -> dict[str, Any] | None:
-        """Phase 1 on the decided target: its ``kv_transfer_params``, or None when it failed
-        (the engine is marked unhealthy until it answers a scrape) and the call was re-routed."""
+    async def _prefill_phase(
+        self, call: _Call, pairing: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Prefill on the decided target: what its answer gives decode (``handoff``), or None
+        when it failed (the engine is marked unhealthy until it answers a scrape) and the call
+        was re-routed."""
         d, pt = call.decision, call.tokens
         url = self.fleet.prefill_url(d)
         pool = d.target == Target.POOL
-        engine = self.fleet.engines[url]
-        budget = math.inf
-        if self.cfg.budget is not None:
-            ahead = self._instance_load(d)
-            budget = self.cfg.budget.prefill_s(pool, d.uncached_tokens, ahead, engine.active)
+        budget = self._prefill_budget(d, self.fleet.engines[url])
         t0 = time.monotonic()
         try:
             with self.fleet.in_flight(d, pt.hashes, pt.length):  # the core's load + the engine's
-                kvp = await self._prefill(url, call, budget)
+                kvp = await self._prefill(url, call, budget, pairing)
         except _UpstreamError as exc:
             self.fleet.engine_failed(url)
             if exc.late:
@@ -334,18 +477,23 @@ class RouterServer:
         self.metrics.phase.labels("prefill").observe(time.monotonic() - t0)
         return kvp
 
+    def _prefill_budget(self, d: Decision, engine: Engine) -> float:
+        if self.cfg.budget is None:
+            return math.inf
+        pool, ahead = d.target == Target.POOL, self._instance_load(d)
+        return self.cfg.budget.prefill_s(pool, d.uncached_tokens, ahead, engine.active)
+
     def _instance_load(self, d: Decision) -> float:
         """Uncached tokens this router already has in flight on ``d``'s instance."""
         live = self.fleet.core.live
         target = live.pools[d.pool].target if d.target == Target.POOL else live.local
         return target.instances[d.instance].load
 
-    async def _prefill(self, url: str, call: _Call, budget: float) -> dict[str, Any]:
+    async def _prefill(
+        self, url: str, call: _Call, budget: float, pairing: dict[str, Any] | None
+    ) -> dict[str, Any]:
         assert self.session is not None
-        req = {k: v for k, v in call.body.items() if k != "stream_options"}
-        req.update(stream=False, max_tokens=1, kv_transfer_params={"do_remote_decode": True})
-        if "max_completion_tokens" in req:
-            req["max_completion_tokens"] = 1
+        req = handoff.prefill_body(call.body, pairing)
         engine = self.fleet.engines[url]
         try:
             with Deadline(budget) as dl, engine.watching(dl.expire):
@@ -360,8 +508,7 @@ class RouterServer:
             raise _UpstreamError(f"{url}: {exc}", late=True) from None
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise _UpstreamError(f"{url}: {exc or type(exc).__name__}") from None
-        kvp = out.get("kv_transfer_params") if isinstance(out, dict) else None
-        return kvp if isinstance(kvp, dict) else {}
+        return handoff.after_prefill(out, pairing)
 
     async def _decode_phase(
         self, call: _Call, kvp: dict[str, Any], source: Engine
@@ -370,7 +517,7 @@ class RouterServer:
         5xx, broken before anything reached the client) is replaced by another, with the same
         KVCache; None when the KVCache is lost or late (the call was re-routed to local)."""
         d = call.decision
-        nominal = _int(kvp.get("prfaas_kv_bytes"))
+        nominal = handoff.kv_bytes(kvp)
         call.kv_spent = False  # a fresh KVCache
         while call.decodes < _MAX_DECODES:
             decode = self.fleet.pick_decode(call.avoid)
@@ -382,7 +529,8 @@ class RouterServer:
             with decode:  # in flight there from the pick until the answer is relayed
                 try:
                     with self.fleet.core.kv_in_flight(d, nominal):
-                        resp, first = await self._decode_start(call, decode, kvp, source)
+                        fields = handoff.decode_fields(kvp, None)
+                        resp, first = await self._decode_start(call, decode, fields, source)
                 except _UpstreamError as exc:
                     if not (exc.kv or exc.late):
                         call.kv_spent = call.kv_spent or exc.reached
@@ -412,15 +560,22 @@ class RouterServer:
         self._reroute(call, cause, local=True)
 
     async def _decode_start(
-        self, call: _Call, decode: Engine, kvp: dict[str, Any], source: Engine
+        self,
+        call: _Call,
+        decode: Engine,
+        fields: dict[str, Any],
+        source: Engine,
+        with_prefill: bool = False,
     ) -> tuple[aiohttp.ClientResponse, bytes]:
-        """Send phase 2 and wait for the first byte of the answer (a stream's first chunk, a
-        JSON answer whole) within the budget; the wait ends early if either engine hangs."""
+        """Send decode its request (the client's body plus ``fields``) and wait for the first
+        byte of the answer (a stream's first chunk, a JSON answer whole) within the budget
+        (``with_prefill``: sent with the prefill, so its bound too); the wait ends early if
+        either engine hangs."""
         assert self.session is not None
-        req = dict(call.body)
-        if kvp:
-            req["kv_transfer_params"] = kvp
+        req = {**call.body, **fields}
         budget, slots = self._first_byte_budget(call)
+        if with_prefill and self.cfg.budget is not None:
+            budget += self._prefill_budget(call.decision, source)
         was = [False]
 
         def queued() -> bool:
@@ -547,17 +702,18 @@ class RouterServer:
         ever the probe."""
         fleet = self.fleet
         routes = fleet.policy.pools if fleet.policy is not None else ()
-        urls = next((p.endpoints for p in routes if p.name == name), ())
+        route = next((p for p in routes if p.name == name), None)
+        urls = route.endpoints if route is not None else ()
         engines = [fleet.engines[u] for u in urls if fleet.engines[u].healthy]
         decode = fleet.pick_decode()
-        if not engines or decode is None:
+        if route is None or not engines or decode is None:
             fleet.link_probed(name, False)  # nothing to probe with yet
             return
         engine = engines[self._probes % len(engines)]
         self._probes += 1
         try:
             async with asyncio.timeout(self.cfg.probe_timeout_s):
-                ok = await self._probe_once(engine.url, decode.url)
+                ok = await self._probe_once(engine.url, decode.url, route.handoff)
         except (aiohttp.ClientError, TimeoutError, ValueError):
             ok = False
         self.metrics.link_probes.labels(name, "ok" if ok else "failed").inc()
@@ -565,23 +721,31 @@ class RouterServer:
             log.info("link to pool %s carries KV again (probed via %s)", name, engine.url)
         fleet.link_probed(name, ok)
 
-    async def _probe_once(self, prefill: str, decode: str) -> bool:
+    async def _probe_once(self, prefill: str, decode: str, how: Handoff) -> bool:
         assert self.session is not None
         body: dict[str, Any] = {"prompt": [0], "max_tokens": 1, "stream": False}
         model = self.cfg.models[0] if self.cfg.models else self._model
         if model is not None:
             body["model"] = model
         path, hdr = _PATHS["completions"], _hdr(f"prfaas-probe-{uuid.uuid4().hex[:12]}")
-        phase1 = {**body, "kv_transfer_params": {"do_remote_decode": True}}
-        async with self.session.post(prefill + path, data=orjson.dumps(phase1), headers=hdr) as r:
-            out = orjson.loads(await r.read()) if r.status == 200 else None
-        kvp = out.get("kv_transfer_params") if isinstance(out, dict) else None
-        if not isinstance(kvp, dict) or not kvp:
+        pairing = handoff.pairing(prefill, how)
+
+        async def post(url: str, req: dict[str, Any]) -> tuple[int, Any]:
+            assert self.session is not None
+            async with self.session.post(url + path, data=orjson.dumps(req), headers=hdr) as r:
+                raw = await r.read()
+                return r.status, orjson.loads(raw) if r.status == 200 else None
+
+        if pairing is not None:  # SGLang: both at once; the KVCache crossed iff decode answers
+            phase1 = handoff.prefill_body(body, pairing)
+            both = await asyncio.gather(post(prefill, phase1), post(decode, {**body, **pairing}))
+            return all(status == 200 for status, _ in both)
+        status, out = await post(prefill, handoff.prefill_body(body, None))
+        kvp = handoff.after_prefill(out, None) if status == 200 else {}
+        if not kvp:
             return False
-        phase2 = {**body, "kv_transfer_params": kvp}
-        async with self.session.post(decode + path, data=orjson.dumps(phase2), headers=hdr) as r:
-            await r.read()
-            return r.status == 200
+        status, _ = await post(decode, {**body, **handoff.decode_fields(kvp, None)})
+        return status == 200
 
     # -- the rest ----------------------------------------------------------------------------
     def _error(self, exc: RequestError) -> web.Response:
@@ -611,7 +775,10 @@ class RouterServer:
         for route, ps in zip(p.pools, fleet.core.live.pools, strict=True):
             pools.append({
                 "name": route.name, "endpoints": list(route.endpoints),
+                "protocol": route.handoff.protocol,
                 "linkUp": ps.link.healthy, "linkUtilisation": ps.link.utilisation(),
+                "linkInFlightBytes": ps.link.in_flight(),
+                "linkLoadFrom": "router" if ps.link.reported is None else "pool",
                 "mode": ps.mode.name.lower(),
                 "thresholdTokens": None if p.threshold_tokens is None
                 else ps.threshold(p.threshold_tokens),
@@ -619,6 +786,7 @@ class RouterServer:
         return json_response({
             "version": p.version, "thresholdTokens": p.threshold_tokens, "pools": pools,
             "prefillEndpoints": list(p.prefill_endpoints),
+            "prefillProtocol": p.prefill_handoff.protocol,
             "decodeEndpoints": list(p.decode_endpoints),
             "engines": fleet.endpoint_states(),
         })  # fmt: skip
@@ -650,15 +818,41 @@ def _hdr(rid: str) -> dict[str, str]:
     return {"X-Request-ID": rid, "Content-Type": JSON}
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+async def _cancelled(task: asyncio.Task[tuple[aiohttp.ClientResponse, bytes]]) -> None:
+    """Cancel a decode start and wait until it has ended; an answer it got already (its prefill
+    was given up as late, yet finished) is dropped, its connection closed."""
+    task.cancel()
+    await asyncio.wait([task])  # never raises: the task's outcome is not ours to see
+    if not task.cancelled() and task.exception() is None:
+        task.result()[0].close()
 
 
-async def run(server: RouterServer, host: str, port: int) -> None:
-    runner = web.AppRunner(server.app(), access_log=None, handler_cancellation=True)
+async def run(
+    server: RouterServer,
+    host: str,
+    port: int,
+    admin: tuple[str, int] | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve until cancelled; ``admin``: also the admin app on (host, port); ``reuse_port``:
+    one of several processes on the ports."""
+    # keepalive_timeout also bounds a request head: aiohttp closes a connection that has not
+    # sent a whole head this long after connecting (or after its last answer)
+    runner = web.AppRunner(
+        server.app(),
+        access_log=None,
+        handler_cancellation=True,
+        keepalive_timeout=server.cfg.limits.idle_timeout_s,
+    )
+    runners = [runner]
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+    if admin is not None:
+        runners.append(admin_runner := web.AppRunner(server.admin_app(), access_log=None))
+        await admin_runner.setup()
+        await web.TCPSite(admin_runner, *admin, reuse_port=reuse_port or None).start()
     try:
         await asyncio.Event().wait()
     finally:
-        await runner.cleanup()
+        for r in runners:
+            await r.cleanup()

@@ -1,6 +1,7 @@
-"""Every ``interval`` seconds: scrape each engine's ``/metrics`` (health and queue depth),
-fold the router's own link accounting into the routing core, run its short-timescale
-adaptation, probe links that failed, and export what it decided.
+"""Every ``interval`` seconds: scrape each engine's ``/metrics`` (health, queue depth and, on
+pool engines, the link's load as the pool side reports it: ``linkload``), fold the link's
+bytes into the routing core, run its short-timescale adaptation, probe links that failed, and
+export what it decided.
 
 An engine that refuses the connection, or misses ``HUNG_AFTER`` scrapes in a row, is *hung*:
 requests still waiting on it (``Engine.watching``) stop waiting and fail over. One missed scrape
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from prfaas import metric_names
+from prfaas.router import linkload
 from prfaas.router.fleet import Engine, Fleet
 from prfaas.router.metrics import RouterMetrics
 
@@ -52,16 +54,20 @@ async def scrape(session: aiohttp.ClientSession, engine: Engine, timeout: float)
         ) as resp:
             if resp.status != 200:
                 raise aiohttp.ClientError(f"status {resp.status}")
-            engine.waiting, engine.running = parse_queue(await resp.text())
+            text = await resp.text()
+            engine.waiting, engine.running = parse_queue(text)
+            linkload.read(engine, text)
         engine.others = max(0.0, engine.waiting + engine.running - engine.active)
         if not engine.healthy:
             log.info("engine %s is back", engine.url)
-        engine.healthy, engine.fails = True, 0
+        engine.healthy, engine.fails, engine.refused = True, 0, False
     except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError) as exc:
+        linkload.forget(engine)
         if engine.healthy:
             log.warning("engine %s unreachable: %s", engine.url, exc or type(exc).__name__)
         engine.healthy = False
         engine.fails += 1
+        engine.refused = not isinstance(exc, TimeoutError)  # it answered, or nothing listens
         if isinstance(exc, aiohttp.ClientConnectorError) or engine.fails >= HUNG_AFTER:
             engine.hung()
 
@@ -86,7 +92,7 @@ def export(fleet: Fleet, metrics: RouterMetrics) -> None:
         name = route.name
         util = ps.link.utilisation()
         metrics.link_utilisation.labels(name).set(util if util != float("inf") else -1)
-        metrics.link_in_flight.labels(name).set(ps.link.bytes_in_flight)
+        metrics.link_in_flight.labels(name).set(ps.link.in_flight())
         metrics.link_up.labels(name).set(1 if ps.link.healthy else 0)
         metrics.mode.labels(name).set(int(ps.mode))
         if t is not None:
@@ -117,19 +123,35 @@ async def run(
     probes: dict[str, asyncio.Task[None]] = {}
     try:
         while True:
-            engines = list(fleet.engines.values())
-            if engines:
-                timeout = max(0.2, interval * 0.8)
-                await asyncio.gather(*(scrape(session, e, timeout) for e in engines))
-            now = time.monotonic()
-            fleet.sync_health()
-            if probe is not None:
-                for name in fleet.links_due(now):
-                    if name not in probes or probes[name].done():
-                        probes[name] = asyncio.create_task(probe(name))
-            fleet.core.observe(now)
-            export(fleet, metrics)
+            await _pass(fleet, metrics, session, interval, probe, probes)
             await asyncio.sleep(interval)
     finally:
         for task in probes.values():
             task.cancel()
+
+
+async def _pass(
+    fleet: Fleet,
+    metrics: RouterMetrics,
+    session: aiohttp.ClientSession,
+    interval: float,
+    probe: Callable[[str], Coroutine[Any, Any, None]] | None,
+    probes: dict[str, asyncio.Task[None]],
+) -> None:
+    """One scrape-and-export pass; a failure is logged, never fatal (health would freeze)."""
+    try:
+        engines = list(fleet.engines.values())
+        if engines:
+            timeout = max(0.2, interval * 0.8)
+            await asyncio.gather(*(scrape(session, e, timeout) for e in engines))
+            linkload.report(fleet)
+        now = time.monotonic()
+        fleet.sync_health()
+        if probe is not None:
+            for name in fleet.links_due(now):
+                if name not in probes or probes[name].done():
+                    probes[name] = asyncio.create_task(probe(name))
+        fleet.core.observe(now)
+        export(fleet, metrics)
+    except Exception:
+        log.exception("telemetry pass failed")

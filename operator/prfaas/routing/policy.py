@@ -17,6 +17,25 @@ class PolicyError(ValueError):
     """A published policy that cannot be used; the message names the field."""
 
 
+VLLM, SGLANG = "vllm", "sglang"
+SGLANG_BOOTSTRAP_PORT = 8998  # SGLang's default --disaggregation-bootstrap-port
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """How a prefill group hands its KVCache to decode. ``vllm``: two phases, prefill with
+    ``kv_transfer_params.do_remote_decode`` first, then decode with what it returned. ``sglang``:
+    the same request to prefill and decode at once, paired by ``bootstrap_room``; decode pulls
+    from ``bootstrap_host`` (the prefill endpoint's host) at ``bootstrap_port``."""
+
+    protocol: str = VLLM
+    bootstrap_port: int = SGLANG_BOOTSTRAP_PORT
+
+    @property
+    def sglang(self) -> bool:
+        return self.protocol == SGLANG
+
+
 @dataclass(frozen=True, slots=True)
 class PoolRoute:
     """A PrefillPool the cluster may offload to, and the egress budget of the link to it.
@@ -31,6 +50,7 @@ class PoolRoute:
     link_budget_gbps: float = 0.0
     threshold_tokens: int | None = None
     standby: bool = False  # used only while no other (primary) pool is usable
+    handoff: Handoff = Handoff()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +78,7 @@ class RoutingPolicy:
     decode_endpoints: tuple[str, ...] = ()
     prefill_source: EndpointSource | None = None
     decode_source: EndpointSource | None = None
+    prefill_handoff: Handoff = Handoff()  # the local PD-P group's
 
     @property
     def sources(self) -> tuple[EndpointSource, ...]:
@@ -117,10 +138,12 @@ class RoutingPolicy:
             raw_own = raw.get("thresholdTokens")
             own = None if raw_own is None else _int(raw_own, f"{where}.thresholdTokens")
             endpoints = _strings(raw.get("endpoints", []), f"{where}.endpoints")
-            standby = raw.get("standby", False)
+            standby = raw.get("standby")
+            standby = False if standby is None else standby  # null: absent (dumped with None)
             if not isinstance(standby, bool):
                 raise PolicyError(f"{where}.standby: expected true or false")
-            pools.append(PoolRoute(name, endpoints, budget, own, standby))
+            handoff = _handoff(raw.get("handoff"), f"{where}.handoff")
+            pools.append(PoolRoute(name, endpoints, budget, own, standby, handoff))
         return cls(
             version=version,
             threshold_tokens=threshold,
@@ -129,6 +152,7 @@ class RoutingPolicy:
             decode_endpoints=_strings(status.get("decodeEndpoints", []), "decodeEndpoints"),
             prefill_source=_source(status.get("prefillDiscovery"), "prefillDiscovery"),
             decode_source=_source(status.get("decodeDiscovery"), "decodeDiscovery"),
+            prefill_handoff=_handoff(status.get("prefillHandoff"), "prefillHandoff"),
         )
 
 
@@ -158,6 +182,22 @@ def _source(raw: Any, where: str) -> EndpointSource | None:
     if scheme not in ("http", "https"):
         raise PolicyError(f"{where}.scheme: expected http or https")
     return EndpointSource(fields["namespace"], fields["labelSelector"], port or None, scheme)
+
+
+def _handoff(raw: Any, where: str) -> Handoff:
+    if raw is None:
+        return Handoff()
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where}: expected an object")
+    protocol = raw.get("protocol") or VLLM
+    if protocol not in (VLLM, SGLANG):
+        raise PolicyError(f"{where}.protocol: expected {VLLM} or {SGLANG}, got {protocol!r}")
+    port = raw.get("bootstrapPort")
+    if port is None:
+        return Handoff(protocol)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise PolicyError(f"{where}.bootstrapPort: expected a port (1-65535), got {port!r}")
+    return Handoff(protocol, port)
 
 
 def _int(value: Any, where: str) -> int:

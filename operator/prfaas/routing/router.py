@@ -45,6 +45,7 @@ class Router:
         self._pool_indexes = dict(pool_indexes or {})
         self._sent: list[float] = []
         self._metered: list[float] = []
+        self._reported: list[float | None] = []  # pool-side bytes since the last observe
         self._last_observe = math.nan
         self.policy = RoutingPolicy()
         self.set_policy(policy)
@@ -69,6 +70,7 @@ class Router:
             sent.append(s)
         self.live.pools = pools
         self._sent, self._metered = sent, list(sent)
+        self._reported = [None] * len(pools)
         self.pool_indexes = [self._pool_indexes.get(r.name) for r in policy.pools]
         if policy.version != self.policy.version and policy.plan_key() != self.policy.plan_key():
             self.adapter.reset(self.live)  # a new plan, not only engines that came or went
@@ -147,6 +149,14 @@ class Router:
         """``nbytes`` of KV (or cache) crossed the link of ``pool``."""
         self._sent[pool] += nbytes
 
+    def reported(self, pool: int, nbytes: float | None, pending: float | None) -> None:
+        """The pool side's reading of the link of ``pool`` (every router replica reads the
+        same): ``nbytes`` offered since its last reading, ``pending`` not sent yet; None: no
+        reading (the link's egress and bytes in flight fall back to this router's own)."""
+        if nbytes is not None:
+            self._reported[pool] = (self._reported[pool] or 0.0) + nbytes
+        self.live.pools[pool].link.report(pending)
+
     def link_failed(self, pool: int, retry_at: float) -> None:
         """A transfer over the link of ``pool`` failed: route around it until ``retry_at``."""
         self.live.pools[pool].link.failed(retry_at)
@@ -157,17 +167,21 @@ class Router:
             ps.link.reopen(now)
 
     def observe(self, now: float) -> None:
-        """Fold metered bytes into each link's egress (EWMA over ``utilisation_window_s``),
-        then adapt."""
+        """Fold metered bytes (the pool side's, reported since the last call, else this
+        router's own) into each link's egress (EWMA over ``utilisation_window_s``), then
+        adapt."""
         last, self._last_observe = self._last_observe, now
         if not math.isnan(last) and now > last:
             # sustained utilisation, not bursts of it: layer-pipelined flows briefly fill the
             # link whenever several prefills stream at once, which is harmless
             weight = 1.0 - math.exp(-(now - last) / self.config.adapt.utilisation_window_s)
             for i, ps in enumerate(self.live.pools):
-                gbps = (self._sent[i] - self._metered[i]) * 8 / 1e9 / (now - last)
+                pool_side = self._reported[i]
+                nbytes = self._sent[i] - self._metered[i] if pool_side is None else pool_side
+                gbps = nbytes * 8 / 1e9 / (now - last)
                 ps.link.egress_gbps += weight * (gbps - ps.link.egress_gbps)
         self._metered = list(self._sent)
+        self._reported = [None] * len(self._reported)
         self.adapter.observe(now, self.live)
 
 

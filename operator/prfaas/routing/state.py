@@ -84,7 +84,11 @@ class TargetState:
 
 
 class LinkState:
-    """The inter-datacenter link from a PrefillPool to this PD cluster, as the router meters it."""
+    """The inter-datacenter link from a PrefillPool to this PD cluster, as the router meters it.
+
+    ``bytes_in_flight`` is this router's own; with a pool-side reading (``reported``: what the
+    pool's engines offered and have not sent, every replica's alike) the link holds that plus
+    what this router sent since the reading (``in_flight``), so N replicas see one link."""
 
     __slots__ = (
         "budget_gbps",
@@ -93,7 +97,9 @@ class LinkState:
         "egress_gbps",
         "healthy",
         "name",
+        "reported",
         "retry_at",
+        "since_report",
     )
 
     def __init__(self, name: str, budget_gbps: float, capacity_gbps: float | None = None) -> None:
@@ -102,6 +108,8 @@ class LinkState:
         self.capacity_gbps = budget_gbps if capacity_gbps is None else capacity_gbps  # measured
         self.egress_gbps = 0.0  # recent egress (EWMA of metered bytes)
         self.bytes_in_flight = 0.0  # KV bytes sent to the link and not yet delivered
+        self.reported: float | None = None  # the pool side's bytes in flight; None: no reading
+        self.since_report = 0.0  # own bytes sent since that reading
         self.healthy = True
         self.retry_at = -math.inf  # when a failed link may be probed again
 
@@ -120,6 +128,19 @@ class LinkState:
 
     def sent(self, nbytes: float) -> None:
         self.bytes_in_flight += nbytes
+        self.since_report += nbytes
+
+    def report(self, pending: float | None) -> None:
+        """The pool side's bytes in flight now (None: no reading, own accounting only)."""
+        self.reported = pending
+        self.since_report = 0.0
+
+    def in_flight(self) -> float:
+        """Bytes on the link: the pool-side reading plus what this router sent since (those of
+        its own still in flight), else this router's own."""
+        if self.reported is None:
+            return self.bytes_in_flight
+        return self.reported + min(self.since_report, self.bytes_in_flight)
 
     def landed(self, nbytes: float) -> None:
         self.bytes_in_flight = max(0.0, self.bytes_in_flight - nbytes)
@@ -142,10 +163,10 @@ class LinkState:
 
     def backlog_seconds(self) -> float:
         """Time to drain what is in flight at the usable rate."""
-        usable = self.usable_gbps()
-        if self.bytes_in_flight <= 0:
+        usable, held = self.usable_gbps(), self.in_flight()
+        if held <= 0:
             return 0.0
-        return self.bytes_in_flight * BITS_PER_BYTE / GBIT / usable if usable > 0 else math.inf
+        return held * BITS_PER_BYTE / GBIT / usable if usable > 0 else math.inf
 
 
 class PoolState:

@@ -4,6 +4,8 @@ cost per request after HTTP itself, and orjson does it several times faster than
 
 from __future__ import annotations
 
+import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,10 +21,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON = "application/json"
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request's JSON body; 413 past the app's ``client_max_size``, 400 if not JSON."""
+async def read_json(request: web.Request, timeout: float = math.inf) -> Any:
+    """The request's JSON body; 413 past the app's ``client_max_size``, 408 if it takes longer
+    than ``timeout`` seconds to arrive, 400 if not JSON."""
     try:
-        raw = await request.read()
+        async with asyncio.timeout(None if math.isinf(timeout) else timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise RequestError(408, f"request body not received within {timeout:g} s",
+                           "body_timeout") from None  # fmt: skip
     except web.HTTPRequestEntityTooLarge:
         limit = request.app._client_max_size  # aiohttp keeps it private
         raise RequestError(413, f"request body over {limit} bytes", "body_too_large") from None
@@ -39,7 +46,7 @@ def json_response(
 
 
 def error_response(exc: RequestError) -> web.Response:
-    return json_response(exc.body(), status=exc.status)
+    return json_response(exc.body(), status=exc.status, headers=exc.headers)
 
 
 def add_openai_routes(

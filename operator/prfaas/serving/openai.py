@@ -21,11 +21,18 @@ DEFAULT_MAX_TOKENS = 16
 class RequestError(Exception):
     """A request we answer with ``status`` and an OpenAI-style error body."""
 
-    def __init__(self, status: int, message: str, code: str = "invalid_request") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str = "invalid_request",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers  # e.g. a 429's Retry-After
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.code, self.status)

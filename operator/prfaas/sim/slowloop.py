@@ -19,6 +19,7 @@ from prfaas.api.pdcluster import (
     PDClusterStatus,
     Policy,
     PoolLink,
+    PrefillStage,
     Stage,
     ThresholdPolicy,
     WorkloadSource,
@@ -63,13 +64,17 @@ def resources(
         ref = ScaleTargetRef(api_version="sim/v1", kind="Simulated", name=name)
         return Stage(scale_target_ref=ref, replicas=ReplicaBounds(min=lo, max=hi))
 
+    def prefill_stage(lo: int, hi: int) -> PrefillStage:
+        ref = ScaleTargetRef(api_version="sim/v1", kind="Simulated", name="prefill")
+        return PrefillStage(scale_target_ref=ref, replicas=ReplicaBounds(min=lo, max=hi))
+
     settings = scenario.planner
     spec = PDClusterSpec(
         datacenter="local",
         model=scenario.model,
         instance=pd.instance,
         instances=n,
-        prefill=stage("prefill", min_p, n - min_d),
+        prefill=prefill_stage(min_p, n - min_d),
         decode=stage("decode", min_d, n - min_p),
         prefill_pools=[PoolLink(name=POOL_NAME, link=scenario.link)],
         workload=WorkloadSource(declared=scenario.workload),

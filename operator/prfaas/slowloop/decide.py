@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from prfaas.api.common import Handoff
 from prfaas.api.pdcluster import (
     ContestedStatus,
     EndpointDiscovery,
@@ -79,6 +80,8 @@ class Outcome:
     applied: list[Change] = field(default_factory=list)
     pool_status: PrefillPoolStatus | None = None
     pool_name: str | None = None
+    pools: list[Any] = field(default_factory=list)
+    """Fleet: the passes over the fleet's pools this pass made (``controller.fleet.PoolPass``)."""
 
 
 class _Report:
@@ -323,6 +326,11 @@ def _problems(obs: Observation, old: PDClusterStatus) -> list[tuple[str, str]]:
     if obs.pool is not None and obs.pool.problem is not None:
         problems.append(obs.pool.problem)
     for g, o in obs.groups.items():
+        if o.unschedulable:  # e.g. a full node group: the plan runs short, say so
+            n = len(o.unschedulable)
+            problems.append(
+                ("Unschedulable", f"{g}: {n} pod(s) Pending, e.g. {o.unschedulable[0]}")
+            )
         if not o.error:
             continue
         message = f"{g}: {o.error}"
@@ -604,6 +612,7 @@ def routing_policy(
                 name=obs.pool.link.name,
                 endpoints=_pool_endpoints(obs, previous),
                 link_budget_gbps=link.budget_gbps,
+                handoff=_published(pool.handoff),
             )
         ]
     else:
@@ -616,8 +625,15 @@ def routing_policy(
         decode_endpoints=list(spec.decode.endpoints.urls),
         prefill_discovery=_discovery(obs, PREFILL),
         decode_discovery=_discovery(obs, DECODE),
+        prefill_handoff=_published(spec.prefill.handoff),
     )
     return _versioned(candidate, previous), pending
+
+
+def _published(handoff: Handoff) -> Handoff | None:
+    """A protocol other than the default, as the router reads it; the default: absent (the
+    policies of clusters that declare none stay as they were)."""
+    return None if handoff == Handoff() else handoff
 
 
 def _versioned(
@@ -638,8 +654,15 @@ def with_pool_engines(
 ) -> RoutingPolicyStatus:
     """The published policy with ``pool``'s engines as they are now (a new version if they
     changed): engines come and go between plans, and while signals are stale too."""
+    return with_pools_engines(policy, {pool: ready})
+
+
+def with_pools_engines(
+    policy: RoutingPolicyStatus, ready: Mapping[str, Sequence[str]]
+) -> RoutingPolicyStatus:
+    """``with_pool_engines`` for several pools at once: one new version at most."""
     routes = [
-        r.model_copy(update={"endpoints": list(ready)}) if r.name == pool else r
+        r.model_copy(update={"endpoints": list(ready[r.name])}) if r.name in ready else r
         for r in policy.prefill_pools
     ]
     return _versioned(policy.model_copy(update={"prefill_pools": routes}), policy)

@@ -43,6 +43,7 @@ class GroupObservation:
     error: str | None = None
     reachable: bool = True  # False: its cluster did not answer (True + error: target invalid)
     reason: str | None = None  # condition reason for ``error`` (default from ``reachable``)
+    unschedulable: tuple[str, ...] = ()  # "pod: scheduler's message" of pods left Pending
 
     @property
     def known(self) -> bool:

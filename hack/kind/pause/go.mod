@@ -1,0 +1,3 @@
+module prfaas.local/pause
+
+go 1.26.0
