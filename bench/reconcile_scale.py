@@ -1,8 +1,8 @@
 """Slow-loop cost on a real API server: N PDClusters, one operator process.
 
-Starts a local control plane (built by `make k8s-bin`), installs the CRDs, one PrefillPool and
-N PDClusters (Observe mode, sharing three Deployments as scale targets), then measures
-(1) one reconcile pass in-process (read 3 /scale, plan, write status) for each CR, and
+Starts a local control plane (built by `make k8s-bin`), installs the CRDs and N PDClusters
+(Observe mode), each in its own namespace with its PrefillPool and three Deployments, then
+measures (1) one reconcile pass in-process (read 3 /scale, plan, write status) for each CR, and
 (2) `prfaas operator` as a process: time until every PDCluster has a plan, with the process's
 CPU time and peak RSS; with ``--rounds R`` the next R rounds too (``intervalSeconds`` 60:
 every CR must be planned anew within each 60 s).
@@ -38,25 +38,33 @@ from prfaas_dev.cluster import ControlPlane, scale_target
 from prfaas_dev.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[1]
-NS = "bench"
+NS = "bench"  # namespaces bench-0000, bench-0001, ...
+NAME = "h20-pd"
 PDC = PDCluster.resource
 INTERVAL_S = 60
 
 
+def ns_of(i: int) -> str:
+    return f"{NS}-{i:04d}"
+
+
 def objects(count: int, interval: int) -> list[dict[str, object]]:
+    """Each PDCluster alone in its namespace, with its PrefillPool and scale targets: PDClusters
+    that share a pool are a fleet, planned jointly (another bench: `make bench-fleet`)."""
     pool = yaml.safe_load((ROOT / "manifests/samples/prefillpool-h200.yaml").read_text())
     pd = yaml.safe_load((ROOT / "manifests/samples/pdcluster-h20.yaml").read_text())
-    pool["metadata"]["namespace"] = NS
-    docs: list[dict[str, object]] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
-        scale_target("h200-prefill", NS, 4),
-        scale_target("h20-prefill", NS, 5),
-        scale_target("h20-decode", NS, 3),
-        pool,
-    ]
+    docs: list[dict[str, object]] = []
     for i in range(count):
+        ns = ns_of(i)
+        docs += [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            scale_target("h200-prefill", ns, 4),
+            scale_target("h20-prefill", ns, 5),
+            scale_target("h20-decode", ns, 3),
+            {**copy.deepcopy(pool), "metadata": {"name": "h200-pool", "namespace": ns}},
+        ]
         doc = copy.deepcopy(pd)
-        doc["metadata"] = {"name": f"pd-{i:04d}", "namespace": NS}
+        doc["metadata"] = {"name": NAME, "namespace": ns}
         doc["spec"]["policy"].update({"mode": "Observe", "intervalSeconds": interval})
         docs.append(doc)
     return docs
@@ -72,14 +80,14 @@ def in_process(cp: ControlPlane, count: int) -> None:
     passes = []
     t0 = time.perf_counter()
     for i in range(count):
-        name = f"pd-{i:04d}"
-        obj = local.get_custom(PDC.plural, NS, name)
+        ns = ns_of(i)
+        obj = local.get_custom(PDC.plural, ns, NAME)
         assert obj is not None
         start = time.perf_counter()
-        res = Resource.parse(name, NS, obj["metadata"]["generation"], obj["spec"], None)
+        res = Resource.parse(NAME, ns, obj["metadata"]["generation"], obj["spec"], None)
         out = rec.reconcile(res)
         status = out.status.model_dump(by_alias=True, exclude_none=True, mode="json")
-        local.patch_status(PDC.plural, NS, name, status)
+        local.patch_status(PDC.plural, ns, NAME, status)
         passes.append((time.perf_counter() - start) * 1e3)
     total = time.perf_counter() - t0
     passes.sort()
@@ -122,11 +130,11 @@ class Planned:
         self.gaps: list[float] = []  # seconds between a CR's plan and its next one
         self.lock = threading.Lock()
         self.stopped = threading.Event()
-        listing: dict[str, Any] = self.crs.list_namespaced_custom_object(
-            PDC.group, PDC.version, NS, PDC.plural
+        listing: dict[str, Any] = self.crs.list_cluster_custom_object(
+            PDC.group, PDC.version, PDC.plural
         )
         for o in listing["items"]:
-            self.at[o["metadata"]["name"]] = _observed_at(o)
+            self.at[o["metadata"]["namespace"]] = _observed_at(o)
         self.rv = listing["metadata"]["resourceVersion"]
         self.thread = threading.Thread(target=self._follow, daemon=True)
         self.thread.start()
@@ -135,12 +143,12 @@ class Planned:
         while not self.stopped.is_set():
             try:
                 for ev in watch.Watch().stream(
-                    self.crs.list_namespaced_custom_object, PDC.group, PDC.version, NS,
-                    PDC.plural, resource_version=self.rv, timeout_seconds=60,
+                    self.crs.list_cluster_custom_object, PDC.group, PDC.version, PDC.plural,
+                    resource_version=self.rv, timeout_seconds=60,
                 ):  # fmt: skip
                     obj = ev["object"]
                     self.rv = obj["metadata"]["resourceVersion"]
-                    name, at = obj["metadata"]["name"], _observed_at(obj)
+                    name, at = obj["metadata"]["namespace"], _observed_at(obj)
                     with self.lock:
                         old = self.at.get(name)
                         if old is not None and at is not None and at > old:
