@@ -11,7 +11,7 @@ OUT := .local
 -include hack/kind.mk
 -include hack/flux.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-overhead bench-goodput peers crds lock clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-operator-scale bench-overhead bench-goodput peers crds lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ bench-routing: venv ## per-request routing decision time (4K and 128K prompts)
 
 bench-reconcile: venv k8s-bin ## slow-loop cost: 200 PDClusters on a real API server
 	$(PY) bench/reconcile_scale.py --count 200
+
+bench-operator-scale: venv k8s-bin ## slow loop at scale: 1000 PDClusters, one operator process, first pass + two 60 s rounds (~5 min)
+	$(PY) bench/reconcile_scale.py --count 1000 --rounds 2 --skip-inprocess
 
 bench-overhead: venv peers ## Benchmark A: latency and max req/s added by prfaas router vs sglang-router vs vllm-router (~4 min)
 	$(PY) bench/router_overhead.py

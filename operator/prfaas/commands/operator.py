@@ -64,6 +64,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--metrics-address", default="0.0.0.0", help="bind address for /metrics")
     p.add_argument(
+        "--workers",
+        type=int,
+        default=16,
+        metavar="N",
+        help="passes that run at once, each in a thread (its API calls wait on the network; "
+        "planning holds one core); also the connections to the local API server "
+        "(default %(default)s)",
+    )
+    p.add_argument(
         "--dry-run",
         action="store_true",
         help="plan and report in status, but never patch /scale or member clusters",
@@ -118,10 +127,13 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError("--peering-lifetime must be at least 2 seconds")
     if args.max_plan_cells < 1:
         raise CommandError("--max-plan-cells must be at least 1")
+    if not 1 <= args.workers <= 256:
+        raise CommandError("--workers must be between 1 and 256")
     if not 0 <= args.metrics_port <= 65535:
         raise CommandError(f"--metrics-port {args.metrics_port} is not a port")
     handlers.Runtime.dry_run = args.dry_run
     handlers.Runtime.peering_lifetime = args.peering_lifetime
+    handlers.Runtime.workers = args.workers
     handlers.Runtime.trust = Trust(
         allow_kubeconfig_exec=args.allow_kubeconfig_exec,
         target_namespaces=frozenset(args.allow_target_namespace),

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,7 @@ class Runtime:
     dry_run = False
     trust = Trust()
     peering_lifetime = 15
+    workers = 16  # passes at once (threads), and connections to the local API server
     local: Cluster | None = None
 
 
@@ -69,7 +71,12 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # start quick (our passes retry on their own schedule anyway)
     settings.networking.error_backoffs = [1, 2, 4]
     settings.networking.request_timeout = 30
-    local = Cluster(await asyncio.to_thread(local_api))
+    # the passes' threads: asyncio's default (cores + 4) left 1000 PDClusters waiting in line
+    # on API-server round trips, not on CPU
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(Runtime.workers, thread_name_prefix="pass")
+    )
+    local = Cluster(await asyncio.to_thread(local_api, Runtime.workers))
     Runtime.local = local
     trust = Runtime.trust
     Runtime.reconciler = Reconciler(

@@ -210,13 +210,17 @@ class Cluster:
                 raise
 
 
-def local_api() -> client.ApiClient:
-    """In-cluster credentials, else the kubeconfig (``KUBECONFIG``)."""
+def local_api(connections: int | None = None) -> client.ApiClient:
+    """In-cluster credentials, else the kubeconfig (``KUBECONFIG``); ``connections``: kept
+    open at most (default: the client's, 5 per core), as many as threads may call at once."""
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config()  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    conf = client.Configuration.get_default_copy()
+    if connections is not None:
+        conf.connection_pool_maxsize = connections
+    return client.ApiClient(conf)
 
 
 class Members:

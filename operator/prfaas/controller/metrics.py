@@ -31,6 +31,11 @@ PLAN_EGRESS = Gauge(
 )
 POLICY_VERSION = Gauge("prfaas_routing_policy_version", "Published routing-policy version", LABELS)
 SIGNALS_STALE = Gauge("prfaas_signals_stale", "1 while holding the last good plan", LABELS)
+PLANS = Counter(
+    "prfaas_operator_plans_total",
+    "Plans asked for, by whether the memo had them (hit) or the planner searched (miss)",
+    ["memo"],
+)
 
 
 def forget(namespace: str, pdcluster: str) -> None:

@@ -15,9 +15,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus, PoolLink
+from prfaas.api.prefillpool import PrefillPoolStatus
 from prfaas.controller.endpoints import PoolEndpoints
 from prfaas.controller.fleet import Listing, read_namespace, size_pools, with_unseen_sizes
 from prfaas.controller.kube import Members, TargetError, UnreachableError
+from prfaas.controller.memo import PlanMemo
 from prfaas.controller.observe import ScaleHandle, observe
 from prfaas.controller.signals import Query
 from prfaas.controller.trust import Trust
@@ -86,6 +88,7 @@ class Reconciler:
         self.dry_run = dry_run  # plan and report, never scale (operator-wide Observe)
         self.trust = trust or Trust()
         self.pool_endpoints = PoolEndpoints()  # pools' engines, watched in their clusters
+        self.planner = PlanMemo()  # a scenario planned before is not searched again
 
     def reconcile(self, res: Resource) -> Outcome:
         now = self.clock()
@@ -115,11 +118,17 @@ class Reconciler:
             now,
             res.generation,
             dry_run=self.dry_run,
+            planner=self.planner,
             max_plan_cells=self.trust.max_plan_cells,
         )
         if not isinstance(decision, Decision):
             return _alone(decision)  # nothing to act on (stale signals, no plan)
-        return _alone(decision.outcome(act(decision.to_apply, handles)))
+        outcome = decision.outcome(act(decision.to_apply, handles))
+        pool = decision.obs.pool
+        if pool is not None and _pool_status_unchanged(outcome, pool.status):
+            # as read this pass: no write (every PDCluster of a pool wrote it on every pass)
+            outcome = replace(outcome, pool_status=None)
+        return _alone(outcome)
 
     def _in_fleet(
         self, res: Resource, spec: PDClusterSpec, listing: Listing, comp: Component, now: datetime
@@ -220,6 +229,18 @@ class Reconciler:
             return PoolReach(link.name, last, budget, True, handoff)
         ready = self.pool_endpoints.ready(user, cluster, where, spec.endpoints)
         return PoolReach(link.name, last if ready is None else tuple(ready), budget, True, handoff)
+
+
+def _pool_status_unchanged(outcome: Outcome, seen: PrefillPoolStatus | None) -> bool:
+    """Whether the pool status this pass would write (as the handlers write it: planned by
+    this PDCluster, no fleet fields) is what was read."""
+    if outcome.pool_status is None or seen is None:
+        return False
+    fields = {"planned_by": "PDCluster", "users": None, "scaled_at": None}
+    written = outcome.pool_status.model_copy(
+        update={**fields, "contested_generation": seen.contested_generation}  # not written
+    )
+    return written == seen
 
 
 def _alone(outcome: Outcome) -> Outcome:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from prfaas.api.common import Handoff
 from prfaas.api.pdcluster import (
@@ -29,7 +29,7 @@ from prfaas.api.pdcluster import (
 )
 from prfaas.api.planning import scenario_for
 from prfaas.api.prefillpool import PrefillPoolSpec, PrefillPoolStatus
-from prfaas.model.planner import Plan, PlanError, PlanResult, grid_cells, plan
+from prfaas.model.planner import Plan, PlanError, grid_cells, plan
 from prfaas.model.profiles import LinkProfile
 from prfaas.model.scenario import PDSpec, PoolSpec, Scenario
 from prfaas.slowloop.conditions import Status, is_true, iso, set_condition
@@ -45,7 +45,17 @@ from prfaas.slowloop.observation import (
 from prfaas.slowloop.safety import Change, Group, floor_for, safe_changes
 from prfaas.slowloop.threshold import hold
 
-Planner = Callable[[Scenario], PlanResult]
+
+class Plans(Protocol):
+    """What a pass reads of a plan: a ``PlanResult``, or the operator's memo of one."""
+
+    @property
+    def prfaas(self) -> Plan: ...
+    @property
+    def homogeneous(self) -> Plan: ...
+
+
+Planner = Callable[[Scenario], Plans]
 Phase = Literal["Planned", "Applied", "Holding", "Degraded"]
 _SCALED_FIELD: dict[GroupName, str] = {
     POOL: "prefill_pool",
@@ -134,6 +144,7 @@ class Decision:
     enforce: bool
     dry_run: bool
     planner: Planner
+    mean_tokens: float | None = None  # the workload's mean length, as the planner computed it
 
     @property
     def to_apply(self) -> list[Change]:
@@ -165,7 +176,7 @@ class Decision:
             phase,
             plan=plan_status,
             routing_policy=policy,
-            signals=signals_status(self.signals, r.at),
+            signals=signals_status(self.signals, r.at, self.mean_tokens),
             replicas=ReplicasStatus(
                 **{_SCALED_FIELD[g]: v for g, v in after.items() if v is not None}
             ),
@@ -277,7 +288,9 @@ def decide(
     r.cond("SignalsStale", "False", "Fresh", f"{signals.source} signals")
     current = _counts(obs, old)
     try:
-        target, scenario = _plan_target(obs, signals, planner, current.get(POOL), max_plan_cells)
+        target, scenario, mean = _plan_target(
+            obs, signals, planner, current.get(POOL), max_plan_cells
+        )
     except PlanError as exc:
         reason = "PlanTooLarge" if isinstance(exc, PlanTooLargeError) else "PlanFailed"
         r.problems.append((reason, f"plan failed: {exc}"))
@@ -303,7 +316,7 @@ def decide(
     enforce = spec.policy.mode == "Enforce" and not dry_run
     _report_contest(r, old, obs, contested)
     return Decision(
-        obs, r, now, signals, scenario, target, now_plan, changes, enforce, dry_run, planner
+        obs, r, now, signals, scenario, target, now_plan, changes, enforce, dry_run, planner, mean
     )
 
 
@@ -400,7 +413,9 @@ def _plan_target(
     planner: Planner,
     pool_now: int | None,
     max_cells: int | None,
-) -> tuple[Plan, Scenario]:
+) -> tuple[Plan, Scenario, float | None]:
+    """The plan, its scenario, and the workload's mean length (the homogeneous baseline's, which
+    is the whole distribution's: a 131K-point grid not computed again for the status)."""
     spec, pool, link = obs.spec, obs.usable_pool, _link(obs)
     if pool is None or link is None or obs.pool is None:
         # no usable PrefillPool: plan the local cluster alone (the homogeneous split)
@@ -409,7 +424,8 @@ def _plan_target(
         )
         settings = scenario.planner.model_copy(update={"homogeneous_instances": spec.instances})
         scenario = _budgeted(scenario.model_copy(update={"planner": settings}), max_cells)
-        return planner(scenario).homogeneous, scenario
+        plans = planner(scenario)
+        return plans.homogeneous, scenario, plans.homogeneous.l_short
     scenario = scenario_for(
         obs.name,
         spec,
@@ -419,7 +435,8 @@ def _plan_target(
         link,
         signals.workload,
     )
-    return planner(_budgeted(scenario, max_cells)).prfaas, scenario
+    plans = planner(_budgeted(scenario, max_cells))
+    return plans.prfaas, scenario, plans.homogeneous.l_short
 
 
 _UNBOUNDED = LinkProfile(capacity_gbps=1_000_000)
@@ -700,12 +717,13 @@ def _plan_key(p: PlanStatus) -> tuple[Any, ...]:
     return (p.threshold_tokens, p.n_prfaas, p.n_prefill, p.n_decode)
 
 
-def signals_status(s: Signals, at: str) -> SignalsStatus:
-    grid = s.workload.input_length.grid()
+def signals_status(s: Signals, at: str, mean_tokens: float | None = None) -> SignalsStatus:
+    if mean_tokens is None:
+        mean_tokens = s.workload.input_length.grid().mean()
     return SignalsStatus(
         source=s.source,
         arrival_rate_rps=s.arrival_rate_rps,
-        mean_uncached_tokens=round(grid.mean(), 1),
+        mean_uncached_tokens=round(mean_tokens, 1),
         output_tokens=s.workload.output_tokens,
         egress_gbps=sum(s.egress_gbps.values()) if s.egress_gbps else None,
         observed_at=at,
