@@ -182,7 +182,12 @@ async def fetch(host: str, port: int, key: str, timeout: float) -> int:
         raise KVTransferError(f"{host}:{port}: {exc.strerror or type(exc).__name__}") from None
 
 
-_ANSWERS = {"ERR unknown key": "unknown key", "ERR bad request": "bad request", "ERR busy": "busy"}
+_ANSWERS = {
+    "ERR unknown key": "unknown key",
+    "ERR bad request": "bad request",
+    "ERR busy": "busy",
+    "ERR outside the networks": "the link gateway refused it: outside the networks it serves",
+}
 
 
 def _size(head: str, where: str) -> int:

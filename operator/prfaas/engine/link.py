@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from prfaas.serving.http import metrics_handler
+
+log = logging.getLogger("prfaas.link")
 
 CHUNK = 64 * 1024
 _QUEUE_CHUNKS = 64
@@ -158,7 +161,8 @@ class Link:
             target = gateway_target(line, self.allow)
         except GatewayRefusedError as exc:
             self.forbidden.inc()
-            writer.write(f"ERR {exc}\n".encode())
+            log.warning("gateway: %s", exc)
+            writer.write(b"ERR outside the networks\n")  # a fixed answer: decode reports it as is
             with contextlib.suppress(OSError):
                 await writer.drain()
             writer.close()
