@@ -373,6 +373,24 @@ def test_local_prefill_that_only_misses_scrapes_still_serves_as_a_last_resort(
     slow.proc.stop()
 
 
+def test_a_pool_that_dies_whole_between_scrapes_still_fails_open_to_local(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Three pool engines die at once, before the router's next scrape: each failed attempt
+    may pick the next pool engine, so the last attempt must be local prefill (it was not:
+    502 prefill_failed after three dead pool engines)."""
+    doomed = [cluster.stack.engine("prefill", "h200", SPEEDUP) for _ in range(3)]
+    pool = {"name": "doomed", "endpoints": [e.url for e in doomed], "linkBudgetGbps": 100.0}
+    router = side_router(cluster, tmp_path, "router-doomed-pool", "--scrape-interval", "60",
+                         prefillPools=[pool])  # fmt: skip
+    for e in doomed:
+        e.proc.kill()
+    status, headers, _ = gen(router.url, prompt(40_000))
+    assert status == 200 and headers["x-prfaas-prefill"] == "local"
+    assert metric(router.url + "/metrics", "prfaas_router_fallbacks_total", cause="pool") == 2
+    router.proc.stop()
+
+
 def test_a_dead_decode_is_retried_on_another_and_then_a_clear_503(
     cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -445,9 +445,12 @@ class RouterServer:
         return await self._relay(call, resp, first)
 
     def _reroute(self, call: _Call, cause: str, local: bool = False) -> None:
-        """A new decision after a failure; ``local``: fail open to a PD-P instance."""
+        """A new decision after a failure; ``local``: fail open to a PD-P instance. The last
+        attempt is always local: pool engines that die together (a pool scaled down, a
+        datacenter lost) must not use up every attempt before the EndpointSlices catch up."""
         self.metrics.fallbacks.labels(cause).inc()
         core, pt = self.fleet.core, call.tokens
+        local = local or call.prefills >= _MAX_PREFILLS - 1
         call.decision = (
             core.route_local(pt.length, pt.hashes) if local else core.route(pt.length, pt.hashes)
         )
