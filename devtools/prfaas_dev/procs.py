@@ -51,6 +51,16 @@ def _pdeathsig_hook() -> Callable[[], None] | None:
     return hook
 
 
+def _exited(pid: int) -> bool:
+    """``pid`` is gone or a zombie. An exiting process loses its command line before it turns
+    into a zombie, so ``_pid_runs`` is False a moment before the process has really ended."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
 def _pid_runs(pid: int, binary: str) -> bool:
     """Whether ``pid`` is alive, not a zombie, and still runs ``binary`` (guards pid reuse)."""
     proc = Path("/proc") / str(pid)
@@ -146,6 +156,8 @@ class Proc:
             while self.alive() and time.monotonic() < deadline:
                 time.sleep(0.05)
             if not self.alive():
+                while not _exited(self.pid) and time.monotonic() < deadline:
+                    time.sleep(0.01)  # signalled and on its way out: wait until it has ended
                 return
         raise ProcessError(f"{self.name} (pid {self.pid}) survived SIGKILL")
 
