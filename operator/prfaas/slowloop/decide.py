@@ -155,18 +155,13 @@ class Decision:
         """Status and events once ``to_apply`` was attempted; ``failed``: group → error."""
         failed = failed or {}
         r = self.report
-        r.problems += [("ScaleFailed", f"{g}: scaling failed: {m}") for g, m in failed.items()]
-        applied = [c for c in self.to_apply if c.group not in failed]
+        applied = record_failures(r, self.to_apply, failed)
         after, scaled = self._scaled(applied)
         # the routing policy routes for the counts that run after this step
         routed = _plan_for_counts(self.scenario, after, self.planner) if applied else self.now_plan
         policy, plan_status, held = self._publish(routed)
-        pending = [
-            c
-            for c in self.changes
-            if c.next != c.desired or (c.acts and not self.enforce) or c.group in failed
-        ]
-        self._plan_applied(pending)
+        pending = still_pending(self.changes, self.enforce, failed)
+        plan_applied(r, pending, self.enforce, self.dry_run, "every group is at its planned size")
         r.close_degraded()
         r.cond("Ready", "True", "Planned", f"plan from {self.signals.source} signals")
         phase: Phase = (
@@ -218,27 +213,6 @@ class Decision:
                 f"N_d={t.n_decode} Λ={t.throughput_rps:.2f} req/s ({t.binding}-bound)",
             )
         return policy, plan_status, pending
-
-    def _plan_applied(self, pending: list[Change]) -> None:
-        cond = self.report.cond
-        if self.dry_run:
-            cond(
-                "PlanApplied",
-                "False",
-                "DryRun",
-                "the operator runs with --dry-run: nothing is scaled",
-            )
-        elif not self.enforce:
-            cond("PlanApplied", "False", "Observe", "policy.mode is Observe: nothing is scaled")
-        elif pending:
-            cond(
-                "PlanApplied",
-                "False",
-                "InProgress",
-                "; ".join(f"{c.group}: {c.reason}" for c in pending),
-            )
-        else:
-            cond("PlanApplied", "True", "AtPlan", "every group is at its planned size")
 
     def _pool_status(self, after: Mapping[GroupName, int | None]) -> PrefillPoolStatus | None:
         if self.obs.usable_pool is None:
@@ -318,6 +292,35 @@ def decide(
     return Decision(
         obs, r, now, signals, scenario, target, now_plan, changes, enforce, dry_run, planner, mean
     )
+
+
+def record_failures(r: _Report, to_apply: list[Change], failed: Mapping[str, str]) -> list[Change]:
+    """Each failed ``/scale`` write as a problem; the changes that went through."""
+    r.problems += [("ScaleFailed", f"{g}: scaling failed: {m}") for g, m in failed.items()]
+    return [c for c in to_apply if c.group not in failed]
+
+
+def still_pending(changes: list[Change], enforce: bool, failed: Mapping[str, str]) -> list[Change]:
+    """Changes that leave their group short of the plan after this pass."""
+    return [
+        c for c in changes if c.next != c.desired or (c.acts and not enforce) or c.group in failed
+    ]
+
+
+def plan_applied(
+    r: _Report, pending: list[Change], enforce: bool, dry_run: bool, at_plan: str
+) -> None:
+    """The ``PlanApplied`` condition; ``at_plan``: its message once nothing is pending."""
+    if dry_run:
+        r.cond("PlanApplied", "False", "DryRun", "the operator runs with --dry-run: nothing is "
+               "scaled")  # fmt: skip
+    elif not enforce:
+        r.cond("PlanApplied", "False", "Observe", "policy.mode is Observe: nothing is scaled")
+    elif pending:
+        r.cond("PlanApplied", "False", "InProgress",
+               "; ".join(f"{c.group}: {c.reason}" for c in pending))  # fmt: skip
+    else:
+        r.cond("PlanApplied", "True", "AtPlan", at_plan)
 
 
 # -- the steps -------------------------------------------------------------------------------

@@ -42,8 +42,11 @@ from prfaas.slowloop.decide import (
     _Report,
     _report_contest,
     _versioned,
+    plan_applied,
     plan_status_of,
+    record_failures,
     signals_status,
+    still_pending,
 )
 from prfaas.slowloop.fleet import FleetOutcome
 from prfaas.slowloop.observation import DECODE, PREFILL, GroupName, Observation, Signals
@@ -111,16 +114,13 @@ class MemberDecision:
     def outcome(self, failed: Mapping[str, str] | None = None) -> Outcome:
         failed = failed or {}
         r = self.report
-        r.problems += [("ScaleFailed", f"{g}: scaling failed: {m}") for g, m in failed.items()]
-        applied = [c for c in self.to_apply if c.group not in failed]
+        applied = record_failures(r, self.to_apply, failed)
         after, stamps = self._after(applied)
         policy, pending = self._policy()
         plan_status = self._plan_status()
-        waiting = [
-            c for c in self.changes
-            if c.next != c.desired or (c.acts and not self.enforce) or c.group in failed
-        ]  # fmt: skip
-        _plan_applied(r, waiting, self.enforce, self.dry_run)
+        waiting = still_pending(self.changes, self.enforce, failed)
+        plan_applied(r, waiting, self.enforce, self.dry_run,
+                     "its prefill and decode are at the fleet plan")  # fmt: skip
         r.close_degraded()
         r.cond("Ready", "True", "Planned", f"fleet plan from {self.signals.source} signals")
         phase: Phase = (
@@ -218,19 +218,6 @@ def _share(s: PoolShare, threshold: int | None) -> PoolShareStatus:
         egress_gbps=round(s.egress_gbps, 4),
         threshold_tokens=threshold,
     )
-
-
-def _plan_applied(r: _Report, waiting: list[Change], enforce: bool, dry_run: bool) -> None:
-    if dry_run:
-        r.cond("PlanApplied", "False", "DryRun", "the operator runs with --dry-run: nothing is "
-               "scaled")  # fmt: skip
-    elif not enforce:
-        r.cond("PlanApplied", "False", "Observe", "policy.mode is Observe: nothing is scaled")
-    elif waiting:
-        r.cond("PlanApplied", "False", "InProgress",
-               "; ".join(f"{c.group}: {c.reason}" for c in waiting))  # fmt: skip
-    else:
-        r.cond("PlanApplied", "True", "AtPlan", "its prefill and decode are at the fleet plan")
 
 
 def decide_member(
