@@ -209,21 +209,13 @@ class Fleet:
         return any(e is engine for e in self.decode)
 
     def has_decode(self) -> bool:
-        return any(e.healthy or not e.refused for e in self.decode)
+        usable = serving(self.decode)
+        return any(usable(e) for e in self.decode)
 
     def pick_decode(self, avoid: Sequence[str] = ()) -> Engine | None:
-        """Least loaded healthy decode engine (``Engine.load``), not one in ``avoid`` unless
-        no other is healthy. The caller enters it (``with engine:``) at once.
-
-        With none healthy, the least loaded one that only missed scrapes (none refused a
-        connection or failed a request): on a saturated host every scrape may time out while the
-        engines still serve, and a certain 503 is worse than a request that may fail over."""
-        best = self._least_loaded(avoid, lambda e: e.healthy)
-        return best or self._least_loaded(avoid, lambda e: not e.refused)
-
-    def _least_loaded(
-        self, avoid: Sequence[str], usable: Callable[[Engine], bool]
-    ) -> Engine | None:
+        """Least loaded serving decode engine (``Engine.load``, ``serving``), not one in
+        ``avoid`` unless no other serves. The caller enters it (``with engine:``) at once."""
+        usable = serving(self.decode)
         best, score, n = None, math.inf, len(self.decode)
         self._turn += 1
         for k in range(n):
@@ -288,15 +280,29 @@ class Fleet:
             self._sync(ps.target, route.endpoints)
 
     def _sync(self, target: TargetState, urls: Sequence[str], last_resort: bool = False) -> None:
-        """``last_resort``: with no engine of the group healthy, those that only missed scrapes
-        count as healthy (as ``pick_decode`` does): local prefill is where every request fails
-        open to, and a host too loaded to answer scrapes in time still serves. A pool has the
-        local group behind it, so it gets no such grace."""
+        """``last_resort``: health as ``serving`` judges it (local prefill, where every request
+        fails open to, as decode); a pool has the local group behind it, so only healthy counts."""
         engines = [self.engines[u] for u in urls]
-        grace = last_resort and not any(e.healthy for e in engines)
+        usable = serving(engines) if last_resort else _healthy
         for k, e in enumerate(engines):
-            target.set_healthy(e.healthy or (grace and not e.refused), instance=k)
+            target.set_healthy(usable(e), instance=k)
         target.set_waiting(int(sum(e.waiting for e in engines)))
+
+
+def _healthy(e: Engine) -> bool:
+    return e.healthy
+
+
+def _scrapes_missed_only(e: Engine) -> bool:
+    return not e.refused
+
+
+def serving(engines: Sequence[Engine]) -> Callable[[Engine], bool]:
+    """Which engines of a group may take a request: the healthy ones; with none healthy, those
+    that only missed scrapes (timeouts; none refused a connection or failed a request). On a
+    saturated host every scrape may time out while the engines still serve, and a certain 503
+    is worse than a request that may fail over."""
+    return _healthy if any(e.healthy for e in engines) else _scrapes_missed_only
 
 
 def _mapped(policy: RoutingPolicy, fn: Callable[[str], str | None]) -> RoutingPolicy:
