@@ -68,9 +68,6 @@ class Allowlist:
             raise AllowError(f"expected a CIDR, HOST[:PORT] or URL prefix, got {entry!r}")
         self._hosts.append(_Host(host.lower(), int(port) if sep else None))
 
-    def __bool__(self) -> bool:
-        return bool(self.entries)
-
     def allows(self, url: str) -> bool:
         """``url`` (a valid http(s) URL) matches an entry; an empty list: not ``closed``."""
         if self.any:

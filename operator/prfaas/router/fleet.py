@@ -117,9 +117,7 @@ class Fleet:
         allow: Allowlist | None = None,
     ) -> None:
         self.config = config or HTTP_ROUTING
-        self.allow = (
-            allow if allow is not None else Allowlist()
-        )  # where declared (not discovered) endpoints may be
+        self.allow = allow or Allowlist()  # where declared (not discovered) endpoints may be
         self.link_retry_s = link_retry_s
         # engines on this host named ``<name>.localhost``: EndpointSlices may not hold loopback
         # addresses, on purpose, so this is opt-in (development, tests)
