@@ -14,7 +14,6 @@ every CR must be planned anew within each 60 s).
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import statistics
 import subprocess
@@ -34,40 +33,18 @@ from prfaas.api import PDCluster
 from prfaas.controller.kube import Cluster, Members
 from prfaas.controller.reconcile import Reconciler, Resource
 from prfaas.controller.signals import prometheus_query_factory
-from prfaas_dev.cluster import ControlPlane, scale_target
+from prfaas_dev.cluster import ControlPlane
+from prfaas_dev.many import NAME, lone_clusters, namespace_of
 from prfaas_dev.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "bench"  # namespaces bench-0000, bench-0001, ...
-NAME = "h20-pd"
 PDC = PDCluster.resource
 INTERVAL_S = 60
 
 
 def ns_of(i: int) -> str:
-    return f"{NS}-{i:04d}"
-
-
-def objects(count: int, interval: int) -> list[dict[str, object]]:
-    """Each PDCluster alone in its namespace, with its PrefillPool and scale targets: PDClusters
-    that share a pool are a fleet, planned jointly (another bench: `make bench-fleet`)."""
-    pool = yaml.safe_load((ROOT / "manifests/samples/prefillpool-h200.yaml").read_text())
-    pd = yaml.safe_load((ROOT / "manifests/samples/pdcluster-h20.yaml").read_text())
-    docs: list[dict[str, object]] = []
-    for i in range(count):
-        ns = ns_of(i)
-        docs += [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-            scale_target("h200-prefill", ns, 4),
-            scale_target("h20-prefill", ns, 5),
-            scale_target("h20-decode", ns, 3),
-            {**copy.deepcopy(pool), "metadata": {"name": "h200-pool", "namespace": ns}},
-        ]
-        doc = copy.deepcopy(pd)
-        doc["metadata"] = {"name": NAME, "namespace": ns}
-        doc["spec"]["policy"].update({"mode": "Observe", "intervalSeconds": interval})
-        docs.append(doc)
-    return docs
+    return namespace_of(NS, i)
 
 
 def in_process(cp: ControlPlane, count: int) -> None:
@@ -257,7 +234,7 @@ def main() -> None:
             cp.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
             cp.kubectl("wait", "--for=condition=Established", f"crd/{PDC.name}")
             manifest = Path(tmp) / "objects.yaml"
-            manifest.write_text(yaml.safe_dump_all(objects(args.count, interval)))
+            manifest.write_text(yaml.safe_dump_all(lone_clusters(NS, args.count, interval)))
             t0 = time.perf_counter()
             cp.kubectl("apply", "--server-side", "-f", str(manifest))
             print(f"created {args.count} PDClusters in {time.perf_counter() - t0:.1f} s")

@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 import yaml
 from audit_log import AuditLog, audit_args
-from kube_helpers import ROOT, OperatorProcess, deployment, get_json, kubectl, wait_for
+from kube_helpers import ROOT, OperatorProcess, get_json, kubectl, wait_for
 
 from prfaas.api import PDCluster, PrefillPool
 from prfaas_dev.cluster import BinariesMissingError, ControlPlane, DevClusterError
+from prfaas_dev.many import NAME, lone_clusters, namespace_of
 
 pytestmark = pytest.mark.integration
 COUNT = 50
@@ -32,31 +33,8 @@ PDC, POOL = PDCluster.resource, PrefillPool.resource
 OPERATOR = "prfaas-operator"  # the ServiceAccount, as the audit log names the user
 
 
-NAME = "h20-pd"
-
-
 def ns_of(i: int) -> str:
-    return f"scale-{i:02d}"
-
-
-def objects() -> list[dict[str, Any]]:
-    pool = yaml.safe_load((ROOT / "manifests/samples/prefillpool-h200.yaml").read_text())
-    pd = yaml.safe_load((ROOT / "manifests/samples/pdcluster-h20.yaml").read_text())
-    docs: list[dict[str, Any]] = []
-    for i in range(COUNT):
-        ns = ns_of(i)
-        docs += [
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-            deployment("h200-prefill", ns, 4),
-            deployment("h20-prefill", ns, 5),
-            deployment("h20-decode", ns, 3),
-            {**copy.deepcopy(pool), "metadata": {"name": "h200-pool", "namespace": ns}},
-        ]
-        doc = copy.deepcopy(pd)
-        doc["metadata"] = {"name": NAME, "namespace": ns}
-        doc["spec"]["policy"].update({"mode": "Observe", "intervalSeconds": INTERVAL_S})
-        docs.append(doc)
-    return docs
+    return namespace_of("scale", i)
 
 
 class Scale:
@@ -97,7 +75,14 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scale]:
         kubectl(admin, "apply", "--server-side", "-f", str(ROOT / "crds"))
         kubectl(admin, "wait", "--for=condition=Established", "--timeout=60s", f"crd/{PDC.name}")
         kubectl(admin, "apply", "-f", str(ROOT / "manifests/operator"))
-        kubectl(admin, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects()))
+        kubectl(
+            admin,
+            "apply",
+            "--server-side",
+            "-f",
+            "-",
+            stdin=yaml.safe_dump_all(lone_clusters("scale", COUNT, INTERVAL_S)),
+        )
         token = Path(plane.kubeconfig_for_serviceaccount("prfaas-system", OPERATOR))
         operator = OperatorProcess(token, tmp_path_factory.mktemp("op") / "operator.log").start()
         env = Scale(admin, AuditLog(log), operator)
