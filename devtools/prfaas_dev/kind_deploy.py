@@ -234,13 +234,13 @@ def link(o: Options) -> dict[str, Any]:
     return _deployment(LINK, 1, container)
 
 
-def service(name: str, ports: dict[str, int], node_port: bool = False) -> dict[str, Any]:
+def service(name: str, ports: dict[str, int]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
-            "type": "NodePort" if node_port else "ClusterIP",
+            "type": "ClusterIP",
             "selector": {GROUP_LABEL: name},
             "ports": [{"name": n, "port": p, "targetPort": n} for n, p in ports.items()],
         },
