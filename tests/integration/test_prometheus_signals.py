@@ -112,7 +112,12 @@ def test_two_pdclusters_in_one_prometheus_each_measure_their_own_traffic() -> No
     assert sa.samples is not None and sb.samples is not None
     assert 2000 <= sa.samples <= 6000 and 600 <= sb.samples <= 2000  # not 9000 each
     assert sa.arrival_rate_rps and sb.arrival_rate_rps
-    assert sa.arrival_rate_rps / sb.arrival_rate_rps == pytest.approx(3.0, rel=0.2)
+    # Prometheus extrapolates each target's increase by its own scrape offsets over a few
+    # seconds of samples (up to ~1/3 here on a busy machine), so a's rate is not exactly 3× b's;
+    # but rate and sample count of one target share those samples: their ratios agree.
+    rate_ratio = sa.arrival_rate_rps / sb.arrival_rate_rps
+    assert rate_ratio == pytest.approx(sa.samples / sb.samples, rel=0.05)
+    assert 2.0 <= rate_ratio <= 4.5  # each its own traffic: the sum would give 1
     mean_a = sa.workload.input_length.grid().mean()
     mean_b = sb.workload.input_length.grid().mean()
     assert mean_a > 15_000 and mean_b < 6_000
