@@ -1,6 +1,7 @@
 """Benchmark B: goodput under a TTFT SLO on the paper's case study, time-scaled, with real
 processes: ``prfaas router`` (PrfaaS-PD) vs sglang-router and vllm-router doing plain P/D with
-every prefill on the PrefillPool (the paper's naive heterogeneous baseline).
+every prefill on the PrefillPool (the paper's naive heterogeneous baseline), and the same peers
+given the *same* PrfaaS-PD engines as ours, so that only the routing policy differs.
 
 Cluster (split from ``prfaas plan -o json``; engines ``--speedup S`` times faster than real):
 
@@ -10,6 +11,10 @@ Cluster (split from ``prfaas plan -o json``; engines ``--speedup S`` times faste
   router's threshold ``t`` from the plan; pool prefills go over the link, short ones stay local.
 - PD cluster, naive: the same 4 pool engines as the only prefill, ``n_decode`` of the naive plan
   (8) h20 decode engines (the PD-P machines become decode, as in the paper).
+- Same engines (``--setups same``): the peers get PrfaaS-PD's engines, the 4 pool engines (their
+  KVCache still crosses the link) and the 3 PD-P all listed as prefill workers, the 5 PD-D as
+  decode; each peer with each policy of ``--same-policies`` (default: ``cache_aware``, both
+  peers' default, which balances load when the workers' queues differ, and ``round_robin``).
 
 Load: Poisson arrivals at ``--rate`` case-study req/s (× S on the wall clock), prompt lengths
 drawn from ``case_study().workload`` (log-normal, unique prompts: no prefix hits), 1024 output
@@ -137,6 +142,21 @@ class Cluster:
         return self.pool + self.local_p + self.decode
 
 
+PEERS = ("sglang-router", "vllm-router")
+SAME = "same engines"
+
+
+def run_name(peer: str, policy: str) -> str:
+    """The key of a peer's run on the same engines as ours (the naive runs are the peer's name)."""
+    return f"{peer} ({SAME}, {policy})"
+
+
+def setup_of(name: str) -> str:
+    if name == "prfaas-router":
+        return "PrfaaS-PD (t, pool + PD-P)"
+    return "PrfaaS-PD's engines, peer policy" if SAME in name else "naive: all on pool"
+
+
 def start_cluster(
     stack: Stack,
     speed: float,
@@ -145,9 +165,11 @@ def start_cluster(
     wanted: list[str],
     tools: Any,
     tokenizer: Path | None = None,
+    same_policies: tuple[str, ...] = (),
 ) -> Cluster:
-    """The engines, the link and the routers of both setups (see the module docstring); with
-    ``tokenizer``, the engines and ``prfaas router`` count text with that ``tokenizer.json``."""
+    """The engines, the link and the routers of every setup (see the module docstring); with
+    ``tokenizer``, the engines and ``prfaas router`` count text with that ``tokenizer.json``;
+    ``same_policies``: the peers also route PrfaaS-PD's engines, once per policy."""
     sc = case_study()
     link_gbps = sc.link.capacity_gbps * sc.link.usable_fraction
     # --admin: the runs flush the engines' prefix caches between setups (POST /flush_cache)
@@ -176,6 +198,14 @@ def start_cluster(
         routers["sglang-router"] = stack.sglang_router(tools.sglang_router, pool, naive_dec)
     if "vllm-router" in wanted:
         routers["vllm-router"] = stack.vllm_router(tools.vllm_router, pool, naive_dec)
+    ours_dec = decode[: int(ours["n_decode"])]
+    launch = {"sglang-router": stack.sglang_router, "vllm-router": stack.vllm_router}
+    for peer in (p for p in PEERS if p in wanted):
+        argv = tools.sglang_router if peer == "sglang-router" else tools.vllm_router
+        for policy in same_policies:
+            routers[run_name(peer, policy)] = launch[peer](
+                argv, pool + local_p, ours_dec, policy=policy
+            )
     return Cluster(pool, link, local_p, decode, routers)
 
 
@@ -320,7 +350,7 @@ def aiperf_table(aip: dict[str, Any], slo_s: float) -> Table:
                 "SLO met", "on pool", "Gbps", "approx"):  # fmt: skip
         t.add_column(col, justify="left" if col in ("router", "setup") else "right")
     for name, r in aip["results"].items():
-        setup = "PrfaaS-PD" if name == "prfaas-router" else "naive P/D"
+        setup = setup_of(name)
         if "error" in r:
             t.add_row(name, setup, "[red]failed[/]")
             continue
@@ -349,6 +379,11 @@ def main() -> int:
     parser.add_argument("--speedup", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--routers", default="prfaas-router,sglang-router,vllm-router")
+    parser.add_argument(
+        "--same-policies",
+        default="cache_aware,round_robin",
+        help="the peers' policies on PrfaaS-PD's own engines ('' skips that setup)",
+    )
     parser.add_argument(
         "--aiperf",
         action=argparse.BooleanOptionalAction,
@@ -383,6 +418,7 @@ def main() -> int:
     step = sc.pd_cluster.instance.decode.step_seconds  # type: ignore[union-attr]
     out_tokens = int(sc.workload.output_tokens)
     wanted = [r for r in args.routers.split(",") if r]
+    same = tuple(p for p in args.same_policies.split(",") if p)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     logs = OUT / f"goodput-{stamp}"
     speed = args.speedup
@@ -398,7 +434,7 @@ def main() -> int:
             cl = (
                 None
                 if args.aiperf_only
-                else start_cluster(stack, speed, ours, naive, wanted, tools)
+                else start_cluster(stack, speed, ours, naive, wanted, tools, same_policies=same)
             )
         except ProcessError as e:
             console.print(f"[red]start-up failed: {e}[/]")
@@ -472,7 +508,7 @@ def main() -> int:
                 "SLO met", "on pool", "egress Gbps"):  # fmt: skip
         t.add_column(col, justify="left" if col in ("router", "setup") else "right")
     for name, r in results.items():
-        setup = "PrfaaS-PD (t, pool + PD-P)" if name == "prfaas-router" else "naive: all on pool"
+        setup = setup_of(name)
         t.add_row(
             name, setup, f"{r['completed']}/{r['errors']}",
             *(f"{r['ttft_s'][q]:.2f}" for q in ("p50", "p90", "p99")),

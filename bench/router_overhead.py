@@ -3,6 +3,8 @@ in P/D mode in front of the same simulated engines with ``--zero-compute`` (no p
 decode time, empty KV transfers), so what is left is routing, proxying and the hand-off.
 
 Engines: 2 prefill + 2 decode, plus one ``--role both`` engine for the single-engine baseline.
+``prfaas router`` runs twice: one process (one core), and ``--workers 2`` (two processes on one
+port, SO_REUSEPORT), as the Rust peers use every core with their thread pools.
 Every target gets the same load, one after the other:
 
 1. open loop, our asyncio/aiohttp client: ``--rate`` req/s (default 500) for ``--duration`` s,
@@ -57,8 +59,10 @@ from prfaas_dev.stack import Stack
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / ".local" / "bench"
+WORKERS = "prfaas-router --workers 2"
 BASELINE = {  # router -> the direct flow it does on the wire
     "prfaas-router": "direct 2-phase",
+    WORKERS: "direct 2-phase",
     "sglang-router": "direct bootstrap",
     "vllm-router": "direct 2-phase",
 }
@@ -151,6 +155,7 @@ def main() -> int:
     parser.add_argument("--aiperf-rate", type=float, default=100.0)
     parser.add_argument("--aiperf-duration", type=float, default=10.0)
     parser.add_argument("--no-aiperf", action="store_true")
+    parser.add_argument("--no-workers", action="store_true", help=f"skip the `{WORKERS}` target")
     args = parser.parse_args()
     console = Console(width=max(Console().width, 132))
     try:
@@ -167,6 +172,8 @@ def main() -> int:
             dec = [stack.engine("decode", zero_compute=True) for _ in range(2)]
             single = stack.engine("both", zero_compute=True)
             routers = {"prfaas-router": stack.prfaas_router(pre, dec)}
+            if not args.no_workers:
+                routers[WORKERS] = stack.prfaas_router(pre, dec, extra=["--workers", "2"])
             routers["sglang-router"] = stack.sglang_router(tools.sglang_router, pre, dec)
             routers["vllm-router"] = stack.vllm_router(tools.vllm_router, pre, dec)
         except ProcessError as e:
