@@ -31,6 +31,14 @@ def test_prefill_bound_is_the_profile_time_times_the_factor_plus_what_is_queued_
     assert BUDGET.prefill_s(False, 40_000) > alone  # H20 prefill is slower than H200
 
 
+def test_prefill_bound_matches_the_curve_at_any_length_in_and_beyond_its_table() -> None:
+    """The per-request bound reads a table (pure Python, no numpy per request): it must agree
+    with the profile's curve, also between table points and past the table's end."""
+    for tokens in (0, 1, 255, 257, 12_345.5, 40_000, 131_071, (1 << 20) - 1, 1 << 20, 3 << 20):
+        expected = 1.0 + 3.0 * t_h200(max(1.0, tokens)) / 20.0
+        assert BUDGET.prefill_s(True, int(tokens)) == pytest.approx(expected, rel=1e-4)
+
+
 def test_first_byte_bound_counts_the_link_backlog_and_the_tokens_before_the_first_byte() -> None:
     step = case_study().pd_cluster.instance.decode.step_seconds  # type: ignore[union-attr]
     stream = BUDGET.first_byte_s(kv_seconds=0.5, tokens_to_first_byte=1)
