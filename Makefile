@@ -107,7 +107,7 @@ bench-operator-scale: venv k8s-bin ## slow loop at scale: 1000 PDClusters, one o
 bench-overhead: venv peers ## Benchmark A: latency and max req/s added by prfaas router vs sglang-router vs vllm-router (~4 min)
 	$(PY) bench/router_overhead.py
 
-bench-goodput: venv peers ## Benchmark B: case-study goodput (TTFT SLO) of prfaas router vs the peers on the naive setup (~2 min)
+bench-goodput: venv peers ## Benchmark B: case-study goodput (TTFT SLO) of prfaas router vs the peers, naive setup and on our engines (~4 min)
 	$(PY) bench/goodput.py
 
 .PHONY: bench-goodput-aiperf

@@ -173,18 +173,19 @@ def start_cluster(
     sc = case_study()
     link_gbps = sc.link.capacity_gbps * sc.link.usable_fraction
     # --admin: the runs flush the engines' prefix caches between setups (POST /flush_cache)
-    tok = ["--admin", *(["--tokenizer", str(tokenizer)] if tokenizer else [])]
+    tok = ["--tokenizer", str(tokenizer)] if tokenizer else []
+    admin = ["--admin", *tok]  # engines only
     routes = [free_port() for _ in range(int(ours["n_prfaas"]))]
     pool = [stack.engine("prefill", "h200", speed, kv_advertise=("127.0.0.1", r),
-                         kv_byte_scale=KV_BYTE_SCALE, extra=tok) for r in routes]  # fmt: skip
+                         kv_byte_scale=KV_BYTE_SCALE, extra=admin) for r in routes]  # fmt: skip
     link = stack.link(
         {r: ("127.0.0.1", e.kv_port) for r, e in zip(routes, pool, strict=True)},
         link_gbps, sc.link.rtt_ms, speed, KV_BYTE_SCALE,
     )  # fmt: skip
     n_dec = max(int(ours["n_decode"]), int(naive["n_decode"]))
-    local_p = [stack.engine("prefill", "h20", speed, kv_byte_scale=KV_BYTE_SCALE, extra=tok)
+    local_p = [stack.engine("prefill", "h20", speed, kv_byte_scale=KV_BYTE_SCALE, extra=admin)
                for _ in range(int(ours["n_prefill"]))]  # fmt: skip
-    decode = [stack.engine("decode", "h20", speed, kv_byte_scale=KV_BYTE_SCALE, extra=tok)
+    decode = [stack.engine("decode", "h20", speed, kv_byte_scale=KV_BYTE_SCALE, extra=admin)
               for _ in range(n_dec)]  # fmt: skip
     routers = {}
     naive_dec = decode[: int(naive["n_decode"])]
@@ -241,6 +242,86 @@ class Counters:
                 for e in cl.engines
             ),
         }
+
+
+def run_one(
+    cl: Cluster,
+    name: str,
+    router: Service,
+    rate: float,
+    args: argparse.Namespace,
+    console: Console,
+) -> dict[str, Any]:
+    """One router, ``args.requests`` Poisson requests at ``rate`` (case-study req/s): TTFT,
+    goodput and where the prefills ran. Prompts are unique to the run (no prefix hits)."""
+    sc = case_study()
+    step = sc.pd_cluster.instance.decode.step_seconds  # type: ignore[union-attr]
+    out_tokens, speed = int(sc.workload.output_tokens), args.speedup
+    run_one.runs += 1  # type: ignore[attr-defined]
+    tag = f"{name}@{rate:g}#{run_one.runs}"  # type: ignore[attr-defined]
+    reqs, lengths = load(rate, args.requests, speed, out_tokens, args.seed, tag)
+    for e in cl.engines:  # every run starts from empty prefix caches, whatever ran before
+        http_post_json(e.url + "/flush_cache", {})
+    before = Counters.take(cl)
+    console.print(
+        f"[bold]{name}[/] at {rate:g} req/s: {len(reqs)} requests over "
+        f"{reqs[-1][0]:.1f} s wall ({reqs[-1][0] * speed:.0f} s case study)"
+    )
+    s = asyncio.run(open_loop(Via(name, router.url), reqs, timeout_s=600))
+    deadline = time.monotonic() + 60
+    while not drained(cl.engines) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    c = Counters.take(cl).since(before)
+    ttft = [(lat - (out_tokens - 1) * step / speed) * speed for lat in s.latency]
+    span = float(reqs[-1][0]) * speed
+    good = sum(1 for t in ttft if t <= args.slo_s)
+    return {
+        "rate_case_study": rate,
+        "completed": s.ok,
+        "errors": s.errors,
+        "first_error": s.first_error,
+        "ttft_s": {q: round(pct(ttft, float(q[1:])), 3) for q in ("p50", "p90", "p99")},
+        "ttft_mean_s": round(float(np.mean(ttft)), 3) if ttft else None,
+        "goodput_rps": round(good / span, 3),
+        "slo_attainment": round(good / len(reqs), 4),
+        "prefills_on_pool": int(c["on_pool"]),
+        "prefills_local": int(c["local"]),
+        "offload_fraction": round(c["on_pool"] / max(1.0, c["on_pool"] + c["local"]), 3),
+        "egress_gbps_mean": round(c["wire_bytes"] / KV_BYTE_SCALE * 8 / 1e9 / span, 2),
+        "mean_prompt_tokens": round(float(np.mean(lengths)), 1),
+        "client_lag_p99_ms": round(pct(s.lag, 99) * 1e3, 2),
+    }
+
+
+run_one.runs = 0  # type: ignore[attr-defined]
+
+
+def max_rate(by_rate: dict[str, dict[str, Any]], attainment: float) -> float | None:
+    """The highest swept rate from which down every lower rate met the SLO for ``attainment``
+    of the requests (goodput as DistServe defines it), or None if even the lowest did not."""
+    best = None
+    for key in sorted(by_rate, key=float):
+        if by_rate[key]["slo_attainment"] < attainment:
+            break
+        best = float(key)
+    return best
+
+
+def sweep_table(swept: dict[str, dict[str, dict[str, Any]]], args: argparse.Namespace) -> Table:
+    rates = sorted({k for r in swept.values() for k in r}, key=float)
+    t = Table(title=f"SLO attainment (TTFT ≤ {args.slo_s:g} s) by offered rate, case study "
+                    f"×{args.speedup:g}, {args.requests} requests a rate; goodput = the highest "
+                    f"rate met for ≥ {args.attainment:.0%}")  # fmt: skip
+    t.add_column("router")
+    t.add_column("setup")
+    for r in rates:
+        t.add_column(f"{r} req/s", justify="right")
+    t.add_column("goodput req/s", justify="right")
+    for name, by_rate in swept.items():
+        best = max_rate(by_rate, args.attainment)
+        cells = [f"{by_rate[r]['slo_attainment']:.0%}" if r in by_rate else "" for r in rates]
+        t.add_row(name, setup_of(name), *cells, "<" + rates[0] if best is None else f"{best:g}")
+    return t
 
 
 def aiperf_bench(
@@ -378,6 +459,13 @@ def main() -> int:
     parser.add_argument("--slo-s", type=float, default=20.0, help="TTFT SLO, case-study s")
     parser.add_argument("--speedup", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sweep",
+        default="",
+        help="also run each router at these case-study rates (e.g. 2.4,2.8,3.2,3.6) and report "
+        "goodput as the highest rate whose SLO attainment is at least --attainment",
+    )
+    parser.add_argument("--attainment", type=float, default=0.9, help="with --sweep")
     parser.add_argument("--routers", default="prfaas-router,sglang-router,vllm-router")
     parser.add_argument(
         "--same-policies",
@@ -414,9 +502,6 @@ def main() -> int:
         return 2
     plans = plan()
     ours, naive = plans["prfaas"], plans["naive"]
-    sc = case_study()
-    step = sc.pd_cluster.instance.decode.step_seconds  # type: ignore[union-attr]
-    out_tokens = int(sc.workload.output_tokens)
     wanted = [r for r in args.routers.split(",") if r]
     same = tuple(p for p in args.same_policies.split(",") if p)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -429,6 +514,8 @@ def main() -> int:
         f"(case study), speed-up {speed:g}, TTFT SLO {args.slo_s:g} s"
     )
     results: dict[str, Any] = {}
+    swept: dict[str, dict[str, dict[str, Any]]] = {}
+    sweep = [float(r) for r in args.sweep.split(",") if r]
     with contextlib.ExitStack() if args.aiperf_only else Stack(logs) as stack:
         try:
             cl = (
@@ -439,50 +526,14 @@ def main() -> int:
         except ProcessError as e:
             console.print(f"[red]start-up failed: {e}[/]")
             return 1
-        pool, link, local_p, decode = (cl.pool, cl.link, cl.local_p, cl.decode) if cl else ([],) * 4
-        routers = cl.routers if cl else {}
-        engines = pool + local_p + decode
-        for name, router in routers.items():
-            reqs, lengths = load(args.rate, args.requests, speed, out_tokens, args.seed, name)
-            before = {e.url: scrape(e.url + "/metrics") for e in engines}
-            link_before = scrape(link.metrics_url or "")
-            console.print(
-                f"[bold]{name}[/]: {len(reqs)} requests over "
-                f"{reqs[-1][0]:.1f} s wall ({reqs[-1][0] * speed:.0f} s case study)"
-            )
-            s = asyncio.run(open_loop(Via(name, router.url), reqs, timeout_s=600))
-            deadline = time.monotonic() + 60
-            while not drained(engines) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            after = {e.url: scrape(e.url + "/metrics") for e in engines}
-            link_after = scrape(link.metrics_url or "")
-            ttft = [(lat - (out_tokens - 1) * step / speed) * speed for lat in s.latency]
-
-            def d(es: list[Engine], key: str) -> float:
-                return sum(after[e.url].get(key, 0) - before[e.url].get(key, 0) for e in es)  # noqa: B023
-
-            on_pool = d(pool, PREFILL)
-            local = d(local_p, PREFILL) + d(decode, BOTH)
-            span = float(reqs[-1][0]) * speed
-            wire = link_after.get("prfaas_link_bytes_total", 0) - link_before.get(
-                "prfaas_link_bytes_total", 0
-            )
-            good = sum(1 for t in ttft if t <= args.slo_s)
-            results[name] = {
-                "completed": s.ok,
-                "errors": s.errors,
-                "first_error": s.first_error,
-                "ttft_s": {q: round(pct(ttft, float(q[1:])), 3) for q in ("p50", "p90", "p99")},
-                "ttft_mean_s": round(float(np.mean(ttft)), 3) if ttft else None,
-                "goodput_rps": round(good / span, 3),
-                "slo_attainment": round(good / len(reqs), 4),
-                "prefills_on_pool": int(on_pool),
-                "prefills_local": int(local),
-                "offload_fraction": round(on_pool / max(1.0, on_pool + local), 3),
-                "egress_gbps_mean": round(wire / KV_BYTE_SCALE * 8 / 1e9 / span, 2),
-                "mean_prompt_tokens": round(float(np.mean(lengths)), 1),
-                "client_lag_p99_ms": round(pct(s.lag, 99) * 1e3, 2),
-            }
+        for name, router in (cl.routers if cl else {}).items():
+            assert cl is not None
+            results[name] = run_one(cl, name, router, args.rate, args, console)
+            if not sweep:
+                continue
+            swept[name] = {f"{args.rate:g}": results[name]}
+            for rate in (r for r in sweep if r != args.rate):
+                swept[name][f"{rate:g}"] = run_one(cl, name, router, rate, args, console)
     aip: dict[str, Any] = {}
     if args.aiperf or args.aiperf_only:
         t0 = time.monotonic()
@@ -496,6 +547,10 @@ def main() -> int:
         "plan": {"prfaas": ours, "naive": naive},
         "ttft": "derived: latency − (L_out − 1) × step / speedup, in case-study seconds",
         "results": results,
+        "sweep": {
+            name: {"by_rate": by_rate, "goodput_rps": max_rate(by_rate, args.attainment)}
+            for name, by_rate in swept.items()
+        },
         "aiperf": aip,
     }
     path = OUT / f"goodput-{stamp}.json"
@@ -517,10 +572,13 @@ def main() -> int:
         )  # fmt: skip
     if results:
         console.print(t)
+    if swept:
+        console.print(sweep_table(swept, args))
     if aip.get("results"):
         console.print(aiperf_table(aip, args.slo_s))
     console.print(f"JSON: {path.relative_to(REPO)}  (process logs in {logs.relative_to(REPO)})")
     failed = any(r["errors"] for r in results.values())
+    failed |= any(r["errors"] for by in swept.values() for r in by.values())
     failed |= "error" in aip or any(
         r.get("error") or r["errors"] for r in aip.get("results", {}).values()
     )
