@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -87,6 +88,7 @@ PREFILL = 'prfaas_engine_requests_total{phase="prefill"}'
 BOTH = 'prfaas_engine_requests_total{phase="prefill+decode"}'
 HITS = "vllm:prefix_cache_hits_total"
 APPROX = "prfaas_router_approximate_token_counts_total"
+_RUNS = itertools.count(1)
 
 
 def plan() -> dict[str, Any]:
@@ -257,8 +259,7 @@ def run_one(
     sc = case_study()
     step = sc.pd_cluster.instance.decode.step_seconds  # type: ignore[union-attr]
     out_tokens, speed = int(sc.workload.output_tokens), args.speedup
-    run_one.runs += 1  # type: ignore[attr-defined]
-    tag = f"{name}@{rate:g}#{run_one.runs}"  # type: ignore[attr-defined]
+    tag = f"{name}@{rate:g}#{next(_RUNS)}"  # unique prompts in every run, also at one rate
     reqs, lengths = load(rate, args.requests, speed, out_tokens, args.seed, tag)
     for e in cl.engines:  # every run starts from empty prefix caches, whatever ran before
         http_post_json(e.url + "/flush_cache", {})
@@ -291,9 +292,6 @@ def run_one(
         "mean_prompt_tokens": round(float(np.mean(lengths)), 1),
         "client_lag_p99_ms": round(pct(s.lag, 99) * 1e3, 2),
     }
-
-
-run_one.runs = 0  # type: ignore[attr-defined]
 
 
 def max_rate(by_rate: dict[str, dict[str, Any]], attainment: float) -> float | None:
