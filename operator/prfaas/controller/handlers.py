@@ -2,12 +2,15 @@
 
 One daemon per PDCluster runs the slow loop every ``policy.intervalSeconds`` and at once when
 the spec changes (its ``metadata.generation`` moves). State lives in ``status`` only, so a
-restarted operator picks up where it stopped (cooldowns included).
+restarted operator picks up where it stopped (cooldowns included). A pass reads its namespace's
+PrefillPools and PDClusters (its fleet) from two kopf indices the watches keep, not from the
+API server: kopf fills them before any daemon starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Mapping
@@ -21,7 +24,7 @@ from prfaas.api import PDCluster, PrefillPool
 from prfaas.api.common import Placement
 from prfaas.api.pdcluster import RoutingPolicyStatus
 from prfaas.controller import metrics
-from prfaas.controller.fleet import pool_status_patch
+from prfaas.controller.fleet import Objects, pool_status_patch
 from prfaas.controller.kube import Cluster, Members, UnreachableError, local_api
 from prfaas.controller.reconcile import (
     Reconciler,
@@ -95,9 +98,41 @@ def _interval(spec: Any) -> float:
         return 60.0
 
 
+@kopf.index(POOL.group, POOL.version, POOL.plural)
+async def pools_by_namespace(*, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """What a pass reads of a PrefillPool (kopf drops an object's entry when it is deleted)."""
+    meta = {"name": body.meta.get("name"), "generation": body.meta.get("generation")}
+    return {namespace: {"metadata": meta, "spec": copy.deepcopy(body.get("spec")),
+                        "status": copy.deepcopy(body.get("status"))}}  # fmt: skip
+
+
+@kopf.index(PDC.group, PDC.version, PDC.plural)
+async def pdclusters_by_namespace(*, namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """What a pass reads of a PDCluster: its spec and the demand it published."""
+    meta = {"name": body.meta.get("name"),
+            "deletionTimestamp": body.meta.get("deletionTimestamp")}  # fmt: skip
+    workload = (body.get("status") or {}).get("workload")
+    status = {"workload": copy.deepcopy(workload)} if workload is not None else None
+    return {namespace: {"metadata": meta, "spec": copy.deepcopy(body.get("spec")),
+                        "status": status}}  # fmt: skip
+
+
+def _objects(indices: Mapping[str, Any], ns: str) -> Objects:
+    """The namespace's objects from the indices (kopf passes each as a keyword argument named
+    after its function), a snapshot: read in the event loop, which alone writes them."""
+    pools: kopf.Index[Any, Any] = indices["pools_by_namespace"]
+    clusters: kopf.Index[Any, Any] = indices["pdclusters_by_namespace"]
+    return Objects(tuple(pools.get(ns, ())), tuple(clusters.get(ns, ())))
+
+
 @kopf.daemon(PDC.group, PDC.version, PDC.plural, cancellation_timeout=10.0)
 async def pdcluster_loop(
-    *, name: str, namespace: str | None, body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any
+    *,
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    **indices: Any,
 ) -> None:
     assert namespace is not None  # PDCluster is namespaced
     labels = {"namespace": namespace, "pdcluster": name}
@@ -107,7 +142,8 @@ async def pdcluster_loop(
             generation = body.meta.get("generation")
             started = time.perf_counter()
             try:
-                await _one_pass(name, namespace, body, labels, written)
+                seen = _objects(indices, namespace)
+                await _one_pass(name, namespace, body, labels, written, seen)
             except Exception as exc:  # keep the loop alive; the next pass retries
                 metrics.ERRORS.labels(**labels).inc()
                 log.exception("reconcile of %s/%s failed", namespace, name)
@@ -215,14 +251,19 @@ async def _report_error(name: str, namespace: str, body: kopf.Body, exc: Excepti
 
 
 async def _one_pass(
-    name: str, namespace: str, body: kopf.Body, labels: dict[str, str], written: _Written
+    name: str,
+    namespace: str,
+    body: kopf.Body,
+    labels: dict[str, str],
+    written: _Written,
+    seen: Objects,
 ) -> None:
     reconciler, local = Runtime.reconciler, Runtime.local
     assert reconciler is not None and local is not None
     res = Resource.parse(
         name, namespace, body.meta.get("generation"), dict(body.spec), written.status(body)
     )
-    outcome = await asyncio.to_thread(reconciler.reconcile, res)
+    outcome = await asyncio.to_thread(reconciler.reconcile, res, seen)
     _record(outcome, labels)  # before the status says so: a reader of both sees the writes
     status = outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json")
     patch = merge_patch(body.status, status)  # what became empty is removed, not kept
