@@ -41,6 +41,7 @@ from prfaas.slowloop.decide import Outcome, endpoints_message, with_pools_engine
 log = logging.getLogger("prfaas.operator")
 PDC, POOL = PDCluster.resource, PrefillPool.resource
 FINALIZER = f"{PDC.group}/finalizer"
+TICK_S = 1.0  # between passes: a spec change or a pool's new engines are seen within this
 
 
 class Runtime:
@@ -140,7 +141,7 @@ async def pdcluster_loop(
     try:
         while not stopped:
             generation = body.meta.get("generation")
-            started = time.perf_counter()
+            started, begun = time.perf_counter(), time.monotonic()
             try:
                 seen = _objects(indices, namespace)
                 await _one_pass(name, namespace, body, labels, written, seen)
@@ -149,12 +150,14 @@ async def pdcluster_loop(
                 log.exception("reconcile of %s/%s failed", namespace, name)
                 await _report_error(name, namespace, body, exc)
             metrics.RECONCILE_SECONDS.labels(**labels).observe(time.perf_counter() - started)
-            deadline = time.monotonic() + _interval(body.spec)
-            while not stopped and time.monotonic() < deadline:
+            # the interval counts from the pass's start (a pass every interval, whatever its
+            # latency), and at least one tick from its end (a pass longer than the interval)
+            deadline = max(begun + _interval(body.spec), time.monotonic() + TICK_S)
+            while not stopped and (left := deadline - time.monotonic()) > 0:
                 if body.meta.get("generation") != generation:
                     break  # the spec changed: plan again now
                 await _follow_pool_engines(name, namespace, body, labels, written)
-                await stopped.wait(1.0)
+                await stopped.wait(min(TICK_S, left))  # not past the deadline
         metrics.forget(namespace, name)  # deleted (or no longer watched): no stale series
     finally:
         if Runtime.reconciler is not None:
