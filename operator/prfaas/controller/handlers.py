@@ -157,7 +157,10 @@ async def pdcluster_loop(
                 if body.meta.get("generation") != generation:
                     break  # the spec changed: plan again now
                 await _follow_pool_engines(name, namespace, body, labels, written)
-                await stopped.wait(min(TICK_S, left))  # not past the deadline
+                # not kopf's stopped.wait: ~90 µs of CPU a call (a task and a timeout), 9% of
+                # a core for 1000 daemons ticking every second; a sleep is ~8 µs, and a stop
+                # is seen at the next tick
+                await asyncio.sleep(min(TICK_S, left))  # not past the deadline
         metrics.forget(namespace, name)  # deleted (or no longer watched): no stale series
     finally:
         if Runtime.reconciler is not None:
