@@ -141,18 +141,19 @@ async def pdcluster_loop(
     try:
         while not stopped:
             generation = body.meta.get("generation")
-            started, begun = time.perf_counter(), time.monotonic()
+            started, began = time.perf_counter(), [time.monotonic()]
             try:
                 seen = _objects(indices, namespace)
-                await _one_pass(name, namespace, body, labels, written, seen)
+                await _one_pass(name, namespace, body, labels, written, seen, began)
             except Exception as exc:  # keep the loop alive; the next pass retries
                 metrics.ERRORS.labels(**labels).inc()
                 log.exception("reconcile of %s/%s failed", namespace, name)
                 await _report_error(name, namespace, body, exc)
             metrics.RECONCILE_SECONDS.labels(**labels).observe(time.perf_counter() - started)
-            # the interval counts from the pass's start (a pass every interval, whatever its
-            # latency), and at least one tick from its end (a pass longer than the interval)
-            deadline = max(begun + _interval(body.spec), time.monotonic() + TICK_S)
+            # the interval counts from when the pass's work started (its observation, after
+            # any wait for a free worker): a pass every interval whatever its own latency, never
+            # two observations closer than that; at least one tick after a pass that overran
+            deadline = max(began[-1] + _interval(body.spec), time.monotonic() + TICK_S)
             while not stopped and (left := deadline - time.monotonic()) > 0:
                 if body.meta.get("generation") != generation:
                     break  # the spec changed: plan again now
@@ -263,13 +264,20 @@ async def _one_pass(
     labels: dict[str, str],
     written: _Written,
     seen: Objects,
+    began: list[float],
 ) -> None:
+    """One pass; appends to ``began`` when its work started in a worker thread."""
     reconciler, local = Runtime.reconciler, Runtime.local
     assert reconciler is not None and local is not None
     res = Resource.parse(
         name, namespace, body.meta.get("generation"), dict(body.spec), written.status(body)
     )
-    outcome = await asyncio.to_thread(reconciler.reconcile, res, seen)
+
+    def work() -> Outcome:
+        began.append(time.monotonic())
+        return reconciler.reconcile(res, seen)
+
+    outcome = await asyncio.to_thread(work)
     _record(outcome, labels)  # before the status says so: a reader of both sees the writes
     status = outcome.status.model_dump(by_alias=True, exclude_none=True, mode="json")
     patch = merge_patch(body.status, status)  # what became empty is removed, not kept
