@@ -1,20 +1,23 @@
 """The API server's audit log as evidence of who wrote what, and when.
 
 A control plane started with :func:`audit_args` logs every create/update/patch/delete of
-Deployments (and their ``/scale``) and of the prfaas CRs (and their ``/status``) at Metadata level,
-one JSON event per line. :class:`AuditLog` reads them back: counting writes per user over a time
-window is how the GitOps tests show that Flux and the operator do not fight.
+Deployments (and their ``/scale``) and of the prfaas CRs (and their ``/status``), and every list
+of the prfaas CRs, at Metadata level, one JSON event per line. :class:`AuditLog` reads them back:
+counting writes per user over a time window is how the GitOps tests show that Flux and the
+operator do not fight.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+WRITE_VERBS = {"create", "update", "patch", "delete"}
 POLICY = """\
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -29,6 +32,11 @@ rules:
         resources: [pdclusters, pdclusters/status, prefillpools, prefillpools/status]
       - group: rbac.authorization.k8s.io
         resources: [clusterroles]
+  - level: Metadata
+    verbs: [list]
+    resources:
+      - group: prfaas.io
+        resources: [pdclusters, prefillpools]
   - level: None
 """
 
@@ -96,26 +104,36 @@ class AuditLog:
         objects named ``names``, of ``resource`` (prefix: ``deployments`` includes its
         ``/scale``); ``dry_run=None`` counts both kinds; ``ok_only`` drops refused requests."""
         out = []
+        for w in self._requests():
+            if w.verb not in WRITE_VERBS:
+                continue
+            if not since <= w.at < until:
+                continue
+            if user is not None and not w.user.endswith(user):
+                continue
+            if names and w.name not in names:
+                continue
+            if resource is not None and not w.resource.startswith(resource):
+                continue
+            if dry_run is not None and w.dry_run != dry_run:
+                continue
+            if ok_only and not 200 <= w.code < 300:
+                continue
+            out.append(w)
+        return out
+
+    def lists(self, since: float, *, user: str) -> list[Write]:
+        """List calls of the prfaas CRs by ``user`` since ``since`` (``namespace`` empty: across
+        all namespaces, as a cluster-wide watch starts)."""
+        return [w for w in self._requests() if w.verb == "list" and w.at >= since
+                and w.user.endswith(user)]  # fmt: skip
+
+    def _requests(self) -> Iterator[Write]:
         with self.path.open(encoding="utf-8") as f:
             for line in f:
                 event = json.loads(line)
-                if event.get("stage") != "ResponseComplete":
-                    continue
-                w = _write(event)
-                if not since <= w.at < until:
-                    continue
-                if user is not None and not w.user.endswith(user):
-                    continue
-                if names and w.name not in names:
-                    continue
-                if resource is not None and not w.resource.startswith(resource):
-                    continue
-                if dry_run is not None and w.dry_run != dry_run:
-                    continue
-                if ok_only and not 200 <= w.code < 300:
-                    continue
-                out.append(w)
-        return out
+                if event.get("stage") == "ResponseComplete":
+                    yield _write(event)
 
     @staticmethod
     def summary(writes: list[Write]) -> str:

@@ -452,6 +452,7 @@ def test_can_i_as_the_charts_service_accounts(admin: Path, installed: tuple[str,
     assert can_i(admin, op, "patch", PDC.name, "--subresource=status", "-n", watched)
     assert can_i(admin, op, "patch", POOL.name, "--subresource=status", "-n", watched)
     assert can_i(admin, op, "watch", PDC.name, "-n", watched)
+    assert can_i(admin, op, "watch", POOL.name, "-n", watched)  # the passes' index of pools
     assert can_i(admin, op, "patch", "deployments.apps", "--subresource=scale", "-n", watched)
     assert can_i(admin, op, "patch", "statefulsets.apps", "--subresource=scale", "-n", watched)
     assert can_i(admin, op, "create", "events", "-n", watched)

@@ -99,7 +99,7 @@ def operator_kubeconfig(control_plane: Any, admin: Path) -> Path:
 @pytest.fixture(scope="module")
 def allowed_prometheus() -> dict[str, int]:
     """Ports of the Prometheus servers the platform lets CRs query (operator flags)."""
-    return {"measured": free_port(), "failing": free_port()}
+    return {"measured": free_port(), "failing": free_port(), "slow": free_port()}
 
 
 @pytest.fixture(scope="module")
@@ -621,14 +621,19 @@ def test_member_cluster_pool_and_unreachable_member(
 
 
 class CountingServer:
-    """An HTTP listener on loopback that counts requests and answers ``status`` with ``body``."""
+    """An HTTP listener on loopback that counts requests (``times``: when each arrived) and
+    answers ``status`` with ``body``, ``delay_s`` later."""
 
-    def __init__(self, status: int = 200, body: bytes = b"{}", port: int | None = None) -> None:
+    def __init__(
+        self, status: int = 200, body: bytes = b"{}", port: int | None = None, delay_s: float = 0
+    ) -> None:
         counter = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 counter.hits += 1
+                counter.times.append(time.monotonic())
+                time.sleep(delay_s)
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -638,6 +643,7 @@ class CountingServer:
                 pass
 
         self.hits = 0
+        self.times: list[float] = []
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port or free_port()), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -696,6 +702,26 @@ def test_a_failing_prometheus_answer_never_reaches_status_or_logs(
             assert "TOPSECRET" not in text
     finally:
         failing.close()
+
+
+def test_a_pass_starts_every_interval_whatever_its_latency(
+    admin: Path, operator: OperatorProcess, allowed_prometheus: dict[str, int]
+) -> None:
+    """``intervalSeconds`` runs from one pass's start to the next: a pass that waits 2.5 s on a
+    slow Prometheus (one query per pass: it fails) is still started every 4 s, not every 6.5."""
+    ns = "cadence"
+    fresh_namespace(admin, ns)
+    slow = CountingServer(503, b"", port=allowed_prometheus["slow"], delay_s=2.5)
+    try:
+        pd = _with_prometheus(in_ns(fast(sample("pdcluster-h20.yaml"), intervalSeconds=4), ns),
+                              slow.url)  # fmt: skip
+        apply(admin, in_ns(sample("prefillpool-h200.yaml"), ns), pd)
+        wait_for("seven passes", lambda: slow.hits >= 7, timeout=90)
+        gaps = np.diff(slow.times[1:7])  # the first pass may follow kopf's start-up
+        assert 3.5 < float(np.median(gaps)) < 5.25, gaps  # before: interval + latency, 6.5 s
+        assert min(gaps) > 3.5, gaps  # never more often than the interval
+    finally:
+        slow.close()
 
 
 def test_a_tenant_cannot_scale_another_namespace_through_the_operator(

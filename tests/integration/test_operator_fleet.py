@@ -395,3 +395,28 @@ def test_a_fleet_without_a_usable_pool_plans_its_clusters_alone(
     assert pool_st["phase"] == "Degraded" and sorted(users(admin, SHARED, ns)) == ["e", "f"]
     planned = condition(get_json(admin, POOL.singular, SHARED, "-n", ns), "Planned")
     assert planned is not None and planned["status"] == "False"
+
+
+def test_a_pool_created_or_deleted_between_passes_is_seen_by_the_next(
+    admin: Path, operator: OperatorProcess
+) -> None:
+    """A pass reads its namespace from the operator's watch (an index), not from a list call:
+    a PrefillPool created after the PDCluster joins its plan, and leaves it once deleted."""
+    ns = "fleet-index"
+    start = {SHARED: 2, NORTH: 1, "g-prefill": 5, "g-decode": 3}
+    apply(admin, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+          *[deployment(n, ns, r) for n, r in start.items()])  # fmt: skip
+    apply(admin, pool(SHARED, 8, ns), cluster("g", 1.2, {SHARED: 100, NORTH: 25}, ns))
+
+    def routes() -> set[str]:
+        policy = status(admin, PDC.singular, "g", ns).get("routingPolicy") or {}
+        return {r["name"] for r in policy.get("prefillPools", [])}
+
+    wait_for("g plans with the one pool there is", lambda: routes() == {SHARED}, timeout=90)
+    assert NORTH not in shares(admin, "g", ns)
+    apply(admin, pool(NORTH, 2, ns))
+    wait_for("g plans with the new pool", lambda: routes() == {SHARED, NORTH}, timeout=60)
+    assert sorted(users(admin, NORTH, ns)) == ["g"]  # and sizes it, the fleet's one writer
+    kubectl(admin, "delete", POOL.singular, NORTH, "-n", ns, "--wait=true", "--timeout=60s")
+    wait_for("g plans without the deleted pool", lambda: routes() == {SHARED}, timeout=60)
+    assert NORTH not in shares(admin, "g", ns)

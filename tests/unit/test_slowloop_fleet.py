@@ -268,6 +268,9 @@ class _Listing:
     def list_custom(self, plural: str, namespace: str) -> list[dict[str, Any]]:
         return self.items[plural]
 
+    def get_custom(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return next((o for o in self.items[plural] if o["metadata"]["name"] == name), None)
+
 
 def test_reading_a_namespace_uses_published_demand_and_skips_the_deleted() -> None:
     from prfaas.controller.fleet import read_namespace
@@ -307,3 +310,28 @@ def test_reading_a_namespace_uses_published_demand_and_skips_the_deleted() -> No
     assert pool.replicas == 4 and pool.degraded == "dc-east: timed out"
     assert listing.pool_generation["h200-pool"] == 3
     assert listing.lead(component(listing.ns, cluster="m")) == "m"
+
+
+def test_the_lead_rereads_the_pools_it_sizes() -> None:
+    """The index a pass plans from may lag its watch: the pass that sizes pools reads them
+    again, so a pool deleted since is never sized and cooldowns come from the status now."""
+    from prfaas.controller.fleet import Objects, listing_of, reread_pools
+
+    spec = _doc("prefillpool-h200.yaml")["spec"]
+    seen = [
+        {"metadata": {"name": p, "generation": 1}, "spec": spec, "status": {"replicas": 2}}
+        for p in ("kept", "gone")
+    ]
+    listing = listing_of(Objects(tuple(seen), ()))
+    now = {"metadata": {"name": "kept", "generation": 2}, "spec": spec,
+           "status": {"replicas": 3, "scaledAt": "2026-01-01T00:00:00Z"}}  # fmt: skip
+    fresh = reread_pools(
+        _Listing([now], []),  # type: ignore[arg-type]
+        "ns",
+        listing,
+        ["kept", "gone"],
+    )
+    assert set(fresh.pool_specs) == {"kept"} and set(fresh.ns.pools) == {"kept"}
+    assert fresh.pool_generation["kept"] == 2
+    assert fresh.pool_status["kept"].scaled_at is not None
+    assert set(listing.pool_specs) == {"kept", "gone"}  # the index's view is not changed

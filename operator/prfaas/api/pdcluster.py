@@ -145,7 +145,8 @@ class Policy(Spec):
     mode: Literal["Observe", "Enforce"] = "Observe"
     """Observe: plan and publish the routing policy, never scale. Enforce: also scale."""
     interval_seconds: Seconds = 60
-    """Seconds between slow-loop passes (a spec change triggers one at once)."""
+    """Seconds from the start of one slow-loop pass to the next (a spec change triggers one at
+    once; a pass that takes longer is followed one second after it ends)."""
     cooldown_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
     """A group scaled less than this long ago is not scaled again."""
     max_step: Annotated[int, Field(ge=1, le=1_000)] = 1

@@ -1,16 +1,19 @@
 """The operator's fleet edge: read a namespace's PDClusters and PrefillPools, and size shared
 pools (observe → ``slowloop.fleet_pool`` → act).
 
-Every PDCluster pass reads its namespace (two list calls) and plans its component
-(``slowloop.fleet``, memoised). The pools of a fleet are sized by one writer: the pass of the
-fleet's *lead* PDCluster (the first by name whose spec is valid), a deterministic choice every
-pass makes alike, after its own pass and from the same plan.
+Every PDCluster pass reads its namespace and plans its component (``slowloop.fleet``,
+memoised). The operator reads the namespace from its watch (kopf indices: no API call per pass);
+without one (in-process use) it lists it (two list calls). The pools of a fleet are sized by one
+writer: the pass of the fleet's *lead* PDCluster (the first by name whose spec is valid), a
+deterministic choice every pass makes alike, after its own pass and from the same plan; the lead
+reads each pool it sizes again from the API server first (``reread_pools``): a watch may lag,
+and cooldowns and a deleted pool must be seen as they are.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,12 +49,31 @@ class Listing:
         return next((c for c in comp.clusters if c in self.cluster_specs), None)
 
 
+@dataclass(frozen=True)
+class Objects:
+    """A namespace's PrefillPools and PDClusters as the API server returns them (plain dicts,
+    read only), from a list call or the operator's watch."""
+
+    pools: tuple[Mapping[str, Any], ...]
+    clusters: tuple[Mapping[str, Any], ...]
+
+
 def read_namespace(local: Cluster, namespace: str) -> Listing:
+    """The namespace as listed now (two API calls)."""
+    return listing_of(
+        Objects(
+            tuple(local.list_custom(PrefillPool.resource.plural, namespace)),
+            tuple(local.list_custom(PDCluster.resource.plural, namespace)),
+        )
+    )
+
+
+def listing_of(objects: Objects) -> Listing:
     pools: dict[str, PoolInput] = {}
     specs: dict[str, PrefillPoolSpec] = {}
     statuses: dict[str, PrefillPoolStatus] = {}
     generations: dict[str, int | None] = {}
-    for raw in local.list_custom(PrefillPool.resource.plural, namespace):
+    for raw in objects.pools:
         name = str((raw.get("metadata") or {}).get("name"))
         generations[name] = (raw.get("metadata") or {}).get("generation")
         status = _parse(PrefillPoolStatus, raw.get("status")) or PrefillPoolStatus()
@@ -62,7 +84,7 @@ def read_namespace(local: Cluster, namespace: str) -> Listing:
         pools[name] = PoolInput(spec, status.replicas, _degraded(status))
     clusters: dict[str, ClusterInput] = {}
     cluster_specs: dict[str, PDClusterSpec] = {}
-    for raw in local.list_custom(PDCluster.resource.plural, namespace):
+    for raw in objects.clusters:
         name = str((raw.get("metadata") or {}).get("name"))
         if (raw.get("metadata") or {}).get("deletionTimestamp"):
             continue  # being deleted: its share is freed now
@@ -71,6 +93,32 @@ def read_namespace(local: Cluster, namespace: str) -> Listing:
             cluster_specs[name] = spec
         clusters[name] = ClusterInput(spec, _workload(spec, raw.get("status")))
     return Listing(Namespace(pools, clusters), specs, statuses, generations, cluster_specs)
+
+
+def reread_pools(local: Cluster, namespace: str, listing: Listing, names: Iterable[str]) -> Listing:
+    """The listing with the pools ``names`` read again from the API server, for the pass that
+    sizes them: a pool deleted since is not found (never sized), the others as stored now."""
+    pools = dict(listing.ns.pools)
+    specs, statuses = dict(listing.pool_specs), dict(listing.pool_status)
+    generations = dict(listing.pool_generation)
+    for name in names:
+        specs.pop(name, None)
+        raw = local.get_custom(PrefillPool.resource.plural, namespace, name)
+        if raw is None:
+            pools.pop(name, None)
+            continue
+        generations[name] = (raw.get("metadata") or {}).get("generation")
+        status = _parse(PrefillPoolStatus, raw.get("status")) or PrefillPoolStatus()
+        statuses[name] = status
+        spec = _parse(PrefillPoolSpec, raw.get("spec"))
+        if spec is not None:
+            specs[name] = spec
+        seen = pools.get(name)
+        replicas = seen.replicas if seen is not None and seen.replicas is not None else None
+        pools[name] = PoolInput(spec, replicas if replicas is not None else status.replicas,
+                                _degraded(status))  # fmt: skip
+    ns = Namespace(pools, listing.ns.clusters)
+    return Listing(ns, specs, statuses, generations, listing.cluster_specs)
 
 
 def _parse(model: Any, raw: Any) -> Any:

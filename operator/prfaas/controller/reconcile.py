@@ -17,7 +17,15 @@ from pydantic import ValidationError
 from prfaas.api.pdcluster import PDClusterSpec, PDClusterStatus, PoolLink
 from prfaas.api.prefillpool import PrefillPoolStatus
 from prfaas.controller.endpoints import PoolEndpoints
-from prfaas.controller.fleet import Listing, read_namespace, size_pools, with_unseen_sizes
+from prfaas.controller.fleet import (
+    Listing,
+    Objects,
+    listing_of,
+    read_namespace,
+    reread_pools,
+    size_pools,
+    with_unseen_sizes,
+)
 from prfaas.controller.kube import Members, TargetError, UnreachableError
 from prfaas.controller.memo import PlanMemo
 from prfaas.controller.observe import ScaleHandle, observe
@@ -90,13 +98,18 @@ class Reconciler:
         self.pool_endpoints = PoolEndpoints()  # pools' engines, watched in their clusters
         self.planner = PlanMemo()  # a scenario planned before is not searched again
 
-    def reconcile(self, res: Resource) -> Outcome:
+    def reconcile(self, res: Resource, objects: Objects | None = None) -> Outcome:
+        """One pass. ``objects``: the namespace's PrefillPools and PDClusters as the operator's
+        watch has them (None: list them now)."""
         now = self.clock()
         if isinstance(res.spec, ValidationError):
             first = res.spec.errors()[0]
             where = ".".join(map(str, first["loc"]))
             return invalid_spec(res.status, res.generation, now, where, first["msg"])
-        listing = read_namespace(self.members.local, res.namespace)
+        if objects is None:
+            listing = read_namespace(self.members.local, res.namespace)
+        else:
+            listing = listing_of(objects)
         comp = component(listing.ns, cluster=res.name)
         if comp.is_fleet:
             self.pool_endpoints.release((res.namespace, res.name))  # its watches are per pool
@@ -162,8 +175,13 @@ class Reconciler:
                 else decision.outcome(act(decision.to_apply, handles))
             )
         if listing.lead(comp) == res.name:
-            view = Listing(ns, listing.pool_specs, listing.pool_status, listing.pool_generation,
-                           listing.cluster_specs)  # fmt: skip
+            view = reread_pools(
+                self.members.local,
+                res.namespace,
+                Listing(ns, listing.pool_specs, listing.pool_status, listing.pool_generation,
+                        listing.cluster_specs),
+                comp.pools,
+            )  # fmt: skip
             outcome.pools = size_pools(
                 self.members,
                 self.trust,
