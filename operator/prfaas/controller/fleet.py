@@ -75,12 +75,7 @@ def listing_of(objects: Objects) -> Listing:
     generations: dict[str, int | None] = {}
     for raw in objects.pools:
         name = str((raw.get("metadata") or {}).get("name"))
-        generations[name] = (raw.get("metadata") or {}).get("generation")
-        status = _parse(PrefillPoolStatus, raw.get("status")) or PrefillPoolStatus()
-        statuses[name] = status
-        spec = _parse(PrefillPoolSpec, raw.get("spec"))
-        if spec is not None:
-            specs[name] = spec
+        spec, status = _read_pool(raw, name, specs, statuses, generations)
         pools[name] = PoolInput(spec, status.replicas, _degraded(status))
     clusters: dict[str, ClusterInput] = {}
     cluster_specs: dict[str, PDClusterSpec] = {}
@@ -107,18 +102,31 @@ def reread_pools(local: Cluster, namespace: str, listing: Listing, names: Iterab
         if raw is None:
             pools.pop(name, None)
             continue
-        generations[name] = (raw.get("metadata") or {}).get("generation")
-        status = _parse(PrefillPoolStatus, raw.get("status")) or PrefillPoolStatus()
-        statuses[name] = status
-        spec = _parse(PrefillPoolSpec, raw.get("spec"))
-        if spec is not None:
-            specs[name] = spec
+        spec, status = _read_pool(raw, name, specs, statuses, generations)
         seen = pools.get(name)
-        replicas = seen.replicas if seen is not None and seen.replicas is not None else None
-        pools[name] = PoolInput(spec, replicas if replicas is not None else status.replicas,
+        replicas = seen.replicas if seen is not None else None
+        pools[name] = PoolInput(spec, status.replicas if replicas is None else replicas,
                                 _degraded(status))  # fmt: skip
     ns = Namespace(pools, listing.ns.clusters)
     return Listing(ns, specs, statuses, generations, listing.cluster_specs)
+
+
+def _read_pool(
+    raw: Mapping[str, Any],
+    name: str,
+    specs: dict[str, PrefillPoolSpec],
+    statuses: dict[str, PrefillPoolStatus],
+    generations: dict[str, int | None],
+) -> tuple[PrefillPoolSpec | None, PrefillPoolStatus]:
+    """One PrefillPool as stored: its generation, status and (valid) spec into the listing's
+    maps; the spec (None if invalid) and status."""
+    generations[name] = (raw.get("metadata") or {}).get("generation")
+    status = _parse(PrefillPoolStatus, raw.get("status")) or PrefillPoolStatus()
+    statuses[name] = status
+    spec = _parse(PrefillPoolSpec, raw.get("spec"))
+    if spec is not None:
+        specs[name] = spec
+    return spec, status
 
 
 def _parse(model: Any, raw: Any) -> Any:
