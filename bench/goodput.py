@@ -143,6 +143,17 @@ class Cluster:
     def engines(self) -> list[Engine]:
         return self.pool + self.local_p + self.decode
 
+    def flush(self) -> None:
+        """Empty every engine's prefix cache: each run starts alike, whatever ran before."""
+        for e in self.engines:
+            http_post_json(e.url + "/flush_cache", {})
+
+    def settle(self, timeout_s: float = 60.0) -> None:
+        """Wait until no engine runs or queues a request (or ``timeout_s``)."""
+        deadline = time.monotonic() + timeout_s
+        while not drained(self.engines) and time.monotonic() < deadline:
+            time.sleep(0.2)
+
 
 PEERS = ("sglang-router", "vllm-router")
 SAME = "same engines"
@@ -190,25 +201,19 @@ def start_cluster(
     decode = [stack.engine("decode", "h20", speed, kv_byte_scale=KV_BYTE_SCALE, extra=admin)
               for _ in range(n_dec)]  # fmt: skip
     routers = {}
-    naive_dec = decode[: int(naive["n_decode"])]
+    ours_dec, naive_dec = decode[: int(ours["n_decode"])], decode[: int(naive["n_decode"])]
     if "prfaas-router" in wanted:
         routers["prfaas-router"] = stack.prfaas_router(
-            local_p, decode[: int(ours["n_decode"])],
-            pools=[("pool", pool, link_gbps)],
+            local_p, ours_dec, pools=[("pool", pool, link_gbps)],
             threshold_tokens=int(ours["threshold_tokens"]), extra=tok,
         )  # fmt: skip
-    if "sglang-router" in wanted:
-        routers["sglang-router"] = stack.sglang_router(tools.sglang_router, pool, naive_dec)
-    if "vllm-router" in wanted:
-        routers["vllm-router"] = stack.vllm_router(tools.vllm_router, pool, naive_dec)
-    ours_dec = decode[: int(ours["n_decode"])]
-    launch = {"sglang-router": stack.sglang_router, "vllm-router": stack.vllm_router}
+    peers = {"sglang-router": (stack.sglang_router, tools.sglang_router),
+             "vllm-router": (stack.vllm_router, tools.vllm_router)}  # fmt: skip
     for peer in (p for p in PEERS if p in wanted):
-        argv = tools.sglang_router if peer == "sglang-router" else tools.vllm_router
+        launch, argv = peers[peer]
+        routers[peer] = launch(argv, pool, naive_dec)  # naive: every prefill on the pool
         for policy in same_policies:
-            routers[run_name(peer, policy)] = launch[peer](
-                argv, pool + local_p, ours_dec, policy=policy
-            )
+            routers[run_name(peer, policy)] = launch(argv, pool + local_p, ours_dec, policy=policy)
     return Cluster(pool, link, local_p, decode, routers)
 
 
@@ -261,17 +266,14 @@ def run_one(
     out_tokens, speed = int(sc.workload.output_tokens), args.speedup
     tag = f"{name}@{rate:g}#{next(_RUNS)}"  # unique prompts in every run, also at one rate
     reqs, lengths = load(rate, args.requests, speed, out_tokens, args.seed, tag)
-    for e in cl.engines:  # every run starts from empty prefix caches, whatever ran before
-        http_post_json(e.url + "/flush_cache", {})
+    cl.flush()
     before = Counters.take(cl)
     console.print(
         f"[bold]{name}[/] at {rate:g} req/s: {len(reqs)} requests over "
         f"{reqs[-1][0]:.1f} s wall ({reqs[-1][0] * speed:.0f} s case study)"
     )
     s = asyncio.run(open_loop(Via(name, router.url), reqs, timeout_s=600))
-    deadline = time.monotonic() + 60
-    while not drained(cl.engines) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    cl.settle()
     c = Counters.take(cl).since(before)
     ttft = [(lat - (out_tokens - 1) * step / speed) * speed for lat in s.latency]
     span = float(reqs[-1][0]) * speed
@@ -350,8 +352,7 @@ def aiperf_bench(
             console.print(f"[red]aiperf start-up failed: {e}[/]")
             return {"error": str(e)}
         for name, router in cl.routers.items():
-            for e in cl.engines:
-                http_post_json(e.url + "/flush_cache", {})
+            cl.flush()
             console.print(
                 f"[bold]aiperf → {name}[/]: {n} requests at {rate * speed:g} req/s wall "
                 f"(Poisson, {rate:g} case study × {speed:g}), ISL from the case study, "
@@ -363,9 +364,7 @@ def aiperf_bench(
                 tools.aiperf, router.url, lengths_file, n, rate * speed,
                 logs / f"aiperf-{name}", logs / f"aiperf-{name}.log", timeout_s=900,
             )  # fmt: skip
-            deadline = time.monotonic() + 60
-            while not drained(cl.engines) and time.monotonic() < deadline:
-                time.sleep(0.2)
+            cl.settle()
             c = Counters.take(cl).since(before)
             if "error" in a:
                 console.print(f"[red]{name}: {a['error']}[/]")
