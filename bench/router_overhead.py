@@ -120,9 +120,19 @@ def run_aiperf(
     }
 
 
+def py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid`` at 200 Hz for ``seconds`` into ``out`` (``.svg``: flame graph,
+    otherwise collapsed stacks); ``pip install py-spy`` first."""
+    fmt = "flamegraph" if out.suffix == ".svg" else "raw"
+    argv = ["py-spy", "record", "-r", "200", "-f", fmt, "-o", str(out), "-p", str(pid)]
+    return subprocess.Popen([*argv, "-d", str(int(seconds) + 2)], stdout=subprocess.DEVNULL)
+
+
 async def measure(
-    targets: list[Target], args: argparse.Namespace, console: Console
+    targets: list[Target], args: argparse.Namespace, console: Console, profile_pid: int = 0
 ) -> dict[str, Any]:
+    """Each target: warm-up, the open loop (``prfaas-router``'s under py-spy with
+    ``--profile``), the closed loop."""
     results: dict[str, Any] = {}
     n = int(args.rate * args.duration)
     load = [(i / args.rate, "completions", body(i, args.words, args.max_tokens), None)
@@ -137,7 +147,14 @@ async def measure(
             f"then {args.concurrency} closed-loop workers for {args.max_duration:g} s"
         )
         await open_loop(t, load[:100])
+        spy = None
+        if args.profile and profile_pid and t.name == "prfaas-router":
+            spy = py_spy(profile_pid, args.profile, args.duration)
+            await asyncio.sleep(1.0)  # attached before the load starts
         ol = await open_loop(t, load)
+        if spy is not None:
+            await asyncio.to_thread(spy.wait)
+            console.print(f"py-spy profile of prfaas-router: {args.profile}")
         cl = await closed_loop(t, make, args.concurrency, args.max_duration)
         results[t.name] = {"open_loop": summary(ol), "closed_loop": summary(cl)}
         results[t.name]["max_rps"] = round(cl.rate, 1)
@@ -155,6 +172,12 @@ def main() -> int:
     parser.add_argument("--aiperf-rate", type=float, default=100.0)
     parser.add_argument("--aiperf-duration", type=float, default=10.0)
     parser.add_argument("--no-aiperf", action="store_true")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record prfaas-router's open loop with py-spy into FILE (.svg: flame graph)",
+    )
     parser.add_argument("--no-workers", action="store_true", help=f"skip the `{WORKERS}` target")
     args = parser.parse_args()
     console = Console(width=max(Console().width, 132))
@@ -189,7 +212,8 @@ def main() -> int:
             Via("direct single engine", single.url),
             *(Via(name, r.url) for name, r in routers.items()),
         ]
-        results = asyncio.run(measure(targets, args, console))
+        pid = routers["prfaas-router"].proc.pid
+        results = asyncio.run(measure(targets, args, console, pid))
         engines = {e.url: scrape(e.url + "/metrics") for e in pre + dec}
         aip: dict[str, Any] = {}
         if not args.no_aiperf:
