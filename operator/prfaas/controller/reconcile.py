@@ -175,13 +175,8 @@ class Reconciler:
                 else decision.outcome(act(decision.to_apply, handles))
             )
         if listing.lead(comp) == res.name:
-            view = reread_pools(
-                self.members.local,
-                res.namespace,
-                Listing(ns, listing.pool_specs, listing.pool_status, listing.pool_generation,
-                        listing.cluster_specs),
-                comp.pools,
-            )  # fmt: skip
+            view = reread_pools(self.members.local, res.namespace, replace(listing, ns=ns),
+                                comp.pools)  # fmt: skip
             outcome.pools = size_pools(
                 self.members,
                 self.trust,
