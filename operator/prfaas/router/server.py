@@ -45,6 +45,7 @@ from prfaas.router.deadline import Deadline, PhaseBudget, PhaseTimeoutError
 from prfaas.router.fleet import Engine, Fleet
 from prfaas.router.limits import Gate, Limits, json_depth
 from prfaas.router.metrics import RouterMetrics
+from prfaas.router.upstream import EngineCallError, UpstreamClient, UpstreamResponse
 from prfaas.routing.decide import Decision, Target
 from prfaas.routing.policy import Handoff, RoutingPolicy
 from prfaas.routing.tokens import PromptTokens
@@ -149,7 +150,8 @@ class RouterServer:
         self.fleet = fleet or Fleet(link_retry_s=cfg.link_retry_s)
         self.metrics = RouterMetrics(cfg.pdcluster)
         self.counter = Counter(cfg.tokenizer)
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # scrapes and link probes
+        self.upstream: UpstreamClient | None = None  # the P/D flow's calls (the hot path)
         self._tasks: list[asyncio.Task[None]] = []
         self._model: str | None = None  # the last model a client named
         self._probes = 0
@@ -241,6 +243,7 @@ class RouterServer:
         self.session = aiohttp.ClientSession(
             timeout=timeout, connector=connector, auto_decompress=False
         )
+        self.upstream = UpstreamClient(self.cfg.connect_timeout_s, self.cfg.upstream_timeout_s)
         self._tasks.append(
             asyncio.create_task(
                 telemetry.run(
@@ -261,6 +264,8 @@ class RouterServer:
                 await t
         if self.session is not None:
             await self.session.close()
+        if self.upstream is not None:
+            self.upstream.close()
 
     # -- request parsing ---------------------------------------------------------------------
     async def _read(self, request: web.Request) -> Any:
@@ -417,7 +422,7 @@ class RouterServer:
         self,
         call: _Call,
         decode: Engine,
-        started: asyncio.Task[tuple[aiohttp.ClientResponse, bytes]],
+        started: asyncio.Task[tuple[UpstreamResponse, bytes]],
         nominal: int,
     ) -> web.StreamResponse | None:
         """The decode half of an SGLang pair, once prefill answered: its KVCache on the link
@@ -495,21 +500,25 @@ class RouterServer:
     async def _prefill(
         self, url: str, call: _Call, budget: float, pairing: dict[str, Any] | None
     ) -> dict[str, Any]:
-        assert self.session is not None
+        assert self.upstream is not None
         req = handoff.prefill_body(call.body, pairing)
         engine = self.fleet.engines[url]
         try:
             with Deadline(budget) as dl, engine.watching(dl.expire):
-                async with self.session.post(url + _PATHS[call.kind], data=orjson.dumps(req),
-                                             headers=_hdr(call.rid)) as r:  # fmt: skip
-                    if 400 <= r.status < 500:  # the request's fault: the client's answer
-                        raise _client_error(r.status, await r.read())
-                    if r.status != 200:
-                        raise _UpstreamError(f"{url} answered {r.status}: {(await r.text())[:200]}")
-                    out = orjson.loads(await r.read())
+                r = await self.upstream.post(url + _PATHS[call.kind], orjson.dumps(req),
+                                             _hdr(call.rid))  # fmt: skip
+                try:
+                    raw = await r.read()
+                finally:
+                    r.release()
+            if 400 <= r.status < 500:  # the request's fault: the client's answer
+                raise _client_error(r.status, raw)
+            if r.status != 200:
+                raise _UpstreamError(f"{url} answered {r.status}: {_text(raw)}")
+            out = orjson.loads(raw)
         except PhaseTimeoutError as exc:
             raise _UpstreamError(f"{url}: {exc}", late=True) from None
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (EngineCallError, TimeoutError, ValueError) as exc:
             raise _UpstreamError(f"{url}: {exc or type(exc).__name__}") from None
         return handoff.after_prefill(out, pairing)
 
@@ -569,12 +578,12 @@ class RouterServer:
         fields: dict[str, Any],
         source: Engine,
         with_prefill: bool = False,
-    ) -> tuple[aiohttp.ClientResponse, bytes]:
+    ) -> tuple[UpstreamResponse, bytes]:
         """Send decode its request (the client's body plus ``fields``) and wait for the first
         byte of the answer (a stream's first chunk, a JSON answer whole) within the budget
         (``with_prefill``: sent with the prefill, so its bound too); the wait ends early if
         either engine hangs."""
-        assert self.session is not None
+        assert self.upstream is not None
         req = {**call.body, **fields}
         budget, slots = self._first_byte_budget(call)
         if with_prefill and self.cfg.budget is not None:
@@ -589,23 +598,23 @@ class RouterServer:
             return grant
 
         t0 = time.monotonic()
-        resp: aiohttp.ClientResponse | None = None
+        resp: UpstreamResponse | None = None
         try:
             with (
                 Deadline(budget, queued) as dl,
                 decode.watching(dl.expire),
                 source.watching(dl.expire),
             ):
-                resp = await self.session.post(
-                    decode.url + _PATHS[call.kind], data=orjson.dumps(req), headers=_hdr(call.rid)
+                resp = await self.upstream.post(
+                    decode.url + _PATHS[call.kind], orjson.dumps(req), _hdr(call.rid)
                 )
                 self.metrics.phase.labels("kv_and_queue").observe(time.monotonic() - t0)
                 if resp.status >= 500:
-                    text = await resp.text()
-                    raise _UpstreamError(f"{decode.url} answered {resp.status}: {text[:200]}",
-                                         kv="kv_transfer_failed" in text, reached=True)  # fmt: skip
+                    raw = await resp.read()
+                    raise _UpstreamError(f"{decode.url} answered {resp.status}: {_text(raw)}",
+                                         kv=b"kv_transfer_failed" in raw, reached=True)  # fmt: skip
                 if _is_sse(resp):
-                    first = await resp.content.readany()
+                    first = await resp.readany()
                     if not first:
                         raise _UpstreamError(f"{decode.url} ended the stream before a byte",
                                              reached=True)  # fmt: skip
@@ -618,10 +627,10 @@ class RouterServer:
         except _UpstreamError:
             _drop(resp)
             raise
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (EngineCallError, TimeoutError) as exc:
             _drop(resp)
             self.fleet.engine_failed(decode.url)
-            reached = not isinstance(exc, aiohttp.ClientConnectorError)  # connected: may have
+            reached = not isinstance(exc, EngineCallError) or exc.reached  # connected: may have
             raise _UpstreamError(f"{decode.url}: {exc or type(exc).__name__}",
                                  reached=reached) from None  # fmt: skip
         except BaseException:
@@ -649,14 +658,12 @@ class RouterServer:
         m.uncached.observe(d.uncached_tokens)
         m.output.observe(call.prompt.max_tokens)
 
-    async def _relay(
-        self, call: _Call, resp: aiohttp.ClientResponse, first: bytes
-    ) -> web.StreamResponse:
+    async def _relay(self, call: _Call, resp: UpstreamResponse, first: bytes) -> web.StreamResponse:
         """The answer to the client: a JSON answer as read; a stream event by event. A stream
         that breaks, or ends without ``[DONE]``, ends with an error event and no ``[DONE]``."""
         d = call.decision
         headers = {
-            "Content-Type": resp.headers.get("Content-Type", JSON),
+            "Content-Type": resp.content_type or JSON,
             "X-Request-ID": call.rid,
             "X-PrfaaS-Prefill": _target_name(d),
             "X-PrfaaS-Reason": d.reason.value,
@@ -673,7 +680,7 @@ class RouterServer:
         try:
             await out.prepare(call.request)
             await out.write(events.feed(first))
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.iter_any():
                 data = events.feed(chunk)
                 if data:
                     await out.write(data)
@@ -681,7 +688,7 @@ class RouterServer:
             await out.write(events.flush())
             if not events.done:
                 problem = "the decode engine ended the stream without [DONE]"
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (EngineCallError, TimeoutError) as exc:
             problem = f"the decode stream broke: {exc or type(exc).__name__}"
         finally:
             if read:
@@ -799,11 +806,15 @@ def _target_name(d: Decision) -> str:
     return {Target.POOL: "pool", Target.LOCAL: "local"}.get(d.target, "rejected")
 
 
-def _is_sse(resp: aiohttp.ClientResponse) -> bool:
-    return resp.headers.get("Content-Type", "").startswith("text/event-stream")
+def _is_sse(resp: UpstreamResponse) -> bool:
+    return resp.content_type.startswith("text/event-stream")
 
 
-def _drop(resp: aiohttp.ClientResponse | None) -> None:
+def _text(raw: bytes) -> str:
+    return raw[:200].decode(errors="replace")
+
+
+def _drop(resp: UpstreamResponse | None) -> None:
     if resp is not None:
         resp.close()
 
@@ -821,7 +832,7 @@ def _hdr(rid: str) -> dict[str, str]:
     return {"X-Request-ID": rid, "Content-Type": JSON}
 
 
-async def _cancelled(task: asyncio.Task[tuple[aiohttp.ClientResponse, bytes]]) -> None:
+async def _cancelled(task: asyncio.Task[tuple[UpstreamResponse, bytes]]) -> None:
     """Cancel a decode start and wait until it has ended; an answer it got already (its prefill
     was given up as late, yet finished) is dropped, its connection closed."""
     task.cancel()
