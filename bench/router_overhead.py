@@ -231,7 +231,7 @@ def main() -> int:
         "benchmark": "router_overhead",
         "when": stamp,
         "cores": os.cpu_count(),
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "engines": "2 prefill + 2 decode + 1 both, --zero-compute",
         "baseline": BASELINE,
         "kv_fetch_failures": kv_fail,
