@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -156,6 +157,12 @@ class RouterServer:
         self._model: str | None = None  # the last model a client named
         self._probes = 0
         self.gate = Gate(cfg.limits.max_concurrency)
+        # per-request costs kept out of the hot path: a request ID is this process's random
+        # prefix and a counter (uuid4 is a getrandom call), label children are looked up once
+        self._rids = itertools.count()
+        self._rid_prefix = f"prfaas-{uuid.uuid4().hex[:16]}-"
+        self._phase = {p: self.metrics.phase.labels(p) for p in ("prefill", "kv_and_queue",
+                                                                  "decode")}  # fmt: skip
 
     # -- policy ------------------------------------------------------------------------------
     def set_policy(self, policy: RoutingPolicy) -> None:
@@ -367,7 +374,7 @@ class RouterServer:
             return self._error(exc)
         if prompt.model is not None:
             self._model = prompt.model  # link probes name a model the engines serve
-        rid = request.headers.get("X-Request-ID") or f"prfaas-{uuid.uuid4().hex}"
+        rid = request.headers.get("X-Request-ID") or f"{self._rid_prefix}{next(self._rids):x}"
         try:
             return await self._pd(_Call(request, kind, body, prompt, pt, d, rid, arrived))
         except RequestError as exc:
@@ -482,7 +489,7 @@ class RouterServer:
             log.warning("%s: %s prefill failed (%s); re-routing", call.rid, where, exc)
             self._reroute(call, where, local=pool and exc.late)
             return None
-        self.metrics.phase.labels("prefill").observe(time.monotonic() - t0)
+        self._phase["prefill"].observe(time.monotonic() - t0)
         return kvp
 
     def _prefill_budget(self, d: Decision, engine: Engine) -> float:
@@ -608,7 +615,7 @@ class RouterServer:
                 resp = await self.upstream.post(
                     decode.url + _PATHS[call.kind], orjson.dumps(req), _hdr(call.rid)
                 )
-                self.metrics.phase.labels("kv_and_queue").observe(time.monotonic() - t0)
+                self._phase["kv_and_queue"].observe(time.monotonic() - t0)
                 if resp.status >= 500:
                     raw = await resp.read()
                     raise _UpstreamError(f"{decode.url} answered {resp.status}: {_text(raw)}",
@@ -702,7 +709,7 @@ class RouterServer:
             err = openai.error_body(f"answer cut short: {problem}", "decode_failed", 502)
             await out.write(b"data: " + orjson.dumps(err) + b"\n\n")
         await out.write_eof()
-        self.metrics.phase.labels("decode").observe(time.monotonic() - t0)
+        self._phase["decode"].observe(time.monotonic() - t0)
         return out
 
     # -- link probes -------------------------------------------------------------------------
