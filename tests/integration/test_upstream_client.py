@@ -301,3 +301,56 @@ def test_header_values_with_line_breaks_are_refused_before_sending() -> None:
         return e.value
 
     assert run(go()).reached is False
+
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_a_reused_connection_closed_as_we_send_is_retried_once_on_a_new_one() -> None:
+    """The keep-alive race: the engine drops an idle connection (its timeout) just as the next
+    request goes out on it. The first request of each connection is answered, the second read
+    and dropped without an answer."""
+    conns = []
+
+    async def first_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        writer.write(_OK)
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async def go() -> tuple[list[bytes], int]:
+        async with raw_server(first_only) as url:
+            client = UpstreamClient(2.0, 10.0)
+            got = []
+            for _ in range(3):
+                r = await client.post(url + "/x", b"{}", {})
+                got.append(await r.read())
+                r.release()
+            return got, len(conns)
+
+    got, n = run(go())
+    assert got == [b"ok"] * 3
+    assert n == 3  # every reuse failed and was retried on a new connection
+
+
+def test_an_engine_that_drops_every_request_fails_after_one_retry() -> None:
+    conns = []
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    async def go() -> EngineCallError:
+        async with raw_server(drop) as url:
+            client = UpstreamClient(2.0, 10.0)
+            with pytest.raises(EngineCallError) as e:
+                await client.post(url + "/x", b"{}", {})
+            return e.value
+
+    err = run(go())
+    assert err.reached is True
+    assert len(conns) == 1  # a new connection that is dropped is not retried

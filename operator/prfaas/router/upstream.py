@@ -5,8 +5,10 @@ A: its request and response machinery was about 40% of the router's samples, a 2
 makes two calls). This client does only what the P/D flow needs:
 
 - keep-alive connections pooled per engine (last in, first out), one connection per call in
-  flight; an idle connection is reused only within ``max_idle_s`` (2 s: below uvicorn's 5-s
-  keep-alive, which vLLM and SGLang serve with, so the engine never closes one we pick up);
+  flight; an idle connection is reused only within ``max_idle_s`` (4 s: below uvicorn's 5-s
+  keep-alive, which vLLM and SGLang serve with). An engine may still close an idle connection
+  as we send on it (its timeout, a restart): a reused connection closed before any byte of an
+  answer is retried once on a new one, as HTTP clients do for that race;
 - a request is one ``write`` (head and body together);
 - responses parsed by httptools (llhttp, the C parser uvicorn uses): ``Content-Length``,
   chunked (SSE streams) and close-delimited bodies; reading pauses above ``_HIGH_WATER``
@@ -64,6 +66,8 @@ class _Conn(asyncio.Protocol):
         self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.peer_closed = False  # the engine ended the connection (not our timeout or close)
+        self.received = False  # a byte of this call's answer arrived
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
@@ -80,12 +84,14 @@ class _Conn(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self._name = b""
+        self.received = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -94,6 +100,8 @@ class _Conn(asyncio.Protocol):
             self._fail(f"malformed HTTP answer: {exc}")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.peer_closed = True
         self.closed = True
         if self.head_done and not self.done and exc is None and self._until_close():
             self.done = True  # a body delimited by the end of the connection
@@ -227,7 +235,7 @@ class UpstreamResponse:
 
 class UpstreamClient:
     def __init__(
-        self, connect_timeout_s: float, read_timeout_s: float, max_idle_s: float = 2.0
+        self, connect_timeout_s: float, read_timeout_s: float, max_idle_s: float = 4.0
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -246,27 +254,36 @@ class UpstreamClient:
                 raise EngineCallError(f"header {name} holds a line break", reached=False)
             head.append(f"{name}: {value}\r\n".encode("latin-1"))
         head.append(b"\r\n")
-        conn = await self._get(key)
-        try:
-            assert conn.transport is not None
-            conn.transport.write(b"".join(head) + body)
-            while not conn.head_done:
-                if conn.error is not None:
-                    raise conn.error
-                await conn.wait(self.read_timeout_s)
-        except BaseException:
-            conn.close()
-            raise
-        return UpstreamResponse(self, key, conn)
+        request = b"".join(head) + body
+        for retry in (False, True):
+            conn, reused = await self._get(key)
+            try:
+                assert conn.transport is not None
+                conn.transport.write(request)
+                while not conn.head_done:
+                    if conn.error is not None:
+                        raise conn.error
+                    await conn.wait(self.read_timeout_s)
+            except EngineCallError:
+                conn.close()
+                if reused and conn.peer_closed and not conn.received and not retry:
+                    continue  # the keep-alive race: closed as we sent, nothing answered
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            return UpstreamResponse(self, key, conn)
+        raise AssertionError("unreachable")  # the second attempt returns or raises
 
-    async def _get(self, key: tuple[str, int, bool]) -> _Conn:
+    async def _get(self, key: tuple[str, int, bool]) -> tuple[_Conn, bool]:
+        """A connection to ``key`` and whether it was reused."""
         idle = self._idle.get(key)
         now = time.monotonic()
         while idle:
             conn = idle.pop()
             if not conn.closed and now - conn.idle_since < self.max_idle_s:
                 conn._begin()
-                return conn
+                return conn, True
             conn.close()
         host, port, tls = key
         loop = asyncio.get_running_loop()
@@ -279,7 +296,7 @@ class UpstreamClient:
             why = str(exc) or type(exc).__name__
             msg = f"cannot connect to {host}:{port}: {why}"
             raise EngineCallError(msg, reached=False) from None
-        return conn
+        return conn, False
 
     def put(self, key: tuple[str, int, bool], conn: _Conn) -> None:
         idle = self._idle.setdefault(key, [])
