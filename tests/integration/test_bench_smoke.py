@@ -1,0 +1,57 @@
+"""Both router benchmarks run end to end at a tiny size, so a change that breaks one is seen in
+the suite, not by the next person who measures (Benchmark B once failed to start unseen for a
+session; A's ``--profile`` run once failed writing its JSON). Their numbers are not checked here:
+performance lives in ``bench/`` and the README. What is checked: each exits 0, every target
+answered its requests without an error, and the JSON report says so."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _bench(script: str, *args: str, timeout: float) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / script), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    m = re.search(r"JSON: (\S+\.json)", out)
+    assert m, out[-3000:]
+    path = REPO / m.group(1)
+    report: dict[str, Any] = json.loads(path.read_text())
+    path.unlink()  # the smoke run's report and logs are not a measurement
+    shutil.rmtree(path.with_suffix(""), ignore_errors=True)
+    return report
+
+
+def test_benchmark_a_runs_every_router_without_errors() -> None:
+    report = _bench(
+        "router_overhead.py", "--rate", "100", "--duration", "1", "--concurrency", "4",
+        "--max-duration", "1", "--no-aiperf", "--no-workers", timeout=300,
+    )  # fmt: skip
+    results = report["asyncio_client"]
+    assert set(results) >= {"prfaas-router", "sglang-router", "vllm-router", "direct 2-phase"}
+    for name, r in results.items():
+        assert r["open_loop"]["ok"] == 100 and r["open_loop"]["errors"] == 0, (name, r)
+        assert r["closed_loop"]["ok"] > 0 and r["closed_loop"]["errors"] == 0, (name, r)
+    assert report["kv_fetch_failures"] == 0
+
+
+def test_benchmark_b_runs_both_setups_without_errors() -> None:
+    report = _bench(
+        "goodput.py", "--requests", "12", "--same-policies", "cache_aware", timeout=600,
+    )  # fmt: skip
+    results = report["results"]
+    # ours, both peers on the naive setup, both peers on our engines
+    assert "prfaas-router" in results and len(results) == 5, list(results)
+    for name, r in results.items():
+        assert r["completed"] == 12 and r["errors"] == 0, (name, r)
