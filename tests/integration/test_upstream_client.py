@@ -354,3 +354,23 @@ def test_an_engine_that_drops_every_request_fails_after_one_retry() -> None:
     err = run(go())
     assert err.reached is True
     assert len(conns) == 1  # a new connection that is dropped is not retried
+
+
+def test_connections_to_engines_that_went_quiet_are_closed_and_forgotten() -> None:
+    """Pods come and go: an engine no longer called must not keep its address and sockets in
+    the pool for ever."""
+
+    async def go() -> tuple[int, int, int]:
+        async with engine() as (old, _), engine() as (new, _):
+            client = UpstreamClient(2.0, 10.0, max_idle_s=0.2)
+            r = await client.post(old + "/echo", b"{}", {})
+            await r.read()
+            r.release()
+            before = client.engines()
+            await asyncio.sleep(0.35)
+            r = await client.post(new + "/echo", b"{}", {})
+            await r.read()
+            r.release()  # a release after max_idle_s sweeps the pool
+            return before, client.engines(), client.idle()
+
+    assert run(go()) == (1, 1, 1)

@@ -242,6 +242,7 @@ class UpstreamClient:
         self.max_idle_s = max_idle_s
         self._idle: dict[tuple[str, int, bool], list[_Conn]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._swept = time.monotonic()
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         """POST ``body`` to ``url``; the answer once its head arrived. The caller releases or
@@ -299,12 +300,29 @@ class UpstreamClient:
         return conn, False
 
     def put(self, key: tuple[str, int, bool], conn: _Conn) -> None:
+        now = time.monotonic()
+        if now - self._swept > self.max_idle_s:
+            self._sweep(now)
         idle = self._idle.setdefault(key, [])
         if not conn.reusable() or conn.chunks or len(idle) >= _MAX_IDLE_PER_HOST:
             conn.close()
             return
-        conn.idle_since = time.monotonic()
+        conn.idle_since = now
         idle.append(conn)
+
+    def _sweep(self, now: float) -> None:
+        """Close what can no longer be reused; forget engines without idle connections (pods
+        come and go: their addresses must not pile up)."""
+        self._swept = now
+        for key, conns in list(self._idle.items()):
+            keep = [c for c in conns if not c.closed and now - c.idle_since < self.max_idle_s]
+            for c in conns:
+                if c not in keep:
+                    c.close()
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -314,6 +332,10 @@ class UpstreamClient:
     def idle(self) -> int:
         """Idle connections kept (for tests and metrics)."""
         return sum(len(v) for v in self._idle.values())
+
+    def engines(self) -> int:
+        """Engines with idle connections kept."""
+        return len(self._idle)
 
     def close(self) -> None:
         for conns in self._idle.values():
