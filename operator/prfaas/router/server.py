@@ -151,8 +151,8 @@ class RouterServer:
         self.fleet = fleet or Fleet(link_retry_s=cfg.link_retry_s)
         self.metrics = RouterMetrics(cfg.pdcluster)
         self.counter = Counter(cfg.tokenizer)
-        self.session: aiohttp.ClientSession | None = None  # scrapes and link probes
-        self.upstream: UpstreamClient | None = None  # the P/D flow's calls (the hot path)
+        self.session: aiohttp.ClientSession | None = None  # engines' /metrics scrapes
+        self.upstream: UpstreamClient | None = None  # every POST to an engine
         self._tasks: list[asyncio.Task[None]] = []
         self._model: str | None = None  # the last model a client named
         self._probes = 0
@@ -512,16 +512,12 @@ class RouterServer:
         engine = self.fleet.engines[url]
         try:
             with Deadline(budget) as dl, engine.watching(dl.expire):
-                r = await self.upstream.post(url + _PATHS[call.kind], orjson.dumps(req),
-                                             _hdr(call.rid))  # fmt: skip
-                try:
-                    raw = await r.read()
-                finally:
-                    r.release()
-            if 400 <= r.status < 500:  # the request's fault: the client's answer
-                raise _client_error(r.status, raw)
-            if r.status != 200:
-                raise _UpstreamError(f"{url} answered {r.status}: {_text(raw)}")
+                path, hdr = url + _PATHS[call.kind], _hdr(call.rid)
+                status, raw = await self.upstream.call(path, orjson.dumps(req), hdr)
+            if 400 <= status < 500:  # the request's fault: the client's answer
+                raise _client_error(status, raw)
+            if status != 200:
+                raise _UpstreamError(f"{url} answered {status}: {_text(raw)}")
             out = orjson.loads(raw)
         except PhaseTimeoutError as exc:
             raise _UpstreamError(f"{url}: {exc}", late=True) from None
@@ -731,7 +727,7 @@ class RouterServer:
         try:
             async with asyncio.timeout(self.cfg.probe_timeout_s):
                 ok = await self._probe_once(engine.url, decode.url, route.handoff)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (EngineCallError, TimeoutError, ValueError):
             ok = False
         self.metrics.link_probes.labels(name, "ok" if ok else "failed").inc()
         if ok:
@@ -739,7 +735,7 @@ class RouterServer:
         fleet.link_probed(name, ok)
 
     async def _probe_once(self, prefill: str, decode: str, how: Handoff) -> bool:
-        assert self.session is not None
+        assert self.upstream is not None
         body: dict[str, Any] = {"prompt": [0], "max_tokens": 1, "stream": False}
         model = self.cfg.models[0] if self.cfg.models else self._model
         if model is not None:
@@ -748,10 +744,9 @@ class RouterServer:
         pairing = handoff.pairing(prefill, how)
 
         async def post(url: str, req: dict[str, Any]) -> tuple[int, Any]:
-            assert self.session is not None
-            async with self.session.post(url + path, data=orjson.dumps(req), headers=hdr) as r:
-                raw = await r.read()
-                return r.status, orjson.loads(raw) if r.status == 200 else None
+            assert self.upstream is not None
+            status, raw = await self.upstream.call(url + path, orjson.dumps(req), hdr)
+            return status, orjson.loads(raw) if status == 200 else None
 
         if pairing is not None:  # SGLang: both at once; the KVCache crossed iff decode answers
             phase1 = handoff.prefill_body(body, pairing)

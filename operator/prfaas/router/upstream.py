@@ -26,7 +26,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import lru_cache
 from typing import cast
 from urllib.parse import urlsplit
@@ -67,7 +67,6 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.peer_closed = False  # the engine ended the connection (not our timeout or close)
-        self.received = False  # a byte of this call's answer arrived
         self.idle_since = 0.0
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
@@ -84,7 +83,7 @@ class _Conn(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self._name = b""
-        self.received = False
+        self.received = False  # a byte of this call's answer arrived
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -152,9 +151,16 @@ class _Conn(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def wait(self, timeout_s: float) -> None:
-        """Until the next event (head, body bytes, end, failure); silence over ``timeout_s``
-        fails the call."""
+    async def until(self, ready: Callable[[_Conn], bool], timeout_s: float) -> None:
+        """Wait until ``ready(self)``; the call's failure is raised (silence over ``timeout_s``
+        between events is one)."""
+        while not ready(self):
+            if self.error is not None:
+                raise self.error
+            await self._wait(timeout_s)
+
+    async def _wait(self, timeout_s: float) -> None:
+        """Until the next event (head, body bytes, end, failure)."""
         self._waiter = w = self._loop.create_future()
         timer = self._loop.call_later(timeout_s, self._silent, timeout_s)
         try:
@@ -176,12 +182,30 @@ class _Conn(asyncio.Protocol):
         return data
 
     def reusable(self) -> bool:
-        return self.done and self.keep_alive and self.error is None and not self.closed
+        """Its answer read to the end, nothing left unread, still open."""
+        ok = self.done and self.keep_alive and self.error is None and not self.closed
+        return ok and not self.chunks
+
+    def fresh(self, now: float, max_idle_s: float) -> bool:
+        """Idle, open and young enough to be reused."""
+        return not self.closed and now - self.idle_since < max_idle_s
 
     def close(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.close()
+
+
+def _head(c: _Conn) -> bool:
+    return c.head_done
+
+
+def _end(c: _Conn) -> bool:
+    return c.done
+
+
+def _some_or_end(c: _Conn) -> bool:
+    return bool(c.chunks) or c.done
 
 
 class UpstreamResponse:
@@ -202,23 +226,13 @@ class UpstreamResponse:
     async def readany(self) -> bytes:
         """The body bytes that arrived since the last read (waiting for some); b"" at its end."""
         c = self._conn
-        while not c.chunks:
-            if c.error is not None:
-                raise c.error
-            if c.done:
-                return b""
-            await c.wait(self._client.read_timeout_s)
-        return c.take()
+        await c.until(_some_or_end, self._client.read_timeout_s)
+        return c.take() if c.chunks else b""
 
     async def read(self) -> bytes:
         """The whole body."""
         c = self._conn
-        while not c.done:
-            if c.error is not None:
-                raise c.error
-            await c.wait(self._client.read_timeout_s)
-        if c.error is not None:
-            raise c.error
+        await c.until(_end, self._client.read_timeout_s)
         return c.take() if c.chunks else b""
 
     async def iter_any(self) -> AsyncIterator[bytes]:
@@ -261,10 +275,7 @@ class UpstreamClient:
             try:
                 assert conn.transport is not None
                 conn.transport.write(request)
-                while not conn.head_done:
-                    if conn.error is not None:
-                        raise conn.error
-                    await conn.wait(self.read_timeout_s)
+                await conn.until(_head, self.read_timeout_s)
             except EngineCallError:
                 conn.close()
                 if reused and conn.peer_closed and not conn.received and not retry:
@@ -282,7 +293,7 @@ class UpstreamClient:
         now = time.monotonic()
         while idle:
             conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < self.max_idle_s:
+            if conn.fresh(now, self.max_idle_s):
                 conn._begin()
                 return conn, True
             conn.close()
@@ -303,21 +314,31 @@ class UpstreamClient:
         now = time.monotonic()
         if now - self._swept > self.max_idle_s:
             self._sweep(now)
-        idle = self._idle.setdefault(key, [])
-        if not conn.reusable() or conn.chunks or len(idle) >= _MAX_IDLE_PER_HOST:
+        idle = self._idle.setdefault(key, []) if conn.reusable() else None
+        if idle is None or len(idle) >= _MAX_IDLE_PER_HOST:
             conn.close()
             return
         conn.idle_since = now
         idle.append(conn)
+
+    async def call(self, url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
+        """POST and read the whole answer: (status, body); the connection goes back."""
+        r = await self.post(url, body, headers)
+        try:
+            return r.status, await r.read()
+        finally:
+            r.release()
 
     def _sweep(self, now: float) -> None:
         """Close what can no longer be reused; forget engines without idle connections (pods
         come and go: their addresses must not pile up)."""
         self._swept = now
         for key, conns in list(self._idle.items()):
-            keep = [c for c in conns if not c.closed and now - c.idle_since < self.max_idle_s]
+            keep = []
             for c in conns:
-                if c not in keep:
+                if c.fresh(now, self.max_idle_s):
+                    keep.append(c)
+                else:
                     c.close()
             if keep:
                 self._idle[key] = keep
@@ -330,11 +351,11 @@ class UpstreamClient:
         return self._ssl
 
     def idle(self) -> int:
-        """Idle connections kept (for tests and metrics)."""
+        """Idle connections kept (for tests)."""
         return sum(len(v) for v in self._idle.values())
 
     def engines(self) -> int:
-        """Engines with idle connections kept."""
+        """Engines with idle connections kept (for tests)."""
         return len(self._idle)
 
     def close(self) -> None:
