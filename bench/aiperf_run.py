@@ -86,7 +86,7 @@ def run(
     t0 = time.monotonic()
     with log.open("wb") as f:
         r = subprocess.run(
-            argv, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **aiperf.env()},
+            argv, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **aiperf.env(art / "tmp")},
             timeout=timeout_s + 900, check=False,
         )  # fmt: skip
     wall = time.monotonic() - t0

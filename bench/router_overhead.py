@@ -15,7 +15,13 @@ Every target gets the same load, one after the other:
    bootstrap``) for sglang-router.
 2. closed loop: ``--concurrency`` workers back to back for ``--max-duration`` s: the highest
    request rate (client, engines and router share this machine's cores: compare the routers
-   with each other and with the direct flows, not with other machines).
+   with each other and with the direct flows, not with other machines). It runs ``--rounds``
+   times, the targets' order rotated each round (whoever runs first or last in a noisy stretch
+   is not always the same one); the table shows the median and the range.
+
+For each router, the CPU it spent (user + system, every thread and worker process, from
+``/proc``) per request of the open loop: the router's own cost, which the machine's noise and
+the client's and engines' share of the cores do not blur as they blur max req/s.
 3. aiperf 0.13.0 (third party), streaming completions at a constant ``--aiperf-rate``; added
    latency there is against a direct call to the single ``--role both`` engine (aiperf cannot
    run a P/D flow itself).
@@ -33,6 +39,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -101,7 +108,7 @@ def run_aiperf(
     log = out / f"aiperf-{name}.log"
     with log.open("wb") as f:
         r = subprocess.run(
-            argv, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **aiperf.env()},
+            argv, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **aiperf.env(art / "tmp")},
             timeout=duration + 180, check=False,
         )  # fmt: skip
     report = art / "profile_export_aiperf.json"
@@ -128,11 +135,35 @@ def py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*argv, "-d", str(int(seconds) + 2)], stdout=subprocess.DEVNULL)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of ``pid`` and its descendants, from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        f = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, …
+        stats[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)
+    tree, total, grew = {pid}, 0.0, True
+    while grew:
+        more = {p for p, (parent, _) in stats.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    for p in tree:
+        total += stats.get(p, (0, 0.0))[1]
+    return total
+
+
 async def measure(
-    targets: list[Target], args: argparse.Namespace, console: Console, profile_pid: int = 0
+    targets: list[Target], args: argparse.Namespace, console: Console, pids: dict[str, int]
 ) -> dict[str, Any]:
     """Each target: warm-up, the open loop (``prfaas-router``'s under py-spy with
-    ``--profile``), the closed loop."""
+    ``--profile``; a router's CPU counted, ``pids``); then ``--rounds`` of closed loops, the
+    targets' order rotated each round."""
     results: dict[str, Any] = {}
     n = int(args.rate * args.duration)
     load = [(i / args.rate, "completions", body(i, args.words, args.max_tokens), None)
@@ -142,22 +173,31 @@ async def measure(
         return "completions", body(i, args.words, args.max_tokens)
 
     for t in targets:
-        console.print(
-            f"[bold]{t.name}[/]: warm-up, {n} requests open loop at {args.rate:g}/s, "
-            f"then {args.concurrency} closed-loop workers for {args.max_duration:g} s"
-        )
+        console.print(f"[bold]{t.name}[/]: warm-up, {n} requests open loop at {args.rate:g}/s")
         await open_loop(t, load[:100])
         spy = None
-        if args.profile and profile_pid and t.name == "prfaas-router":
-            spy = py_spy(profile_pid, args.profile, args.duration)
+        if args.profile and t.name == "prfaas-router":
+            spy = py_spy(pids[t.name], args.profile, args.duration)
             await asyncio.sleep(1.0)  # attached before the load starts
+        cpu0 = cpu_seconds(pids[t.name]) if t.name in pids else 0.0
         ol = await open_loop(t, load)
+        results[t.name] = {"open_loop": summary(ol), "closed_loop": [], "max_rps_runs": []}
+        if t.name in pids and spy is None:  # py-spy's own sampling would be counted
+            used = cpu_seconds(pids[t.name]) - cpu0
+            results[t.name]["cpu_ms_per_request"] = round(used * 1e3 / max(1, ol.ok), 3)
         if spy is not None:
             await asyncio.to_thread(spy.wait)
             console.print(f"py-spy profile of prfaas-router: {args.profile}")
-        cl = await closed_loop(t, make, args.concurrency, args.max_duration)
-        results[t.name] = {"open_loop": summary(ol), "closed_loop": summary(cl)}
-        results[t.name]["max_rps"] = round(cl.rate, 1)
+    for r in range(args.rounds):
+        order = targets[r % len(targets) :] + targets[: r % len(targets)]
+        console.print(f"closed loop, round {r + 1}/{args.rounds}: {args.concurrency} workers × "
+                      f"{args.max_duration:g} s each, from {order[0].name}")  # fmt: skip
+        for t in order:
+            cl = await closed_loop(t, make, args.concurrency, args.max_duration)
+            results[t.name]["closed_loop"].append(summary(cl))
+            results[t.name]["max_rps_runs"].append(round(cl.rate, 1))
+    for res in results.values():
+        res["max_rps"] = statistics.median(res["max_rps_runs"])
     return results
 
 
@@ -179,7 +219,12 @@ def main() -> int:
         help="record prfaas-router's open loop with py-spy into FILE (.svg: flame graph)",
     )
     parser.add_argument("--no-workers", action="store_true", help=f"skip the `{WORKERS}` target")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="closed-loop rounds (median max req/s; default 3)"
+    )
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     console = Console(width=max(Console().width, 132))
     try:
         tools = require_all()
@@ -212,8 +257,8 @@ def main() -> int:
             Via("direct single engine", single.url),
             *(Via(name, r.url) for name, r in routers.items()),
         ]
-        pid = routers["prfaas-router"].proc.pid
-        results = asyncio.run(measure(targets, args, console, pid))
+        pids = {name: r.proc.pid for name, r in routers.items()}
+        results = asyncio.run(measure(targets, args, console, pids))
         engines = {e.url: scrape(e.url + "/metrics") for e in pre + dec}
         aip: dict[str, Any] = {}
         if not args.no_aiperf:
@@ -256,7 +301,11 @@ def main() -> int:
     path.write_text(json.dumps(report, indent=2))
     print_tables(console, results, aip, args)
     console.print(f"JSON: {path.relative_to(REPO)}  (process logs in {out.relative_to(REPO)})")
-    bad = [n for n, r in results.items() if r["open_loop"]["errors"]]
+    bad = [
+        n
+        for n, r in results.items()
+        if r["open_loop"]["errors"] or any(c["errors"] for c in r["closed_loop"])
+    ]
     if bad or kv_fail:
         console.print(f"[red]errors in: {', '.join(bad)}; KV fetch failures: {kv_fail:g}[/]")
         return 1
@@ -269,7 +318,7 @@ def print_tables(
     t = Table(title=f"Open loop {args.rate:g} req/s × {args.duration:g} s (asyncio client), "
                     f"closed loop {args.concurrency} workers; zero-compute engines")  # fmt: skip
     for col in ("target", "ok/err", "req/s", "p50 ms", "p99 ms", "added p50", "added p99",
-                "vs", "vs 1 engine p50/p99", "max req/s"):  # fmt: skip
+                "vs", "vs 1 engine p50/p99", "CPU ms/req", "max req/s"):  # fmt: skip
         t.add_column(col, justify="left" if col in ("target", "vs") else "right")
     for name, r in results.items():
         ol = r["open_loop"]
@@ -285,12 +334,17 @@ def print_tables(
             f"{added['p99']:+.2f}" if added else "",
             BASELINE.get(name, ""),
             f"{single['p50']:+.2f} / {single['p99']:+.2f}" if single else "",
-            f"{r['max_rps']:.0f}",
+            f"{r['cpu_ms_per_request']:.3f}" if "cpu_ms_per_request" in r else "",
+            f"{r['max_rps']:.0f} ({min(runs):.0f}-{max(runs):.0f})"
+            if len(runs := r["max_rps_runs"]) > 1
+            else f"{r['max_rps']:.0f}",
         )
     console.print(t)
     console.print(
         "added = router − the same P/D flow sent by this client straight to the engines "
-        "(`vs`); `vs 1 engine` = router − one direct call to a --role both engine"
+        "(`vs`); `vs 1 engine` = router − one direct call to a --role both engine; CPU ms/req: "
+        "the router's CPU (all threads and processes) per open-loop request; max req/s: median "
+        f"(range) of {args.rounds} closed-loop round(s)"
     )
     if not aip:
         return

@@ -83,8 +83,15 @@ class Aiperf:
     def argv(self) -> list[str]:
         return [str(self.exe)]
 
-    def env(self) -> dict[str, str]:
-        return {"HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1"}
+    def env(self, scratch: Path | None = None) -> dict[str, str]:
+        """``scratch``: where aiperf puts its dataset's memory maps, which it leaves behind
+        after every run (by default in the system's temporary directory). Not ``TMPDIR``: its
+        ZeroMQ sockets live there, and a Unix socket's path must stay under 108 bytes."""
+        env = {"HF_HOME": str(self.hf_home), "HF_HUB_OFFLINE": "1"}
+        if scratch is not None:
+            scratch.mkdir(parents=True, exist_ok=True)
+            env["AIPERF_DATASET_MMAP_BASE_PATH"] = str(scratch)
+        return env
 
 
 def sglang_router() -> list[str] | None:

@@ -36,14 +36,37 @@ def _bench(script: str, *args: str, timeout: float) -> dict[str, Any]:
 def test_benchmark_a_runs_every_router_without_errors() -> None:
     report = _bench(
         "router_overhead.py", "--rate", "100", "--duration", "1", "--concurrency", "4",
-        "--max-duration", "1", "--no-aiperf", "--no-workers", timeout=300,
+        "--max-duration", "1", "--rounds", "2", "--no-aiperf", "--no-workers", timeout=300,
     )  # fmt: skip
     results = report["asyncio_client"]
-    assert set(results) >= {"prfaas-router", "sglang-router", "vllm-router", "direct 2-phase"}
+    routers = {"prfaas-router", "sglang-router", "vllm-router"}
+    assert set(results) >= routers | {"direct 2-phase"}
     for name, r in results.items():
         assert r["open_loop"]["ok"] == 100 and r["open_loop"]["errors"] == 0, (name, r)
-        assert r["closed_loop"]["ok"] > 0 and r["closed_loop"]["errors"] == 0, (name, r)
+        assert len(r["closed_loop"]) == 2, (name, r)
+        assert all(c["ok"] > 0 and c["errors"] == 0 for c in r["closed_loop"]), (name, r)
+        # every router process did measurable work for its 100 requests, and not absurdly much
+        assert (name in routers) == ("cpu_ms_per_request" in r), (name, r)
+        assert 0 <= r.get("cpu_ms_per_request", 0) < 100, (name, r)
     assert report["kv_fetch_failures"] == 0
+
+
+def test_the_http_front_breakdown_measures_every_server() -> None:
+    report = _bench(
+        "http_front.py", "--rate", "100", "--duration", "1", "--repeats", "1", timeout=300,
+    )  # fmt: skip
+    cpu = report["cpu_ms_per_request"]
+    assert set(cpu) == {
+        "aiohttp app",
+        "aiohttp low-level",
+        "bare protocol",
+        "bare 2-phase proxy",
+        "prfaas router",
+        "sglang-router",
+        "vllm-router",
+    }
+    # the bare 2-phase proxy does two engine calls a request: it cannot cost nothing
+    assert 0 < cpu["bare 2-phase proxy"] < 100, cpu
 
 
 def test_benchmark_b_runs_both_setups_without_errors() -> None:
