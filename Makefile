@@ -104,7 +104,7 @@ bench-reconcile: venv k8s-bin ## slow-loop cost: 200 PDClusters on a real API se
 bench-operator-scale: venv k8s-bin ## slow loop at scale: 1000 PDClusters, one operator process, first pass + two 60 s rounds (~5 min)
 	$(PY) bench/reconcile_scale.py --count 1000 --rounds 2 --skip-inprocess
 
-bench-overhead: venv peers ## Benchmark A: latency and max req/s added by prfaas router vs sglang-router vs vllm-router (~4 min)
+bench-overhead: venv peers ## Benchmark A: latency, CPU per request and max req/s added by prfaas router vs sglang-router vs vllm-router (~5 min)
 	$(PY) bench/router_overhead.py
 
 bench-http-front: venv peers ## where the router's CPU per request goes: aiohttp vs a bare httptools server vs a bare P/D proxy vs prfaas router vs the peers (~3 min)
