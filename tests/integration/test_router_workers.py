@@ -34,6 +34,7 @@ class Setup:
     stack: Stack
     local: Engine
     decode: Engine
+    other: Engine  # a second decode engine, for one that leaves
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     with Stack(tmp_path_factory.mktemp("router-workers-logs")) as stack:
         local = stack.engine("prefill", "h20", SPEEDUP)
         decode = stack.engine("decode", "h20", SPEEDUP)
-        yield Setup(stack, local, decode)
+        other = stack.engine("decode", "h20", SPEEDUP)
+        yield Setup(stack, local, decode, other)
 
 
 def start(s: Setup, workers: int) -> Service:
@@ -131,3 +133,44 @@ def test_a_worker_that_dies_ends_the_router(setup: Setup) -> None:
     assert router.proc.popen is not None and router.proc.popen.returncode != 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
     assert "a router worker exited" in router.proc.tail(50)
+
+
+def endpoints_in(url: str, name: str) -> set[str]:
+    """The ``endpoint`` label values of ``name``'s series in one scrape."""
+    _, body = http_get(url + "/metrics")
+    out = set()
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") and 'endpoint="' in line:
+            out.add(line.split('endpoint="', 1)[1].split('"', 1)[0])
+    return out
+
+
+def test_an_engine_that_left_leaves_the_metrics_of_every_worker(setup: Setup) -> None:
+    """prometheus_client's multiprocess files cannot forget a series: without a filter, a
+    departed engine's last values (up, queue, in flight) stayed on ``/metrics`` for good."""
+    router = s_router = setup.stack.prfaas_router(
+        [setup.local], [setup.decode, setup.other], [], None, ["--workers", "2"]
+    )
+    assert len(children(router.proc.pid)) == 2
+    gone = setup.other.url
+    deadline = time.monotonic() + 20
+    while gone not in endpoints_in(router.url, "prfaas_router_engine_up"):
+        assert time.monotonic() < deadline, "the second decode engine was never scraped"
+        time.sleep(0.2)
+    assert [completion(router.url, k) for k in range(20)] == [200] * 20  # both workers busy
+    cmdline = Path(f"/proc/{s_router.proc.pid}/cmdline").read_bytes().split(b"\0")
+    policy_file = Path(cmdline[cmdline.index(b"--policy-file") + 1].decode())
+    policy = json.loads(policy_file.read_text())
+    policy["version"] += 1
+    policy["decodeEndpoints"] = [setup.decode.url]
+    policy_file.write_text(json.dumps(policy))
+    time.sleep(4)  # every worker re-reads the file (1 s) and its next scrape tick forgets it
+    names = ["prfaas_router_engine_up", "prfaas_router_engine_waiting",
+             "prfaas_router_engine_in_flight", "prfaas_router_engine_draining"]  # fmt: skip
+    for _ in range(8):  # scrapes land on either worker
+        for name in names:
+            assert gone not in endpoints_in(router.url, name), name
+    # the engines that stayed are still reported
+    assert setup.decode.url in endpoints_in(router.url, "prfaas_router_engine_up")
+    assert metric(router.url, "prfaas_router_engine_up") == 2
+    router.proc.stop()

@@ -4,7 +4,7 @@ Prometheus queries read the metrics named in ``prfaas.metric_names``; dashboards
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
@@ -45,17 +45,27 @@ def _gauge(
     return Gauge(name, doc, labels, registry=registry, multiprocess_mode=_MODES[name])
 
 
-class _Labelled(Collector):
-    """Every series of ``inner`` with one more label (the PDCluster the router serves)."""
+class _View(Collector):
+    """The series of ``inner``, each with the labels ``extra`` added (the PDCluster the router
+    serves), without those whose ``endpoint`` label is not in ``endpoints()`` if given."""
 
-    def __init__(self, inner: CollectorRegistry, label: str, value: str) -> None:
-        self.inner, self.label, self.value = inner, label, value
+    def __init__(
+        self,
+        inner: CollectorRegistry,
+        extra: Mapping[str, str],
+        endpoints: Callable[[], Collection[str]] | None = None,
+    ) -> None:
+        self.inner, self.extra, self.endpoints = inner, dict(extra), endpoints
 
     def collect(self) -> Iterator[Metric]:
+        live = self.endpoints() if self.endpoints is not None else None
         for family in self.inner.collect():
             out = Metric(family.name, family.documentation, family.type, family.unit)
             for s in family.samples:
-                labels = {**s.labels, self.label: self.value}
+                endpoint = s.labels.get("endpoint")
+                if live is not None and endpoint is not None and endpoint not in live:
+                    continue
+                labels = {**s.labels, **self.extra}
                 out.add_sample(s.name, labels, s.value, s.timestamp, s.exemplar)
             yield out
 
@@ -134,18 +144,19 @@ class RouterMetrics:
                                      registry=r)  # fmt: skip
         self.endpoints: set[str] = set()  # the endpoint label values exported now
         self.pdcluster = pdcluster
+        self._extra = {names.PDCLUSTER_LABEL: pdcluster} if pdcluster else {}
         if pdcluster:  # the exposed registry labels every series; the metrics live in ``r``
             self.registry = CollectorRegistry()
-            self.registry.register(_Labelled(r, names.PDCLUSTER_LABEL, pdcluster))
+            self.registry.register(_View(r, self._extra))
 
     def exposed(self) -> CollectorRegistry:
-        """What ``/metrics`` shows: this process's registry, or all workers' together."""
+        """What ``/metrics`` shows: this process's registry, or all workers' together. Workers
+        write their values to files that cannot forget a series, so there the series of
+        engines that left (not in ``endpoints``, which telemetry keeps) are filtered out."""
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             return self.registry
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-        if not self.pdcluster:
-            return merged
-        labelled = CollectorRegistry()
-        labelled.register(_Labelled(merged, names.PDCLUSTER_LABEL, self.pdcluster))
-        return labelled
+        view = CollectorRegistry()
+        view.register(_View(merged, self._extra, lambda: self.endpoints))
+        return view
