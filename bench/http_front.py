@@ -164,6 +164,8 @@ def main() -> int:
     parser.add_argument("--no-peers", action="store_true", help="skip sglang- and vllm-router")
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
+    if args.repeats < 1 or args.rate * args.duration < 1:
+        parser.error("--repeats must be at least 1, and --rate × --duration at least 1 request")
     if args.serve:
         kind, port, *urls = args.serve
         pre, dec = (urls[0].split(","), urls[1].split(",")) if urls else ([], [])
