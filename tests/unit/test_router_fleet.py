@@ -217,3 +217,57 @@ def test_the_metrics_follow_the_engines_that_come_and_go() -> None:
     fleet.sync_health()
     telemetry.export(fleet, metrics)
     assert not [k for k in parse_metrics(metrics) if url in k]  # gone: no stale series
+
+
+def test_a_pool_that_left_the_policy_leaves_no_gauges() -> None:
+    """A PrefillPool deleted (or dropped by the plan) must not stay on ``/metrics`` as a phantom
+    link with its last utilisation, state and threshold; with no threshold the gauge says -1."""
+    from prometheus_client import generate_latest
+
+    from prfaas.router import telemetry
+    from prfaas.router.metrics import RouterMetrics
+
+    def pool_series(m: RouterMetrics) -> dict[str, str]:
+        lines = generate_latest(m.registry).decode().splitlines()
+        return {ln.split("{")[0]: ln.rsplit(" ", 1)[1] for ln in lines if 'pool="b"' in ln}
+
+    two = (PoolRoute("a", ("http://a",), 10.0), PoolRoute("b", ("http://b",), 10.0))
+    fleet, metrics = Fleet(), RouterMetrics()
+    fleet.apply(RoutingPolicy(1, 20_000, two, ("http://l",), ("http://d",)))
+    telemetry.export(fleet, metrics)
+    before = pool_series(metrics)
+    assert before["prfaas_router_link_up"] == "1.0" and before["prfaas_router_link_in_flight_bytes"]
+    assert before["prfaas_router_threshold_tokens"] == "20000.0"
+    fleet.apply(RoutingPolicy(2, None, two[:1], ("http://l",), ("http://d",)))
+    telemetry.export(fleet, metrics)
+    assert pool_series(metrics) == {}  # only counters would stay; pool b had no traffic
+    text = generate_latest(metrics.registry).decode()
+    assert 'prfaas_router_threshold_tokens{pool="a"} -1.0' in text
+
+
+def test_the_workers_view_drops_gauges_of_departed_engines_and_pools_only() -> None:
+    """Under ``--workers`` the merged files keep every series ever written: the view filters the
+    gauges by what the fleet has now; counters (history) and unlabelled series pass."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+    from prfaas.router.metrics import _View
+
+    inner = CollectorRegistry()
+    link_up = Gauge("link_up", "", ["pool"], registry=inner)
+    engine_up = Gauge("engine_up", "", ["endpoint"], registry=inner)
+    sent = Counter("link_bytes", "", ["pool"], registry=inner)
+    Gauge("version", "", registry=inner).set(3)
+    for name in ("a", "b"):
+        link_up.labels(name).set(1)
+        sent.labels(name).inc(5)
+    for url in ("http://x", "http://y"):
+        engine_up.labels(url).set(1)
+    view = CollectorRegistry()
+    view.register(_View(inner, {"pdcluster": "ns/c"}, lambda: {"endpoint": {"http://x"},
+                                                                "pool": {"a"}}))  # fmt: skip
+    text = generate_latest(view).decode()
+    assert 'link_up{pdcluster="ns/c",pool="a"} 1.0' in text
+    assert 'link_up{pdcluster="ns/c",pool="b"}' not in text
+    assert 'link_bytes_total{pdcluster="ns/c",pool="b"} 5.0' in text
+    assert "http://x" in text and "http://y" not in text
+    assert 'version{pdcluster="ns/c"} 3.0' in text

@@ -47,23 +47,24 @@ def _gauge(
 
 class _View(Collector):
     """The series of ``inner``, each with the labels ``extra`` added (the PDCluster the router
-    serves), without those whose ``endpoint`` label is not in ``endpoints()`` if given."""
+    serves); with ``live``, without the gauges whose ``endpoint`` or ``pool`` label names an
+    engine or pool that ``live()`` does not have (any more)."""
 
     def __init__(
         self,
         inner: CollectorRegistry,
         extra: Mapping[str, str],
-        endpoints: Callable[[], Collection[str]] | None = None,
+        live: Callable[[], Mapping[str, Collection[str]]] | None = None,
     ) -> None:
-        self.inner, self.extra, self.endpoints = inner, dict(extra), endpoints
+        self.inner, self.extra, self.live = inner, dict(extra), live
 
     def collect(self) -> Iterator[Metric]:
-        live = self.endpoints() if self.endpoints is not None else None
+        live = self.live() if self.live is not None else {}
         for family in self.inner.collect():
             out = Metric(family.name, family.documentation, family.type, family.unit)
+            gauge = family.type == "gauge"
             for s in family.samples:
-                endpoint = s.labels.get("endpoint")
-                if live is not None and endpoint is not None and endpoint not in live:
+                if gauge and any(k in s.labels and s.labels[k] not in vs for k, vs in live.items()):
                     continue
                 labels = {**s.labels, **self.extra}
                 out.add_sample(s.name, labels, s.value, s.timestamp, s.exemplar)
@@ -97,8 +98,8 @@ class RouterMetrics:
                              "failed recently", ["pool"], registry=r)  # fmt: skip
         self.mode = _gauge("prfaas_router_bandwidth_abundant", "1 abundant, 0 scarce (§3.4.3)",
                           ["pool"], registry=r)  # fmt: skip
-        self.threshold = _gauge("prfaas_router_threshold_tokens", "effective threshold t_eff",
-                               ["pool"], registry=r)  # fmt: skip
+        self.threshold = _gauge("prfaas_router_threshold_tokens", "effective threshold t_eff "
+                               "(-1: never offload)", ["pool"], registry=r)  # fmt: skip
         self.policy_threshold = _gauge("prfaas_router_policy_threshold_tokens", "published t "
                                       "(-1: never offload)", registry=r)  # fmt: skip
         self.policy_version = _gauge("prfaas_router_policy_version", "version of the policy "
@@ -143,6 +144,7 @@ class RouterMetrics:
                                      "left the policy finishes its requests", ["endpoint"],
                                      registry=r)  # fmt: skip
         self.endpoints: set[str] = set()  # the endpoint label values exported now
+        self.pools: set[str] = set()  # the pool label values of the gauges exported now
         self.pdcluster = pdcluster
         self._extra = {names.PDCLUSTER_LABEL: pdcluster} if pdcluster else {}
         if pdcluster:  # the exposed registry labels every series; the metrics live in ``r``
@@ -152,11 +154,18 @@ class RouterMetrics:
     def exposed(self) -> CollectorRegistry:
         """What ``/metrics`` shows: this process's registry, or all workers' together. Workers
         write their values to files that cannot forget a series, so there the series of
-        engines that left (not in ``endpoints``, which telemetry keeps) are filtered out."""
+        engines and pools that left (not in ``endpoints`` / ``pools``, which telemetry keeps) are
+        filtered out of the gauges."""
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             return self.registry
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         view = CollectorRegistry()
-        view.register(_View(merged, self._extra, lambda: self.endpoints))
+        view.register(_View(merged, self._extra, lambda: {"endpoint": self.endpoints,
+                                                           "pool": self.pools}))  # fmt: skip
         return view
+
+    def pool_gauges(self) -> tuple[Gauge, ...]:
+        """The gauges labelled by pool: what a pool that left the policy must not keep."""
+        return (self.link_utilisation, self.link_in_flight, self.link_up, self.mode,
+                self.threshold)  # fmt: skip

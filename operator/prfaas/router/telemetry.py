@@ -95,8 +95,13 @@ def export(fleet: Fleet, metrics: RouterMetrics) -> None:
         metrics.link_in_flight.labels(name).set(ps.link.in_flight())
         metrics.link_up.labels(name).set(1 if ps.link.healthy else 0)
         metrics.mode.labels(name).set(int(ps.mode))
-        if t is not None:
-            metrics.threshold.labels(name).set(ps.threshold(t))
+        metrics.threshold.labels(name).set(-1 if t is None else ps.threshold(t))
+    pools = {route.name for route in policy.pools}
+    for name in metrics.pools - pools:  # a PrefillPool that left the policy: no phantom link
+        for gauge in metrics.pool_gauges():
+            with contextlib.suppress(KeyError):
+                gauge.remove(name)
+    metrics.pools = pools
 
 
 def _forget_gone(fleet: Fleet, metrics: RouterMetrics) -> None:
