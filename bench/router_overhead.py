@@ -225,6 +225,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.rate * args.duration < 1 or args.concurrency < 1 or args.max_duration <= 0:
+        parser.error("--rate × --duration must give at least 1 request, --concurrency and "
+                     "--max-duration must be positive")  # fmt: skip
+    if args.max_tokens < 1 or args.words < 0 or args.aiperf_rate <= 0 or args.aiperf_duration <= 0:
+        parser.error("--max-tokens must be at least 1, --words not negative, and aiperf's "
+                     "rate and duration positive")  # fmt: skip
     console = Console(width=max(Console().width, 132))
     try:
         tools = require_all()
