@@ -66,7 +66,6 @@ def serve(kind: str, port: int, prefills: list[str], decodes: list[str]) -> None
             return web.Response(body=ANSWER, content_type="application/json")
 
         async def main_aiohttp() -> None:
-            loop = asyncio.get_running_loop()
             if kind == "aiohttp app":
                 app = web.Application()
                 app.router.add_route("*", "/{tail:.*}", handle)
@@ -74,10 +73,10 @@ def serve(kind: str, port: int, prefills: list[str], decodes: list[str]) -> None
                 await runner.setup()
                 await web.TCPSite(runner, "127.0.0.1", port).start()
                 await asyncio.Event().wait()
-            server = await loop.create_server(
-                web.Server(handle, handler_cancellation=True), "127.0.0.1", port
-            )
-            await server.serve_forever()
+            else:  # low-level: no application, no URL dispatch
+                low = web.Server(handle, handler_cancellation=True)
+                server = await asyncio.get_running_loop().create_server(low, "127.0.0.1", port)
+                await server.serve_forever()
 
         uvloop.run(main_aiohttp())
         return

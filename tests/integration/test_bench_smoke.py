@@ -45,9 +45,10 @@ def test_benchmark_a_runs_every_router_without_errors() -> None:
         assert r["open_loop"]["ok"] == 100 and r["open_loop"]["errors"] == 0, (name, r)
         assert len(r["closed_loop"]) == 2, (name, r)
         assert all(c["ok"] > 0 and c["errors"] == 0 for c in r["closed_loop"]), (name, r)
-        # every router process did measurable work for its 100 requests, and not absurdly much
+        # each router's CPU is counted (its 100 requests take tens of ms, many clock ticks),
+        # and no other target has a figure
         assert (name in routers) == ("cpu_ms_per_request" in r), (name, r)
-        assert 0 <= r.get("cpu_ms_per_request", 0) < 100, (name, r)
+        assert name not in routers or 0 < r["cpu_ms_per_request"] < 100, (name, r)
     assert report["kv_fetch_failures"] == 0
 
 

@@ -18,11 +18,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
+from prometheus_client import Gauge
 
 from prfaas import metric_names
 from prfaas.router import linkload
 from prfaas.router.fleet import Engine, Fleet
 from prfaas.router.metrics import RouterMetrics
+from prfaas.routing.policy import RoutingPolicy
 
 log = logging.getLogger("prfaas.router")
 _WAITING = metric_names.ENGINE_REQUESTS_WAITING
@@ -84,7 +86,7 @@ def export(fleet: Fleet, metrics: RouterMetrics) -> None:
     for e in fleet.draining.values():
         metrics.engine_in_flight.labels(e.url).set(e.active)
         metrics.engine_draining.labels(e.url).set(1)
-    _forget_gone(fleet, metrics)
+    _forget_gone(fleet, metrics, policy)
     t = policy.threshold_tokens
     metrics.policy_threshold.set(-1 if t is None else t)
     metrics.policy_version.set(policy.version)
@@ -96,25 +98,26 @@ def export(fleet: Fleet, metrics: RouterMetrics) -> None:
         metrics.link_up.labels(name).set(1 if ps.link.healthy else 0)
         metrics.mode.labels(name).set(int(ps.mode))
         metrics.threshold.labels(name).set(-1 if t is None else ps.threshold(t))
+
+
+def _forget_gone(fleet: Fleet, metrics: RouterMetrics, policy: RoutingPolicy) -> None:
+    """Engines come and go with their pods, pools with the plan: drop the gauges of those that
+    left (a draining engine keeps its in-flight series until it has drained; a pool's link
+    gauges go at once: no phantom link)."""
     pools = {route.name for route in policy.pools}
-    for name in metrics.pools - pools:  # a PrefillPool that left the policy: no phantom link
-        for gauge in metrics.pool_gauges():
-            with contextlib.suppress(KeyError):
-                gauge.remove(name)
-    metrics.pools = pools
-
-
-def _forget_gone(fleet: Fleet, metrics: RouterMetrics) -> None:
-    """Engines come and go with their pods: drop the series of those that left (a draining one
-    keeps its in-flight series until it has drained)."""
+    gone: list[tuple[str, tuple[Gauge, ...]]] = [(p, metrics.pool_gauges())
+                                                 for p in metrics.pools - pools]  # fmt: skip
     for url in metrics.endpoints - set(fleet.engines):
-        gauges = [metrics.engine_waiting, metrics.engine_up]  # no longer scraped
+        gauges: tuple[Gauge, ...] = (metrics.engine_waiting, metrics.engine_up)  # not scraped
         if url not in fleet.draining:
-            gauges += [metrics.engine_in_flight, metrics.engine_draining]
+            gauges += (metrics.engine_in_flight, metrics.engine_draining)
+        gone.append((url, gauges))
+    for label, gauges in gone:
         for gauge in gauges:
             with contextlib.suppress(KeyError):  # removed already, while it drained
-                gauge.remove(url)
+                gauge.remove(label)
     metrics.endpoints = set(fleet.engines) | set(fleet.draining)
+    metrics.pools = pools
 
 
 async def run(
