@@ -38,12 +38,23 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from prfaas.router import handoff, telemetry
+from prfaas.router import front, handoff, telemetry
 from prfaas.router.auth import ApiKeys
 from prfaas.router.deadline import Deadline, PhaseBudget, PhaseTimeoutError
 from prfaas.router.fleet import Engine, Fleet
+from prfaas.router.front import (
+    JSON,
+    App,
+    FrontLimits,
+    Reply,
+    Request,
+    Response,
+    error_response,
+    json_response,
+)
 from prfaas.router.limits import Gate, Limits, json_depth
 from prfaas.router.metrics import RouterMetrics
 from prfaas.router.upstream import EngineCallError, UpstreamClient, UpstreamResponse
@@ -51,15 +62,6 @@ from prfaas.routing.decide import Decision, Target
 from prfaas.routing.policy import Handoff, RoutingPolicy
 from prfaas.routing.tokens import PromptTokens
 from prfaas.serving import openai
-from prfaas.serving.http import (
-    JSON,
-    Handler,
-    add_openai_routes,
-    error_response,
-    json_response,
-    metrics_handler,
-    read_json,
-)
 from prfaas.serving.openai import Kind, Prompt, RequestError
 from prfaas.serving.tokenizer import Counter
 
@@ -89,7 +91,7 @@ class RouterConfig:
 class _Call:
     """One request through the P/D flow; ``decision`` changes when a failure re-routes it."""
 
-    request: web.Request
+    request: Request
     kind: Kind
     body: dict[str, Any]
     prompt: Prompt
@@ -184,63 +186,72 @@ class RouterServer:
             )
         telemetry.export(self.fleet, self.metrics)
 
-    # -- app ---------------------------------------------------------------------------------
-    def app(self) -> web.Application:
+    # -- apps --------------------------------------------------------------------------------
+    def app(self) -> App:
         """The client-facing app: the OpenAI routes and the decision API (behind the API keys
         and the concurrency gate), health and metrics. No engine URL is ever in an answer."""
-        app = web.Application(client_max_size=self.cfg.max_body_bytes, middlewares=[self._guard])
-        add_openai_routes(app, self._serve)
-        app.router.add_post("/v1/route", self._route)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", metrics_handler(self.metrics.exposed()))
-        app.on_startup.append(self._start)
-        app.on_cleanup.append(self._stop)
-        return app
+        routes = front.Routes()
+        routes.add("POST", "/v1/completions", self._completions)
+        routes.add("POST", "/v1/chat/completions", self._chat)
+        routes.add("POST", "/v1/route", self._route)
+        routes.add("GET", "/v1/models", self._models)
+        routes.add("GET", "/healthz", self._healthz)
+        routes.add("GET", "/readyz", self._readyz)
+        routes.add("GET", "/metrics", self._metrics)
 
-    def admin_app(self) -> web.Application:
+        async def answer(request: Request) -> Reply:
+            try:
+                return await self._guard(request, routes.find(request))
+            except RequestError as exc:
+                return self._error(exc)
+
+        return answer
+
+    def admin_app(self) -> App:
         """The admin app (``--admin-port``, bound to loopback by default): ``/policy`` and a
         decision API that names the engines (for a gateway sidecar that proxies itself)."""
-        app = web.Application(client_max_size=self.cfg.max_body_bytes)
-        app.router.add_get("/policy", self._policy)
-        app.router.add_post("/v1/route", self._route_admin)
-        app.router.add_get("/healthz", self._healthz)
-        return app
+        routes = front.Routes()
+        routes.add("GET", "/policy", self._policy)
+        routes.add("POST", "/v1/route", self._route_admin)
+        routes.add("GET", "/healthz", self._healthz)
 
-    @web.middleware
-    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        async def answer(request: Request) -> Reply:
+            try:
+                return await routes.find(request)(request)
+            except RequestError as exc:
+                return self._error(exc)
+
+        return answer
+
+    async def _guard(self, request: Request, handler: front.Handler) -> Reply:
         """API keys and the concurrency cap on ``/v1/*``; any failure a client input could
         still cause becomes an OpenAI-style 500, counted, never a traceback to the client."""
         if not request.path.startswith("/v1/"):
             return await handler(request)
         keys = self.cfg.api_keys
-        if keys is not None and not keys.allows(request.headers.get("Authorization")):
-            return self._error(RequestError(401, "missing or invalid API key (Authorization: "
-                                            "Bearer <key>)", "invalid_api_key"))  # fmt: skip
+        if keys is not None and not keys.allows(request.headers.get("authorization")):
+            raise RequestError(401, "missing or invalid API key (Authorization: Bearer <key>)",
+                               "invalid_api_key")  # fmt: skip
         if request.path == "/v1/models":
             return await handler(request)
         if not self.gate.enter():
-            return self._error(RequestError(
+            raise RequestError(
                 429, f"over {self.gate.limit} requests in flight here; retry later",
                 "too_many_requests", {"Retry-After": str(self.cfg.limits.retry_after_s)},
-            ))  # fmt: skip
+            )  # fmt: skip
         self.metrics.in_flight.set(self.gate.active)
         try:
             return await handler(request)
-        except web.HTTPException as exc:  # unknown path or method: the same error shape
-            if exc.status < 400:
-                raise
-            code = exc.reason.lower().replace(" ", "_")
-            return self._error(RequestError(exc.status, exc.reason, code))
+        except RequestError:
+            raise
         except Exception:  # a bug, not the client's fault: logged here, a clean 500 there
             log.exception("unexpected error on %s", request.path)
-            return self._error(RequestError(500, "internal error", "internal_error"))
+            raise RequestError(500, "internal error", "internal_error") from None
         finally:
             self.gate.leave()
             self.metrics.in_flight.set(self.gate.active)
 
-    async def _start(self, _: web.Application) -> None:
+    async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(
             total=None,
             sock_connect=self.cfg.connect_timeout_s,
@@ -263,7 +274,7 @@ class RouterServer:
             )
         )
 
-    async def _stop(self, _: web.Application) -> None:
+    async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -275,10 +286,14 @@ class RouterServer:
             self.upstream.close()
 
     # -- request parsing ---------------------------------------------------------------------
-    async def _read(self, request: web.Request) -> Any:
+    async def _read(self, request: Request) -> Any:
         lim = self.cfg.limits
-        body = await read_json(request, lim.body_timeout_s)
-        raw = await request.read()  # cached: counting brackets in C spares most bodies the walk
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise RequestError(400, "request body is not valid JSON", "invalid_json") from None
+        # counting brackets in C spares most bodies the walk
         deep = raw.count(b"[") + raw.count(b"{") > lim.max_json_depth
         if deep and json_depth(body, lim.max_json_depth) > lim.max_json_depth:
             raise RequestError(400, f"request body nested deeper than {lim.max_json_depth} "
@@ -291,7 +306,7 @@ class RouterServer:
             raise RequestError(400, f"max_tokens {prompt.max_tokens} is over this router's "
                                f"limit of {limit}", "max_tokens_too_large")  # fmt: skip
 
-    async def _parse(self, request: web.Request, kind: Kind) -> tuple[dict[str, Any], Prompt]:
+    async def _parse(self, request: Request, kind: Kind) -> tuple[dict[str, Any], Prompt]:
         body = await self._read(request)
         prompt = openai.parse(kind, body)
         self._check(prompt)
@@ -319,13 +334,13 @@ class RouterServer:
         return pt, d
 
     # -- decision-only API -------------------------------------------------------------------
-    async def _route(self, request: web.Request) -> web.Response:
+    async def _route(self, request: Request) -> Response:
         return await self._route_answer(request, urls=False)
 
-    async def _route_admin(self, request: web.Request) -> web.Response:
+    async def _route_admin(self, request: Request) -> Response:
         return await self._route_answer(request, urls=True)
 
-    async def _route_answer(self, request: web.Request, urls: bool) -> web.Response:
+    async def _route_answer(self, request: Request, urls: bool) -> Response:
         """The decision for a request; the engines' URLs only on the admin port (``urls``)."""
         try:
             raw = await self._read(request)
@@ -365,7 +380,13 @@ class RouterServer:
         return self.fleet.policy.pools[d.pool].name
 
     # -- the P/D flow ------------------------------------------------------------------------
-    async def _serve(self, request: web.Request, kind: Kind) -> web.StreamResponse:
+    async def _completions(self, request: Request) -> Reply:
+        return await self._serve(request, "completions")
+
+    async def _chat(self, request: Request) -> Reply:
+        return await self._serve(request, "chat")
+
+    async def _serve(self, request: Request, kind: Kind) -> Reply:
         arrived = time.monotonic()
         try:
             body, prompt = await self._parse(request, kind)
@@ -374,13 +395,13 @@ class RouterServer:
             return self._error(exc)
         if prompt.model is not None:
             self._model = prompt.model  # link probes name a model the engines serve
-        rid = request.headers.get("X-Request-ID") or f"{self._rid_prefix}{next(self._rids):x}"
+        rid = request.headers.get("x-request-id") or f"{self._rid_prefix}{next(self._rids):x}"
         try:
             return await self._pd(_Call(request, kind, body, prompt, pt, d, rid, arrived))
         except RequestError as exc:
             return self._error(exc)
 
-    async def _pd(self, call: _Call) -> web.StreamResponse:
+    async def _pd(self, call: _Call) -> Reply:
         while call.prefills < _MAX_PREFILLS:
             d = call.decision
             if d.target == Target.REJECT:
@@ -401,9 +422,7 @@ class RouterServer:
                 return out  # else the KVCache was lost: prefill again, locally
         raise RequestError(502, "no prefill target left after failures", "prefill_failed")
 
-    async def _paired(
-        self, call: _Call, source: Engine, pairing: dict[str, Any]
-    ) -> web.StreamResponse | None:
+    async def _paired(self, call: _Call, source: Engine, pairing: dict[str, Any]) -> Reply | None:
         """SGLang's hand-off: the request to prefill and to a decode engine at once, paired by
         ``bootstrap_room``. Prefill failed or late: the decode is cancelled and the call re-routed
         (as under vLLM); a decode that cannot start: the pair again on another decode engine
@@ -431,7 +450,7 @@ class RouterServer:
         decode: Engine,
         started: asyncio.Task[tuple[UpstreamResponse, bytes]],
         nominal: int,
-    ) -> web.StreamResponse | None:
+    ) -> Reply | None:
         """The decode half of an SGLang pair, once prefill answered: its KVCache on the link
         until the first byte, then relayed."""
         d = call.decision
@@ -525,9 +544,7 @@ class RouterServer:
             raise _UpstreamError(f"{url}: {exc or type(exc).__name__}") from None
         return handoff.after_prefill(out, pairing)
 
-    async def _decode_phase(
-        self, call: _Call, kvp: dict[str, Any], source: Engine
-    ) -> web.StreamResponse | None:
+    async def _decode_phase(self, call: _Call, kvp: dict[str, Any], source: Engine) -> Reply | None:
         """Phase 2, relayed to the client. A decode engine that cannot start the answer (refused,
         5xx, broken before anything reached the client) is replaced by another, with the same
         KVCache; None when the KVCache is lost or late (the call was re-routed to local)."""
@@ -661,12 +678,12 @@ class RouterServer:
         m.uncached.observe(d.uncached_tokens)
         m.output.observe(call.prompt.max_tokens)
 
-    async def _relay(self, call: _Call, resp: UpstreamResponse, first: bytes) -> web.StreamResponse:
+    async def _relay(self, call: _Call, resp: UpstreamResponse, first: bytes) -> Reply:
         """The answer to the client: a JSON answer as read; a stream event by event. A stream
         that breaks, or ends without ``[DONE]``, ends with an error event and no ``[DONE]``."""
         d = call.decision
+        ctype = resp.content_type or JSON
         headers = {
-            "Content-Type": resp.content_type or JSON,
             "X-Request-ID": call.rid,
             "X-PrfaaS-Prefill": _target_name(d),
             "X-PrfaaS-Reason": d.reason.value,
@@ -675,13 +692,12 @@ class RouterServer:
         self.metrics.ttft.observe(t0 - call.arrived)
         if not _is_sse(resp):
             resp.release()
-            return web.Response(body=first, status=resp.status, headers=headers)
-        out = web.StreamResponse(status=resp.status, headers=headers)
+            return Response(first, resp.status, ctype, headers)
         events = _Events()
         problem: str | None = None
         read = False
         try:
-            await out.prepare(call.request)
+            out = await call.request.stream(resp.status, headers, ctype)
             await out.write(events.feed(first))
             async for chunk in resp.iter_any():
                 data = events.feed(chunk)
@@ -704,7 +720,7 @@ class RouterServer:
             self.metrics.errors.labels("decode_stream").inc()
             err = openai.error_body(f"answer cut short: {problem}", "decode_failed", 502)
             await out.write(b"data: " + orjson.dumps(err) + b"\n\n")
-        await out.write_eof()
+        await out.end()
         self._phase["decode"].observe(time.monotonic() - t0)
         return out
 
@@ -760,25 +776,28 @@ class RouterServer:
         return status == 200
 
     # -- the rest ----------------------------------------------------------------------------
-    def _error(self, exc: RequestError) -> web.Response:
+    def _error(self, exc: RequestError) -> Response:
         self.metrics.errors.labels(exc.code).inc()
         return error_response(exc)
 
-    async def _models(self, _: web.Request) -> web.Response:
+    async def _models(self, _: Request) -> Response:
         data = [{"id": m, "object": "model", "owned_by": "prfaas"} for m in self.cfg.models]
         return json_response({"object": "list", "data": data})
 
-    async def _healthz(self, _: web.Request) -> web.Response:
-        return web.Response(text="OK")
+    async def _healthz(self, _: Request) -> Response:
+        return Response(b"OK", content_type="text/plain; charset=utf-8")
 
-    async def _readyz(self, _: web.Request) -> web.Response:
+    async def _metrics(self, _: Request) -> Response:
+        return Response(generate_latest(self.metrics.exposed()), content_type=CONTENT_TYPE_LATEST)
+
+    async def _readyz(self, _: Request) -> Response:
         if self.fleet.policy is None:
             return json_response({"ready": False, "reason": "no routing policy yet"}, status=503)
         if not self.fleet.has_decode():
             return json_response({"ready": False, "reason": "no healthy decode"}, status=503)
         return json_response({"ready": True, "policyVersion": self.fleet.policy.version})
 
-    async def _policy(self, _: web.Request) -> web.Response:
+    async def _policy(self, _: Request) -> Response:
         fleet = self.fleet
         if fleet.policy is None:
             return json_response({"policy": None})
@@ -852,23 +871,13 @@ async def run(
 ) -> None:
     """Serve until cancelled; ``admin``: also the admin app on (host, port); ``reuse_port``:
     one of several processes on the ports."""
-    # keepalive_timeout also bounds a request head: aiohttp closes a connection that has not
-    # sent a whole head this long after connecting (or after its last answer)
-    runner = web.AppRunner(
-        server.app(),
-        access_log=None,
-        handler_cancellation=True,
-        keepalive_timeout=server.cfg.limits.idle_timeout_s,
-    )
-    runners = [runner]
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+    lim, cfg = server.cfg.limits, server.cfg
+    limits = FrontLimits(cfg.max_body_bytes, lim.body_timeout_s, lim.idle_timeout_s)
+    apps = [(server.app(), host, port)]
     if admin is not None:
-        runners.append(admin_runner := web.AppRunner(server.admin_app(), access_log=None))
-        await admin_runner.setup()
-        await web.TCPSite(admin_runner, *admin, reuse_port=reuse_port or None).start()
+        apps.append((server.admin_app(), *admin))
+    await server.start()
     try:
-        await asyncio.Event().wait()
+        await front.serve(apps, limits, reuse_port)
     finally:
-        for r in runners:
-            await r.cleanup()
+        await server.stop()

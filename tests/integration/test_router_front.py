@@ -1,0 +1,206 @@
+"""The router's own HTTP/1.1 server (``prfaas/router/front.py``) on a real ``prfaas router``
+process, over raw sockets: what aiohttp's server did for us before and ours must do now.
+Pipelined requests answered in order, ``Expect: 100-continue``, a body announced over the limit
+refused before it is sent, a request head over the bound, malformed HTTP, 404/405 in the
+OpenAI error shape, streaming to an HTTP/1.0 client, and in-flight requests finishing when the
+router is stopped. (Keep-alive, the body and idle timeouts, and the body limit on a body sent
+are in ``test_router_trust.py`` and ``test_router.py``.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from prfaas_dev.stack import Engine, Service, Stack
+
+pytestmark = pytest.mark.integration
+
+MODEL = "sim-model"
+
+
+@dataclass
+class Setup:
+    stack: Stack
+    local: Engine
+    decode: Engine
+    router: Service
+    policy: Path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    logs = tmp_path_factory.mktemp("router-front")
+    with Stack(logs) as stack:
+        local = stack.engine("prefill", "h20", 20.0)
+        decode = stack.engine("decode", "h20", 20.0)
+        policy = logs / "policy.json"
+        policy.write_text(json.dumps({"version": 1, "thresholdTokens": None,
+                                      "prefillEndpoints": [local.url],
+                                      "decodeEndpoints": [decode.url]}))  # fmt: skip
+        argv = ["--policy-file", str(policy), "--log-format", "plain", "--max-body-mb", "1"]
+        yield Setup(stack, local, decode, stack.router(argv, "router"), policy)
+
+
+def request(path: str, body: bytes, extra: str = "", version: str = "1.1") -> bytes:
+    return (
+        f"POST {path} HTTP/{version}\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
+
+
+def completion(rid: str, stream: bool = False, tokens: int = 4) -> bytes:
+    body = {"model": MODEL, "prompt": [1, 2, 3, 4], "max_tokens": tokens, "stream": stream}
+    return request("/v1/completions", json.dumps(body).encode(), f"X-Request-ID: {rid}\r\n")
+
+
+def read_all(sock: socket.socket, timeout: float = 30.0) -> bytes:
+    """Everything until the router closes the connection."""
+    sock.settimeout(timeout)
+    out = b""
+    while chunk := sock.recv(65536):
+        out += chunk
+    return out
+
+
+def answers(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
+    """Whole answers with a Content-Length, in the order they came."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+        n = int(headers["content-length"])
+        out.append((int(lines[0].split()[1]), headers, rest[:n]))
+        raw = rest[n:]
+    return out
+
+
+def test_pipelined_requests_are_answered_in_order(setup: Setup) -> None:
+    """Three requests in one write (the last asks to close): three answers, in order, each
+    naming its own request ID."""
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    last = completion("c").replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n")
+    sock.sendall(completion("a") + completion("b", tokens=1) + last)
+    got = answers(read_all(sock))
+    sock.close()
+    assert [(s, h["x-request-id"]) for s, h, _ in got] == [(200, "a"), (200, "b"), (200, "c")]
+    assert all(json.loads(b)["choices"][0]["text"] for _, _, b in got)
+
+
+def test_expect_100_continue(setup: Setup) -> None:
+    """A client that waits for ``100 Continue`` before the body (curl does above 1 KiB) gets it,
+    then its answer."""
+    body = json.dumps({"model": MODEL, "prompt": [1, 2, 3], "max_tokens": 2}).encode()
+    head = request("/v1/completions", b"", "Expect: 100-continue\r\nConnection: close\r\n")
+    head = head.replace(b"Content-Length: 0", b"Content-Length: %d" % len(body))
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    sock.settimeout(10)
+    sock.sendall(head)
+    assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    sock.sendall(body)
+    [(status, _, answer)] = answers(read_all(sock))
+    sock.close()
+    assert status == 200 and json.loads(answer)["usage"]["completion_tokens"] == 2
+
+
+def test_a_body_announced_over_the_limit_is_refused_before_it_is_sent(setup: Setup) -> None:
+    """Content-Length over --max-body-mb: 413 at once, nothing of the body sent. (A client that
+    sends it anyway reads the same answer after: ``test_router.py``.)"""
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    big = b"Content-Length: %d" % (2 << 20)
+    sock.sendall(request("/v1/completions", b"").replace(b"Content-Length: 0", big))
+    sock.settimeout(10)
+    raw = b""
+    while b"\r\n\r\n" not in raw or not raw.endswith(b"}"):
+        raw += sock.recv(65536)
+    sock.close()
+    [(status, headers, body)] = answers(raw)
+    assert status == 413 and headers["connection"] == "close"
+    assert json.loads(body)["error"]["code"] == "body_too_large"
+
+
+def test_a_request_head_over_64_kib_is_refused(setup: Setup) -> None:
+    """A head of 100 headers of 1 KiB: 431, closed; the router goes on serving."""
+    extra = "".join(f"X-Pad-{i}: {'a' * 1024}\r\n" for i in range(100))
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    with contextlib.suppress(OSError):  # closed while sending: the answer is still there
+        sock.sendall(request("/v1/completions", b"{}", extra))
+    [(status, _, body)] = answers(read_all(sock, 10))
+    sock.close()
+    assert status == 431 and json.loads(body)["error"]["code"] == "head_too_large"
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    sock.sendall(completion("after").replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+    assert answers(read_all(sock))[0][0] == 200
+    sock.close()
+
+
+def test_malformed_http_gets_an_error_and_a_close(setup: Setup) -> None:
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: nope\r\n\r\n")
+    [(status, _, body)] = answers(read_all(sock, 10))
+    sock.close()
+    assert status == 400 and json.loads(body)["error"]["code"] == "bad_http"
+
+
+def test_unknown_paths_and_methods_get_openai_errors(setup: Setup) -> None:
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    sock.sendall(
+        b"GET /v1/nope HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    (s1, _, b1), (s2, h2, b2) = answers(read_all(sock, 10))
+    sock.close()
+    assert (s1, json.loads(b1)["error"]["code"]) == (404, "not_found")
+    assert (s2, json.loads(b2)["error"]["code"]) == (405, "method_not_allowed")
+    assert h2["allow"] == "POST"
+
+
+def test_a_stream_to_an_http_1_0_client_ends_with_the_connection(setup: Setup) -> None:
+    """No chunked encoding for HTTP/1.0: the events as they are, then the router closes."""
+    body = json.dumps({"model": MODEL, "prompt": [1, 2], "max_tokens": 3, "stream": True})
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    sock.sendall(request("/v1/completions", body.encode(), version="1.0"))
+    raw = read_all(sock)
+    sock.close()
+    head, _, events = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" not in head.lower()
+    assert events.startswith(b"data: {") and events.endswith(b"data: [DONE]\n\n")  # no chunks
+    assert events.count(b"data: ") >= 4  # 3 tokens, [DONE]
+
+
+def test_requests_in_flight_finish_when_the_router_is_stopped(setup: Setup) -> None:
+    """SIGTERM with a stream under way: it ends with [DONE], new connections are refused, the
+    router exits."""
+    s = setup
+    slow = s.stack.engine("decode", "h20", 1.0)  # ~1 s for its tokens at full scale
+    policy = json.loads(s.policy.read_text())
+    policy.update(version=2, decodeEndpoints=[slow.url])
+    mine = s.policy.with_name("stop.policy.json")
+    mine.write_text(json.dumps(policy))
+    router = s.stack.router(["--policy-file", str(mine), "--log-format", "plain"], "router-stop")
+    sock = socket.create_connection(("127.0.0.1", router.port))
+    sock.sendall(completion("slow", stream=True, tokens=48))
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(read_all(sock)))
+    reader.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    router.proc.send_signal(signal.SIGTERM)
+    reader.join(30)
+    sock.close()
+    assert got and got[0].endswith(b"\r\n0\r\n\r\n"), got  # the chunked stream's end
+    assert b"data: [DONE]" in got[0]
+    assert router.proc.popen is not None and router.proc.popen.wait(15) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", router.port), timeout=2)
+    print(f"\nstream finished {time.monotonic() - t0:.2f} s after SIGTERM")
