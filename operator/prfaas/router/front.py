@@ -124,7 +124,7 @@ class Request:
             try:
                 async with asyncio.timeout(None if math.isinf(timeout) else timeout):
                     while not self._done and not self._too_large:
-                        self._waiter = asyncio.get_running_loop().create_future()
+                        self._waiter = self._conn.front.loop.create_future()
                         await self._waiter
             except TimeoutError:
                 raise RequestError(408, f"request body not received within {timeout:g} s",
@@ -220,12 +220,12 @@ class Front:
         self.limits = limits
         self.conns: set[_Conn] = set()
         self.closing = False
+        self.loop = asyncio.get_running_loop()  # kept: asking for it each time costs a getpid
         self._server: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
+        self._server = await self.loop.create_server(
             lambda: _Conn(self), host, port, reuse_port=reuse_port or None, backlog=1024
         )
         self._sweeper = asyncio.create_task(self._sweep())
@@ -280,7 +280,7 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         self.front.conns.add(self)
-        self.idle_since = asyncio.get_running_loop().time()
+        self.idle_since = self.front.loop.time()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.front.conns.discard(self)
@@ -370,7 +370,7 @@ class _Conn(asyncio.Protocol):
 
     # -- answering ---------------------------------------------------------------------------
     def _start(self, req: Request) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._answer(req))
+        self.task = self.front.loop.create_task(self._answer(req))
 
     async def _answer(self, req: Request) -> None:
         try:
@@ -397,7 +397,7 @@ class _Conn(asyncio.Protocol):
             close = True  # a stream the app did not end: the client sees it cut
         if not req._done:  # read and drop the rest, so that the client can read the answer
             self.lingering = True  # closed at the body's end, or by the sweeper when idle
-            self.idle_since = asyncio.get_running_loop().time()
+            self.idle_since = self.front.loop.time()
         elif close:
             self.close()
         elif self.queue:
@@ -406,7 +406,7 @@ class _Conn(asyncio.Protocol):
                 self.transport.resume_reading()
                 self._reading = True
         else:
-            self.idle_since = asyncio.get_running_loop().time()
+            self.idle_since = self.front.loop.time()
 
     def _refuse(self, status: int, message: str, code: str) -> None:
         """An answer from the front itself (the request could not be parsed); then close."""
@@ -424,7 +424,7 @@ class _Conn(asyncio.Protocol):
     async def drain(self) -> None:
         if self.transport is None:
             raise ConnectionResetError("client gone")
-        self._drain = asyncio.get_running_loop().create_future()
+        self._drain = self.front.loop.create_future()
         await self._drain
 
     def close(self) -> None:

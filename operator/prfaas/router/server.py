@@ -20,7 +20,7 @@ Failures, while nothing has reached the client (``_MAX_PREFILLS`` prefills and
 After the first byte of a stream has reached the client nothing can be retried: a stream that
 breaks, or ends without ``[DONE]``, gets an error event and no ``[DONE]``
 (``prfaas_router_broken_streams_total``). A client that goes away cancels the upstream requests
-(aiohttp handler cancellation).
+(the front cancels its handler: ``front.py``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""aiohttp helpers shared by the router and the engine. JSON goes through orjson: on the data
+"""aiohttp helpers of the engine and the link gateway. JSON goes through orjson: on the data
 plane parsing and re-serialising bodies (a 128K-token prompt is ~800 KB) is the largest CPU
 cost per request after HTTP itself, and orjson does it several times faster than ``json``."""
 
@@ -43,10 +43,6 @@ def json_response(
     obj: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     return web.Response(body=orjson.dumps(obj), status=status, content_type=JSON, headers=headers)
-
-
-def error_response(exc: RequestError) -> web.Response:
-    return json_response(exc.body(), status=exc.status, headers=exc.headers)
 
 
 def add_openai_routes(
