@@ -141,8 +141,9 @@ class Deadline:
         return self
 
     def _arm(self) -> None:
-        if math.isfinite(self.seconds):
-            self._handle = asyncio.get_running_loop().call_later(self.seconds, self._fire)
+        if math.isfinite(self.seconds) and self._task is not None:
+            # the task's loop: asking for the running one costs a getpid on CPython 3.11
+            self._handle = self._task.get_loop().call_later(self.seconds, self._fire)
 
     def _fire(self) -> None:
         if self._extend is not None and self._extend():

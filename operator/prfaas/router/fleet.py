@@ -16,10 +16,9 @@ is *draining* (``draining``), and they finish.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -73,20 +72,31 @@ class Engine:
         burst spreads before any scrape sees it), plus what others had at the last scrape."""
         return self.active + self.others
 
-    @contextlib.contextmanager
-    def watching(self, expire: Callable[[], None]) -> Iterator[None]:
-        """A wait on this engine, ended by ``hung()``."""
-        self.waits.add(expire)
-        try:
-            yield
-        finally:
-            self.waits.discard(expire)
+    def watching(self, expire: Callable[[], None]) -> _Watch:
+        """``with engine.watching(expire):`` a wait on this engine, ended by ``hung()``."""
+        return _Watch(self.waits, expire)
 
     def hung(self) -> None:
         """Dead or not answering: unhealthy, and every wait on it ends now (fails over)."""
         self.healthy = False
         for expire in list(self.waits):
             expire()
+
+
+class _Watch:
+    """A class, not a generator: three of these per request (a generator's context manager
+    costs several times more)."""
+
+    __slots__ = ("_expire", "_waits")
+
+    def __init__(self, waits: set[Callable[[], None]], expire: Callable[[], None]) -> None:
+        self._waits, self._expire = waits, expire
+
+    def __enter__(self) -> None:
+        self._waits.add(self._expire)
+
+    def __exit__(self, *_: object) -> None:
+        self._waits.discard(self._expire)
 
 
 class PrefillInFlight:
