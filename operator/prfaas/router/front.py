@@ -31,7 +31,6 @@ from prfaas.serving.openai import RequestError, error_body
 
 log = logging.getLogger("prfaas.router.front")
 JSON = "application/json"
-_MAX_QUEUED = 16  # pipelined requests held per connection before reading pauses
 _MAX_HEAD_BYTES = 64 << 10  # request line and headers (aiohttp: 8190 per line, ~100 headers)
 _CLOSE = "Connection: close\r\n"
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
@@ -351,9 +350,9 @@ class _Conn(asyncio.Protocol):
         self.idle_since = None
         if self.task is None:
             self._start(req)
-        else:
+        else:  # pipelined: read no further until its turn (its body buffers at most a read)
             self.queue.append(req)
-            if len(self.queue) >= _MAX_QUEUED and self.transport is not None:
+            if self._reading and self.transport is not None:
                 self.transport.pause_reading()
                 self._reading = False
 
@@ -402,7 +401,7 @@ class _Conn(asyncio.Protocol):
             self.close()
         elif self.queue:
             self._start(self.queue.popleft())
-            if not self._reading and self.transport is not None:
+            if not self.queue and not self._reading and self.transport is not None:
                 self.transport.resume_reading()
                 self._reading = True
         else:

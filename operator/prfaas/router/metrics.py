@@ -7,12 +7,14 @@ import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+import prometheus_client
+from prometheus_client import CollectorRegistry, Gauge, multiprocess
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from prfaas import metric_names as names
 from prfaas.model.workload import LENGTH_BUCKETS
+from prfaas.router import fastmetrics
 
 _LENGTHS = [float(b) for b in LENGTH_BUCKETS]
 _DECIDE = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 0.02)
@@ -79,6 +81,11 @@ class RouterMetrics:
 
     def __init__(self, pdcluster: str | None = None) -> None:
         self.registry = r = CollectorRegistry()
+        # counters and histograms: lock-free in one process; in the workers' files under them
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        mp = self.multiprocess
+        Counter = prometheus_client.Counter if mp else fastmetrics.Counter  # noqa: N806
+        Histogram = prometheus_client.Histogram if mp else fastmetrics.Histogram  # noqa: N806
         self.requests = Counter(names.ROUTER_REQUESTS, "routed requests by prefill target "
                                 "and reason", ["target", "reason"], registry=r)  # fmt: skip
         self.decisions = Counter("prfaas_router_decisions", "decision-only API answers",
@@ -156,7 +163,7 @@ class RouterMetrics:
         write their values to files that cannot forget a series, so there the series of
         engines and pools that left (not in ``endpoints`` / ``pools``, which telemetry keeps) are
         filtered out of the gauges."""
-        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        if not self.multiprocess:
             return self.registry
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]

@@ -159,6 +159,8 @@ class RouterServer:
         self._model: str | None = None  # the last model a client named
         self._probes = 0
         self.gate = Gate(cfg.limits.max_concurrency)
+        if not self.metrics.multiprocess:
+            self.metrics.in_flight.set_function(lambda: self.gate.active)
         # per-request costs kept out of the hot path: a request ID is this process's random
         # prefix and a counter (uuid4 is a getrandom call), label children are looked up once
         self._rids = itertools.count()
@@ -239,7 +241,8 @@ class RouterServer:
                 429, f"over {self.gate.limit} requests in flight here; retry later",
                 "too_many_requests", {"Retry-After": str(self.cfg.limits.retry_after_s)},
             )  # fmt: skip
-        self.metrics.in_flight.set(self.gate.active)
+        if self.metrics.multiprocess:  # else read at each scrape (set_function)
+            self.metrics.in_flight.set(self.gate.active)
         try:
             return await handler(request)
         except RequestError:
@@ -249,7 +252,8 @@ class RouterServer:
             raise RequestError(500, "internal error", "internal_error") from None
         finally:
             self.gate.leave()
-            self.metrics.in_flight.set(self.gate.active)
+            if self.metrics.multiprocess:
+                self.metrics.in_flight.set(self.gate.active)
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(
@@ -709,6 +713,8 @@ class RouterServer:
                 problem = "the decode engine ended the stream without [DONE]"
         except (EngineCallError, TimeoutError) as exc:
             problem = f"the decode stream broke: {exc or type(exc).__name__}"
+        except ConnectionResetError:  # the client went away: nobody to end the stream for
+            return out
         finally:
             if read:
                 resp.release()
