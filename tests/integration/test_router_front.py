@@ -178,16 +178,41 @@ def test_a_stream_to_an_http_1_0_client_ends_with_the_connection(setup: Setup) -
     assert events.count(b"data: ") >= 4  # 3 tokens, [DONE]
 
 
+def slow_router(s: Setup, name: str) -> Service:
+    """A router of its own in front of a decode engine at full scale (~20 ms a token)."""
+    slow = s.stack.engine("decode", "h20", 1.0)
+    policy = json.loads(s.policy.read_text())
+    policy.update(version=2, decodeEndpoints=[slow.url])
+    mine = s.policy.with_name(f"{name}.policy.json")
+    mine.write_text(json.dumps(policy))
+    return s.stack.router(["--policy-file", str(mine), "--log-format", "plain"], name)
+
+
+def test_a_pipelined_request_is_not_read_before_its_turn(setup: Setup) -> None:
+    """Behind a request being answered (~4 s), a pipelined one with a 64 MB body: the router
+    reads no further than the kernel's buffers until the first is answered (else one
+    connection could make it buffer, or read and drop, without bound)."""
+    router = slow_router(setup, "router-pipeline")
+    sock = socket.create_connection(("127.0.0.1", router.port))
+    sock.sendall(completion("first", tokens=200))
+    big = 64 << 20
+    sock.sendall(
+        request("/v1/completions", b"").replace(b"Content-Length: 0", b"Content-Length: %d" % big)
+    )
+    sock.settimeout(0.2)
+    sent, chunk, t0 = 0, b" " * (1 << 16), time.monotonic()
+    while sent < big and time.monotonic() - t0 < 3.0:
+        with contextlib.suppress(TimeoutError):
+            sent += sock.send(chunk)
+    sock.close()
+    print(f"\npipelined body accepted while the first request ran: {sent / 2**20:.1f} MiB")
+    assert sent < 32 << 20
+
+
 def test_requests_in_flight_finish_when_the_router_is_stopped(setup: Setup) -> None:
     """SIGTERM with a stream under way: it ends with [DONE], new connections are refused, the
     router exits."""
-    s = setup
-    slow = s.stack.engine("decode", "h20", 1.0)  # ~1 s for its tokens at full scale
-    policy = json.loads(s.policy.read_text())
-    policy.update(version=2, decodeEndpoints=[slow.url])
-    mine = s.policy.with_name("stop.policy.json")
-    mine.write_text(json.dumps(policy))
-    router = s.stack.router(["--policy-file", str(mine), "--log-format", "plain"], "router-stop")
+    router = slow_router(setup, "router-stop")
     sock = socket.create_connection(("127.0.0.1", router.port))
     sock.sendall(completion("slow", stream=True, tokens=48))
     got: list[bytes] = []

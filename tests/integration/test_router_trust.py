@@ -267,6 +267,29 @@ def test_a_slow_body_gets_408_within_the_body_timeout(setup: Setup) -> None:
     assert errors(r, "body_timeout") == errs + 1
 
 
+def test_a_refused_body_is_not_read_past_the_idle_timeout(setup: Setup) -> None:
+    """A body announced at 100 GB: 413 at once; the router reads and drops what follows (so a
+    client that sends before it reads still gets the answer), but for --idle-timeout at most."""
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                 % (100 << 30))  # fmt: skip
+    sock.settimeout(5)
+    answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    t0, chunk = time.monotonic(), b" " * (1 << 16)
+    sock.settimeout(0.5)
+    while time.monotonic() - t0 < IDLE_S + 5:
+        try:
+            sock.send(chunk)
+        except TimeoutError:
+            continue
+        except OSError:  # reset: the router closed it
+            break
+    took = time.monotonic() - t0
+    sock.close()
+    assert took < IDLE_S + 2.5, f"still reading after {took:.1f} s"
+
+
 def test_idle_connections_are_closed(setup: Setup) -> None:
     """200 connections that never send a byte (or stay idle after an answer) are all closed
     within --idle-timeout."""
