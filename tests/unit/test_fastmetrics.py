@@ -58,7 +58,7 @@ def test_counters_expose_what_prometheus_client_would() -> None:
 def test_misuse_is_refused() -> None:
     h = fastmetrics.Histogram("h", "doc", ["a"], BUCKETS)
     c = fastmetrics.Counter("c", "doc")
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match="through labels"):
         h.observe(1.0)
     with pytest.raises(ValueError, match="expected labels"):
         h.labels("x", "y")

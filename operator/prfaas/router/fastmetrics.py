@@ -11,11 +11,14 @@ import math
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from itertools import accumulate
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+C = TypeVar("C")
 
 
 class _Bins:
@@ -43,7 +46,40 @@ class _Count:
         self.value += amount
 
 
-class Histogram(Collector):
+class _Family(Collector, Generic[C]):
+    """Children by label values, made on first use; unlabelled: the one child, made now (so
+    that its zero series is exposed from the start, as prometheus_client does)."""
+
+    def __init__(
+        self, name: str, doc: str, labelnames: Sequence[str], registry: CollectorRegistry | None
+    ) -> None:
+        self.name, self.doc, self.labelnames = name, doc, list(labelnames)
+        self._children: dict[tuple[object, ...], C] = {}
+        self._only = None if labelnames else self.labels()
+        if registry is not None:
+            registry.register(self)
+
+    def _child(self) -> C:
+        raise NotImplementedError
+
+    def labels(self, *values: object) -> C:
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._child()
+        return child
+
+    def _one(self) -> C:
+        if self._only is None:
+            raise ValueError(f"{self.name} has labels: update it through labels()")
+        return self._only
+
+    def _series(self) -> list[tuple[list[str], C]]:
+        return [([str(v) for v in values], c) for values, c in list(self._children.items())]
+
+
+class Histogram(_Family[_Bins]):
     """prometheus_client's ``Histogram`` as far as the router uses it: ``observe``,
     ``labels(...).observe``; the same exposition."""
 
@@ -55,26 +91,15 @@ class Histogram(Collector):
         buckets: Sequence[float] = (),
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.name, self.doc, self.labelnames = name, doc, list(labelnames)
         bounds = [float(b) for b in buckets]
         self.bounds = bounds if bounds and math.isinf(bounds[-1]) else [*bounds, math.inf]
-        self._children: dict[tuple[object, ...], _Bins] = {}
-        self._only = None if labelnames else self.labels()
-        if registry is not None:
-            registry.register(self)
+        super().__init__(name, doc, labelnames, registry)
 
-    def labels(self, *values: object) -> _Bins:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = _Bins(self.bounds)
-        return child
+    def _child(self) -> _Bins:
+        return _Bins(self.bounds)
 
     def observe(self, amount: float) -> None:
-        if self._only is None:
-            raise ValueError(f"{self.name} has labels: observe through labels()")
-        self._only.observe(amount)
+        self._one().observe(amount)
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
@@ -82,13 +107,12 @@ class Histogram(Collector):
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
         les = [floatToGoString(b) for b in self.bounds]  # type: ignore[no-untyped-call]
-        for values, c in list(self._children.items()):
-            buckets = list(zip(les, accumulate(c.counts), strict=True))
-            family.add_metric([str(v) for v in values], buckets, c.sum)
+        for labels, c in self._series():
+            family.add_metric(labels, list(zip(les, accumulate(c.counts), strict=True)), c.sum)
         yield family
 
 
-class Counter(Collector):
+class Counter(_Family[_Count]):
     """prometheus_client's ``Counter`` as far as the router uses it: ``inc``,
     ``labels(...).inc``; the same exposition (``<name>_total``)."""
 
@@ -99,30 +123,19 @@ class Counter(Collector):
         labelnames: Sequence[str] = (),
         registry: CollectorRegistry | None = None,
     ) -> None:
-        self.name, self.doc, self.labelnames = name, doc, list(labelnames)
-        self._children: dict[tuple[object, ...], _Count] = {}
-        self._only = None if labelnames else self.labels()
-        if registry is not None:
-            registry.register(self)
+        super().__init__(name, doc, labelnames, registry)
 
-    def labels(self, *values: object) -> _Count:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = _Count()
-        return child
+    def _child(self) -> _Count:
+        return _Count()
 
     def inc(self, amount: float = 1) -> None:
-        if self._only is None:
-            raise ValueError(f"{self.name} has labels: inc through labels()")
-        self._only.inc(amount)
+        self._one().inc(amount)
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
-        for values, c in list(self._children.items()):
-            family.add_metric([str(v) for v in values], c.value)
+        for labels, c in self._series():
+            family.add_metric(labels, c.value)
         yield family
