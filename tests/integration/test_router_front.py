@@ -165,6 +165,33 @@ def test_unknown_paths_and_methods_get_openai_errors(setup: Setup) -> None:
     assert h2["allow"] == "POST"
 
 
+def test_an_upgrade_is_answered_then_closed(setup: Setup) -> None:
+    """A request asking to switch protocols gets its answer, then the connection closes (what
+    follows would not be HTTP/1.1), not a connection left waiting for the idle timeout."""
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+                 b"Upgrade: websocket\r\n\r\n")  # fmt: skip
+    [(status, headers, body)] = answers(read_all(sock, 5))
+    sock.close()
+    assert (status, body, headers["connection"]) == (200, b"OK", "close")
+
+
+def test_http_1_0_keep_alive(setup: Setup) -> None:
+    """An HTTP/1.0 client that asks to keep the connection is told so, and can send again."""
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    sock.settimeout(5)
+    sock.sendall(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    raw = b""
+    while not raw.endswith(b"OK"):
+        raw += sock.recv(65536)
+    [(status, headers, _)] = answers(raw)
+    assert status == 200 and headers["connection"] == "keep-alive"
+    sock.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")  # this one closes
+    [(status, headers, body)] = answers(read_all(sock, 5))
+    sock.close()
+    assert (status, body, headers["connection"]) == (200, b"OK", "close")
+
+
 def test_a_stream_to_an_http_1_0_client_ends_with_the_connection(setup: Setup) -> None:
     """No chunked encoding for HTTP/1.0: the events as they are, then the router closes."""
     body = json.dumps({"model": MODEL, "prompt": [1, 2], "max_tokens": 3, "stream": True})

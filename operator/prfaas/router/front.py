@@ -33,6 +33,7 @@ log = logging.getLogger("prfaas.router.front")
 JSON = "application/json"
 _MAX_HEAD_BYTES = 64 << 10  # request line and headers (aiohttp: 8190 per line, ~100 headers)
 _CLOSE = "Connection: close\r\n"
+_KEEP = "Connection: keep-alive\r\n"  # to an HTTP/1.0 client that asked for it
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
 
 
@@ -94,6 +95,11 @@ class Request:
         self._continue = headers.get("expect", "").lower() == "100-continue"
         self._too_large = False
 
+    def _connection(self, close: bool = False) -> str:
+        if close or not self.keep_alive:
+            return _CLOSE
+        return _KEEP if self.version == "1.0" else ""
+
     def _feed(self, chunk: bytes) -> None:
         self._size += len(chunk)
         if self._size > self._conn.front.limits.max_body_bytes:
@@ -140,7 +146,7 @@ class Request:
         chunked = self.version != "1.0"
         if not chunked:
             self.keep_alive = False
-        head = _head(status, content_type, headers, None if chunked else -1, not self.keep_alive)
+        head = _head(status, content_type, headers, None if chunked else -1, self._connection())
         self._conn.write(head)
         return Stream(self._conn, chunked)
 
@@ -181,7 +187,7 @@ def _head(
     content_type: str,
     headers: Mapping[str, str] | None,
     length: int | None,  # None: chunked; -1: close-delimited
-    close: bool,
+    connection: str,  # "", _CLOSE or _KEEP
 ) -> bytes:
     extra = ""
     if headers:
@@ -196,7 +202,7 @@ def _head(
     return (
         f"HTTP/1.1 {status} {_PHRASES.get(status, 'Unknown')}\r\n"
         f"Content-Type: {content_type}\r\n{size}Date: {_date()}\r\n{extra}"
-        f"{_CLOSE if close else ''}\r\n"
+        f"{connection}\r\n"
     ).encode("latin-1")
 
 
@@ -274,6 +280,7 @@ class _Conn(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._reading = True
         self.lingering = False  # answered before its body ended: dropping the rest, then closing
+        self.upgrade = False  # asked to switch protocols: what follows is not HTTP/1.1
 
     # -- transport callbacks -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -303,8 +310,7 @@ class _Conn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            if self.req is not None:
-                self.req.keep_alive = False  # no protocol switch here: answer, then close
+            self.upgrade = True  # no protocol switch here: answer, then close
         except httptools.HttpParserError as exc:
             if self.head_bytes > _MAX_HEAD_BYTES:
                 self._refuse(431, "request head over 64 KiB", "head_too_large")
@@ -387,10 +393,11 @@ class _Conn(asyncio.Protocol):
         if self.transport is None:
             return
         # a body not read to its end leaves the connection unusable; so does shutdown
-        close = not req.keep_alive or not req._done or self.front.closing
+        close = not req.keep_alive or not req._done or self.front.closing or self.upgrade
         if isinstance(reply, Response):
             body = b"" if req.method == "HEAD" else reply.body
-            head = _head(reply.status, reply.content_type, reply.headers, len(reply.body), close)
+            conn = req._connection(close)
+            head = _head(reply.status, reply.content_type, reply.headers, len(reply.body), conn)
             self.write(head + body)
         elif not reply.ended:
             close = True  # a stream the app did not end: the client sees it cut
@@ -413,7 +420,7 @@ class _Conn(asyncio.Protocol):
             return
         if self.task is None:  # else an answer is under way: the client sees the close
             body = orjson.dumps(error_body(message, code, status))
-            self.write(_head(status, JSON, None, len(body), True) + body)
+            self.write(_head(status, JSON, None, len(body), _CLOSE) + body)
         self.close()
 
     def write(self, data: bytes) -> None:
