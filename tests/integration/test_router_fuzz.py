@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -206,3 +208,68 @@ def test_arbitrary_json_and_bytes(router: Service) -> None:
 
     prop()
     tally.check("arbitrary")
+
+
+_BODY = b'{"prompt": [1, 2, 3], "max_tokens": 2}'
+_REQUEST = (
+    b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%b" % (len(_BODY), _BODY)
+)
+_PIECES = [b"\r\n", b"\r\n\r\n", b": ", b" ", b"HTTP/1.0", b"HTTP/1.1", b"GET ", b"POST ",
+           b"Transfer-Encoding: chunked\r\n", b"Content-Length: 5\r\n", b"Content-Length: -1\r\n",
+           b"Connection: close\r\n", b"Expect: 100-continue\r\n", b"0\r\n\r\n", b"\x00", b"\xff",
+           b"Upgrade: h2c\r\nConnection: Upgrade\r\n", b"/v1/chat/completions", b"%00"]  # fmt: skip
+
+
+@st.composite
+def raw_http(draw: st.DrawFn) -> bytes:
+    """A valid request (or two, pipelined) with pieces of HTTP cut, replaced or inserted."""
+    data = bytearray(_REQUEST * draw(st.integers(1, 2)))
+    for _ in range(draw(st.integers(0, 4))):
+        at = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["cut", "insert", "byte"]))
+        if op == "cut":
+            del data[at : at + draw(st.integers(1, 20))]
+        elif op == "insert":
+            data[at:at] = draw(st.sampled_from(_PIECES) | st.binary(min_size=1, max_size=8))
+        elif at < len(data):
+            data[at] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+def test_raw_http(router: Service) -> None:
+    """Bytes on the socket itself, from broken HTTP to valid requests: every answer is HTTP with
+    a status under 500 (none from a crash), the router's log holds no traceback, and it serves
+    a normal request after all of it."""
+    statuses: Counter[int] = Counter()
+    closed = 0
+
+    @FUZZ
+    @given(data=st.one_of(raw_http(), st.binary(max_size=200)))
+    def prop(data: bytes) -> None:
+        nonlocal closed
+        sock = socket.create_connection(("127.0.0.1", router.port))
+        sock.settimeout(0.25)
+        got = b""
+        try:
+            sock.sendall(data)
+            while chunk := sock.recv(65536):
+                got += chunk
+            closed += 1
+        except TimeoutError:
+            pass  # waiting for more of a request: what a server does with a partial one
+        except OSError:
+            closed += 1  # reset while sending
+        finally:
+            sock.close()
+        for status in re.findall(rb"(?:^|\r\n\r\n)HTTP/1\.1 (\d{3}) ", got):
+            statuses[int(status)] += 1
+            assert int(status) < 500, (data, got[:400])
+        assert not got or got.startswith(b"HTTP/1.1 "), (data, got[:400])
+
+    prop()
+    print(f"\nfuzz raw HTTP: statuses {dict(sorted(statuses.items()))}, closed by the router "
+          f"{closed}")  # fmt: skip
+    assert sum(statuses.values()) >= EXAMPLES // 4  # most inputs were HTTP enough to answer
+    assert scrape(router.url + "/metrics")  # still serving
+    assert "Traceback" not in router.proc.log.read_text(errors="replace")
