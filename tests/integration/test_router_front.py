@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -32,23 +31,16 @@ MODEL = "sim-model"
 class Setup:
     stack: Stack
     local: Engine
-    decode: Engine
-    router: Service
-    policy: Path
+    router: Service  # a 1-MiB body limit
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    logs = tmp_path_factory.mktemp("router-front")
-    with Stack(logs) as stack:
+    with Stack(tmp_path_factory.mktemp("router-front")) as stack:
         local = stack.engine("prefill", "h20", 20.0)
         decode = stack.engine("decode", "h20", 20.0)
-        policy = logs / "policy.json"
-        policy.write_text(json.dumps({"version": 1, "thresholdTokens": None,
-                                      "prefillEndpoints": [local.url],
-                                      "decodeEndpoints": [decode.url]}))  # fmt: skip
-        argv = ["--policy-file", str(policy), "--log-format", "plain", "--max-body-mb", "1"]
-        yield Setup(stack, local, decode, stack.router(argv, "router"), policy)
+        router = stack.prfaas_router([local], [decode], extra=["--max-body-mb", "1"])
+        yield Setup(stack, local, router)
 
 
 def request(path: str, body: bytes, extra: str = "", version: str = "1.1") -> bytes:
@@ -205,21 +197,16 @@ def test_a_stream_to_an_http_1_0_client_ends_with_the_connection(setup: Setup) -
     assert events.count(b"data: ") >= 4  # 3 tokens, [DONE]
 
 
-def slow_router(s: Setup, name: str) -> Service:
+def slow_router(s: Setup) -> Service:
     """A router of its own in front of a decode engine at full scale (~20 ms a token)."""
-    slow = s.stack.engine("decode", "h20", 1.0)
-    policy = json.loads(s.policy.read_text())
-    policy.update(version=2, decodeEndpoints=[slow.url])
-    mine = s.policy.with_name(f"{name}.policy.json")
-    mine.write_text(json.dumps(policy))
-    return s.stack.router(["--policy-file", str(mine), "--log-format", "plain"], name)
+    return s.stack.prfaas_router([s.local], [s.stack.engine("decode", "h20", 1.0)])
 
 
 def test_a_pipelined_request_is_not_read_before_its_turn(setup: Setup) -> None:
     """Behind a request being answered (~4 s), a pipelined one with a 64 MB body: the router
     reads no further than the kernel's buffers until the first is answered (else one
     connection could make it buffer, or read and drop, without bound)."""
-    router = slow_router(setup, "router-pipeline")
+    router = slow_router(setup)
     sock = socket.create_connection(("127.0.0.1", router.port))
     sock.sendall(completion("first", tokens=200))
     big = 64 << 20
@@ -239,7 +226,7 @@ def test_a_pipelined_request_is_not_read_before_its_turn(setup: Setup) -> None:
 def test_requests_in_flight_finish_when_the_router_is_stopped(setup: Setup) -> None:
     """SIGTERM with a stream under way: it ends with [DONE], new connections are refused, the
     router exits."""
-    router = slow_router(setup, "router-stop")
+    router = slow_router(setup)
     sock = socket.create_connection(("127.0.0.1", router.port))
     sock.sendall(completion("slow", stream=True, tokens=48))
     got: list[bytes] = []

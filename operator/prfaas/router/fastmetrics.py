@@ -51,7 +51,11 @@ class _Family(Collector, Generic[C]):
     that its zero series is exposed from the start, as prometheus_client does)."""
 
     def __init__(
-        self, name: str, doc: str, labelnames: Sequence[str], registry: CollectorRegistry | None
+        self,
+        name: str,
+        doc: str,
+        labelnames: Sequence[str] = (),
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.name, self.doc, self.labelnames = name, doc, list(labelnames)
         self._children: dict[tuple[object, ...], C] = {}
@@ -115,15 +119,6 @@ class Histogram(_Family[_Bins]):
 class Counter(_Family[_Count]):
     """prometheus_client's ``Counter`` as far as the router uses it: ``inc``,
     ``labels(...).inc``; the same exposition (``<name>_total``)."""
-
-    def __init__(
-        self,
-        name: str,
-        doc: str,
-        labelnames: Sequence[str] = (),
-        registry: CollectorRegistry | None = None,
-    ) -> None:
-        super().__init__(name, doc, labelnames, registry)
 
     def _child(self) -> _Count:
         return _Count()

@@ -27,7 +27,7 @@ from http import HTTPStatus
 import httptools
 import orjson
 
-from prfaas.serving.openai import RequestError, error_body
+from prfaas.serving.openai import RequestError
 
 log = logging.getLogger("prfaas.router.front")
 JSON = "application/json"
@@ -238,10 +238,9 @@ class Front:
     async def _sweep(self) -> None:
         """Close connections idle past the limit: one timer for all, not one per request."""
         idle = self.limits.idle_timeout_s
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(1.0, idle / 4))
-            now = loop.time()
+            now = self.loop.time()
             for c in list(self.conns):
                 if c.idle_since is not None and now - c.idle_since > idle:
                     c.close()
@@ -395,10 +394,7 @@ class _Conn(asyncio.Protocol):
         # a body not read to its end leaves the connection unusable; so does shutdown
         close = not req.keep_alive or not req._done or self.front.closing or self.upgrade
         if isinstance(reply, Response):
-            body = b"" if req.method == "HEAD" else reply.body
-            conn = req._connection(close)
-            head = _head(reply.status, reply.content_type, reply.headers, len(reply.body), conn)
-            self.write(head + body)
+            self._send(reply, req._connection(close), req.method == "HEAD")
         elif not reply.ended:
             close = True  # a stream the app did not end: the client sees it cut
         if not req._done:  # read and drop the rest, so that the client can read the answer
@@ -419,9 +415,12 @@ class _Conn(asyncio.Protocol):
         if self.transport is None:
             return
         if self.task is None:  # else an answer is under way: the client sees the close
-            body = orjson.dumps(error_body(message, code, status))
-            self.write(_head(status, JSON, None, len(body), _CLOSE) + body)
+            self._send(error_response(RequestError(status, message, code)), _CLOSE)
         self.close()
+
+    def _send(self, reply: Response, connection: str, head_only: bool = False) -> None:
+        head = _head(reply.status, reply.content_type, reply.headers, len(reply.body), connection)
+        self.write(head if head_only else head + reply.body)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:

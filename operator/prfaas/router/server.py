@@ -200,14 +200,7 @@ class RouterServer:
         routes.add("GET", "/healthz", self._healthz)
         routes.add("GET", "/readyz", self._readyz)
         routes.add("GET", "/metrics", self._metrics)
-
-        async def answer(request: Request) -> Reply:
-            try:
-                return await self._guard(request, routes.find(request))
-            except RequestError as exc:
-                return self._error(exc)
-
-        return answer
+        return self._answering(routes, guarded=True)
 
     def admin_app(self) -> App:
         """The admin app (``--admin-port``, bound to loopback by default): ``/policy`` and a
@@ -216,18 +209,26 @@ class RouterServer:
         routes.add("GET", "/policy", self._policy)
         routes.add("POST", "/v1/route", self._route_admin)
         routes.add("GET", "/healthz", self._healthz)
+        return self._answering(routes, guarded=False)
+
+    def _answering(self, routes: front.Routes, guarded: bool) -> App:
+        """``routes`` as an app: every error an OpenAI-style answer, counted; any failure a
+        client input could still cause a logged 500, never a traceback to the client."""
 
         async def answer(request: Request) -> Reply:
             try:
-                return await routes.find(request)(request)
+                handler = routes.find(request)
+                return await (self._guard(request, handler) if guarded else handler(request))
             except RequestError as exc:
                 return self._error(exc)
+            except Exception:  # a bug, not the client's fault
+                log.exception("unexpected error on %s", request.path)
+                return self._error(RequestError(500, "internal error", "internal_error"))
 
         return answer
 
     async def _guard(self, request: Request, handler: front.Handler) -> Reply:
-        """API keys and the concurrency cap on ``/v1/*``; any failure a client input could
-        still cause becomes an OpenAI-style 500, counted, never a traceback to the client."""
+        """API keys and the concurrency cap on ``/v1/*``."""
         if not request.path.startswith("/v1/"):
             return await handler(request)
         keys = self.cfg.api_keys
@@ -245,11 +246,6 @@ class RouterServer:
             self.metrics.in_flight.set(self.gate.active)
         try:
             return await handler(request)
-        except RequestError:
-            raise
-        except Exception:  # a bug, not the client's fault: logged here, a clean 500 there
-            log.exception("unexpected error on %s", request.path)
-            raise RequestError(500, "internal error", "internal_error") from None
         finally:
             self.gate.leave()
             if self.metrics.multiprocess:
@@ -346,16 +342,13 @@ class RouterServer:
 
     async def _route_answer(self, request: Request, urls: bool) -> Response:
         """The decision for a request; the engines' URLs only on the admin port (``urls``)."""
-        try:
-            raw = await self._read(request)
-            kind: Kind = "chat" if isinstance(raw, Mapping) and "messages" in raw else "completions"
-            prompt = openai.parse(kind, raw)
-            self._check(prompt)
-            if self.fleet.policy is None:
-                raise RequestError(503, "no routing policy yet", "no_policy")
-            pt, d = await self._decide(prompt)
-        except RequestError as exc:
-            return self._error(exc)
+        raw = await self._read(request)
+        kind: Kind = "chat" if isinstance(raw, Mapping) and "messages" in raw else "completions"
+        prompt = openai.parse(kind, raw)
+        self._check(prompt)
+        if self.fleet.policy is None:
+            raise RequestError(503, "no routing policy yet", "no_policy")
+        pt, d = await self._decide(prompt)
         target = _target_name(d)
         self.metrics.decisions.labels(target, d.reason.value).inc()
         where: dict[str, str | None] = {}
@@ -392,18 +385,12 @@ class RouterServer:
 
     async def _serve(self, request: Request, kind: Kind) -> Reply:
         arrived = time.monotonic()
-        try:
-            body, prompt = await self._parse(request, kind)
-            pt, d = await self._decide(prompt)
-        except RequestError as exc:
-            return self._error(exc)
+        body, prompt = await self._parse(request, kind)
+        pt, d = await self._decide(prompt)
         if prompt.model is not None:
             self._model = prompt.model  # link probes name a model the engines serve
         rid = request.headers.get("x-request-id") or f"{self._rid_prefix}{next(self._rids):x}"
-        try:
-            return await self._pd(_Call(request, kind, body, prompt, pt, d, rid, arrived))
-        except RequestError as exc:
-            return self._error(exc)
+        return await self._pd(_Call(request, kind, body, prompt, pt, d, rid, arrived))
 
     async def _pd(self, call: _Call) -> Reply:
         while call.prefills < _MAX_PREFILLS:
