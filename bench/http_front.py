@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import socket
 import statistics
 import sys
@@ -43,7 +44,7 @@ from loadgen import Target, Via, open_loop
 from prfaas_dev.peers import PeersMissingError, require_all
 from prfaas_dev.ports import free_port
 from prfaas_dev.stack import Stack
-from router_overhead import OUT, body, cpu_seconds
+from router_overhead import OUT, body, cpu_seconds, pin
 
 ANSWER = orjson.dumps({
     "id": "cmpl-0", "object": "text_completion", "model": "sim-model",
@@ -161,8 +162,20 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="per target (median shown)")
     parser.add_argument("--no-peers", action="store_true", help="skip sglang- and vllm-router")
+    parser.add_argument(
+        "--server-core",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pin each measured server to core N and the client and engines to the other cores "
+        "(a server with a core of its own, no cross-core wake-ups)",
+    )
     parser.add_argument("--serve", nargs="+", help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
+    cores = os.sched_getaffinity(0)
+    if args.server_core is not None and (args.server_core not in cores or len(cores) < 2):
+        parser.error(f"--server-core must be one of this process's cores {sorted(cores)}, "
+                     "and there must be another one left for the client and engines")  # fmt: skip
     if args.repeats < 1 or args.rate * args.duration < 1:
         parser.error("--repeats must be at least 1, and --rate × --duration at least 1 request")
     if args.serve:
@@ -181,6 +194,8 @@ def main() -> int:
     n = int(args.rate * args.duration)
     load = [(i / args.rate, "completions", body(i, 100, 16), None) for i in range(n)]
     rows: dict[str, list[float]] = {}
+    if args.server_core is not None:  # before any process starts: they inherit it
+        os.sched_setaffinity(0, cores - {args.server_core})
     with Stack(OUT / f"http_front-{time.strftime('%Y%m%d-%H%M%S')}") as stack:
         pre = [stack.engine("prefill", zero_compute=True) for _ in range(2)]
         dec = [stack.engine("decode", zero_compute=True) for _ in range(2)]
@@ -204,9 +219,12 @@ def main() -> int:
             ):
                 targets.append((name, svc.url, svc.proc.pid))
         for name, url, pid in targets:
+            if args.server_core is not None:
+                pin(pid, {args.server_core})
             console.print(f"[bold]{name}[/]: {args.repeats} × {n} requests at {args.rate:g}/s")
             rows[name] = asyncio.run(cpu_per_request(Via(name, url), pid, load, args.repeats))
-    t = Table(title=f"Server CPU per request, open loop {args.rate:g} req/s (non-streaming)")
+    where = "" if args.server_core is None else f", each server alone on core {args.server_core}"
+    t = Table(title=f"Server CPU per request, open loop {args.rate:g} req/s (non-streaming){where}")
     for col in ("server", "CPU ms/request (median)", "runs"):
         t.add_column(col, justify="left" if col == "server" else "right")
     for name, runs in rows.items():
@@ -214,6 +232,7 @@ def main() -> int:
     console.print(t)
     path = OUT / f"http_front-{time.strftime('%Y%m%d-%H%M%S')}.json"
     report = {"benchmark": "http_front", "rate": args.rate, "duration_s": args.duration,
+              "server_core": args.server_core,
               "cpu_ms_per_request": {k: round(statistics.median(v), 4) for k, v in rows.items()},
               "runs": rows}  # fmt: skip
     path.write_text(json.dumps(report, indent=2))

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -135,10 +136,10 @@ def py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*argv, "-d", str(int(seconds) + 2)], stdout=subprocess.DEVNULL)
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system, all threads) of ``pid`` and its descendants, from ``/proc``."""
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds: user + system of all its threads), from ``/proc``."""
     tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, seconds)
+    stats: dict[int, tuple[int, float]] = {}
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
@@ -148,14 +149,43 @@ def cpu_seconds(pid: int) -> float:
             continue
         f = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, …
         stats[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)
-    tree, total, grew = {pid}, 0.0, True
+    return stats
+
+
+def _tree(pid: int, stats: dict[int, tuple[int, float]]) -> set[int]:
+    tree, grew = {pid}, True
     while grew:
         more = {p for p, (parent, _) in stats.items() if parent in tree} - tree
         tree |= more
         grew = bool(more)
-    for p in tree:
-        total += stats.get(p, (0, 0.0))[1]
-    return total
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) of ``pid`` and its descendants, from ``/proc``."""
+    stats = _proc_table()
+    return sum(stats.get(p, (0, 0.0))[1] for p in _tree(pid, stats))
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Every thread of ``pid`` and of its descendants on ``cores`` (threads started before this
+    call included: affinity is per thread)."""
+    for p in _tree(pid, _proc_table()):
+        for task in Path(f"/proc/{p}/task").iterdir():
+            try:
+                os.sched_setaffinity(int(task.name), cores)
+            except (ProcessLookupError, FileNotFoundError):  # ended meanwhile
+                continue
+
+
+def affinity(pid: int) -> list[int]:
+    """The cores any thread of ``pid`` or of its descendants may run on."""
+    cores: set[int] = set()
+    for p in _tree(pid, _proc_table()):
+        for task in Path(f"/proc/{p}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+                cores |= os.sched_getaffinity(int(task.name))
+    return sorted(cores)
 
 
 async def measure(
@@ -222,7 +252,21 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="closed-loop rounds (median max req/s; default 3)"
     )
+    parser.add_argument(
+        "--router-core",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pin every router (all its threads and processes) to core N and this client, the "
+        "engines and aiperf to the other cores: a router with a core of its own, as a router "
+        "pod has; the latencies then show the router's cost without its contention with the "
+        "engines (max req/s then measures the other cores as much as the router)",
+    )
     args = parser.parse_args()
+    cores = os.sched_getaffinity(0)
+    if args.router_core is not None and (args.router_core not in cores or len(cores) < 2):
+        parser.error(f"--router-core must be one of this process's cores {sorted(cores)}, "
+                     "and there must be another one left for the client and engines")  # fmt: skip
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if args.rate * args.duration < 1 or args.concurrency < 1 or args.max_duration <= 0:
@@ -240,6 +284,8 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = OUT / f"router_overhead-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
+    if args.router_core is not None:  # before any process starts: they inherit it
+        os.sched_setaffinity(0, cores - {args.router_core})
     with Stack(out / "logs") as stack:
         try:
             pre = [stack.engine("prefill", zero_compute=True) for _ in range(2)]
@@ -264,7 +310,13 @@ def main() -> int:
             *(Via(name, r.url) for name, r in routers.items()),
         ]
         pids = {name: r.proc.pid for name, r in routers.items()}
+        if args.router_core is not None:
+            for pid in pids.values():
+                pin(pid, {args.router_core})
+            console.print(f"routers on core {args.router_core}; client, engines and aiperf on "
+                          f"{sorted(cores - {args.router_core})}")  # fmt: skip
         results = asyncio.run(measure(targets, args, console, pids))
+        cores_used = {name: affinity(pid) for name, pid in pids.items()}
         engines = {e.url: scrape(e.url + "/metrics") for e in pre + dec}
         aip: dict[str, Any] = {}
         if not args.no_aiperf:
@@ -285,6 +337,8 @@ def main() -> int:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "engines": "2 prefill + 2 decode + 1 both, --zero-compute",
         "baseline": BASELINE,
+        "router_core": args.router_core,
+        "router_cores_used": cores_used,  # read back at the end: what --router-core gave
         "kv_fetch_failures": kv_fail,
         "asyncio_client": results,
         "aiperf": aip,

@@ -7,6 +7,7 @@ answered its requests without an error, and the JSON report says so."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -34,12 +35,17 @@ def _bench(script: str, *args: str, timeout: float) -> dict[str, Any]:
 
 
 def test_benchmark_a_runs_every_router_without_errors() -> None:
+    core = max(os.sched_getaffinity(0))
     report = _bench(
         "router_overhead.py", "--rate", "100", "--duration", "1", "--concurrency", "4",
-        "--max-duration", "1", "--rounds", "2", "--no-aiperf", "--no-workers", timeout=300,
+        "--max-duration", "1", "--rounds", "2", "--no-aiperf", "--no-workers",
+        "--router-core", str(core), timeout=300,
     )  # fmt: skip
     results = report["asyncio_client"]
     routers = {"prfaas-router", "sglang-router", "vllm-router"}
+    # --router-core: every thread of every router (the Rust peers' thread pools included) on
+    # that core alone, to the end of the run
+    assert report["router_cores_used"] == {name: [core] for name in routers}
     assert set(results) >= routers | {"direct 2-phase"}
     for name, r in results.items():
         assert r["open_loop"]["ok"] == 100 and r["open_loop"]["errors"] == 0, (name, r)
