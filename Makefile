@@ -104,11 +104,11 @@ bench-reconcile: venv k8s-bin ## slow-loop cost: 200 PDClusters on a real API se
 bench-operator-scale: venv k8s-bin ## slow loop at scale: 1000 PDClusters, one operator process, first pass + two 60 s rounds (~5 min)
 	$(PY) bench/reconcile_scale.py --count 1000 --rounds 2 --skip-inprocess
 
-bench-overhead: venv peers ## Benchmark A: latency, CPU per request and max req/s added by prfaas router vs sglang-router vs vllm-router (~5 min)
-	$(PY) bench/router_overhead.py
+bench-overhead: venv peers ## Benchmark A: latency, CPU per request and max req/s added by prfaas router vs sglang-router vs vllm-router (~5 min; BENCH_ARGS="--router-core 1": each router on a core of its own)
+	$(PY) bench/router_overhead.py $(BENCH_ARGS)
 
 bench-http-front: venv peers ## where the router's CPU per request goes: aiohttp vs a bare httptools server vs a bare P/D proxy vs prfaas router vs the peers (~3 min)
-	$(PY) bench/http_front.py
+	$(PY) bench/http_front.py $(BENCH_ARGS)
 
 bench-goodput: venv peers ## Benchmark B: case-study goodput (TTFT SLO) of prfaas router vs the peers, naive setup and on our engines (~4 min)
 	$(PY) bench/goodput.py

@@ -157,6 +157,50 @@ def test_unknown_paths_and_methods_get_openai_errors(setup: Setup) -> None:
     assert h2["allow"] == "POST"
 
 
+def test_an_absolute_form_target_is_routed_by_its_path(setup: Setup) -> None:
+    """``POST http://host/v1/completions`` (what a client set to use the router as a proxy
+    sends; a server must accept it, RFC 9112 3.2.2) is the route of its path."""
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    absolute = completion("abs").replace(
+        b"POST /v1/completions ", b"POST http://router.example:8000/v1/completions?x=1 "
+    )
+    sock.sendall(absolute.replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+    [(status, headers, body)] = answers(read_all(sock))
+    sock.close()
+    assert (status, headers["x-request-id"]) == (200, "abs") and json.loads(body)["choices"]
+
+
+def test_bad_bytes_after_pipelined_requests_are_refused_after_their_answers(
+    setup: Setup,
+) -> None:
+    """Two requests, then bytes that are not HTTP, in one write: both are answered, in order,
+    then the 400, then the close (the requests read before the bad bytes are not lost)."""
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    sock.sendall(completion("a") + completion("b") + b"NOT HTTP\r\n\r\n")
+    got = answers(read_all(sock))
+    sock.close()
+    assert [(s, h.get("x-request-id")) for s, h, _ in got] == [(200, "a"), (200, "b"),
+                                                               (400, None)]  # fmt: skip
+    assert json.loads(got[2][2])["error"]["code"] == "bad_http"
+
+
+def test_a_body_cut_by_bad_bytes_is_refused_at_once(setup: Setup) -> None:
+    """A chunked body broken by a chunk size that is not hex, while its request is being
+    answered (the handler waits for the body): 400 at once, not the body timeout's 408."""
+    sock = socket.create_connection(("127.0.0.1", setup.router.port))
+    head = request("/v1/completions", b"").replace(
+        b"Content-Length: 0\r\n", b"Transfer-Encoding: chunked\r\n"
+    )
+    sock.sendall(head + b'5\r\n{"a":\r\n')
+    time.sleep(0.3)  # the handler is waiting for the rest
+    t0 = time.monotonic()
+    sock.sendall(b"zz\r\n")
+    [(status, _, body)] = answers(read_all(sock, 10))
+    sock.close()
+    assert status == 400 and json.loads(body)["error"]["code"] == "bad_http"
+    assert time.monotonic() - t0 < 2
+
+
 def test_an_upgrade_is_answered_then_closed(setup: Setup) -> None:
     """A request asking to switch protocols gets its answer, then the connection closes (what
     follows would not be HTTP/1.1), not a connection left waiting for the idle timeout."""

@@ -37,6 +37,15 @@ _KEEP = "Connection: keep-alive\r\n"  # to an HTTP/1.0 client that asked for it
 _PHRASES = {s.value: s.phrase for s in HTTPStatus}
 
 
+def _origin_form(url: bytes) -> bytes:
+    """The path of an absolute-form target (``http://host/v1/completions``), which a server
+    must accept (RFC 9112, 3.2.2); anything else (``*``, not a URL) as it is: no route has it."""
+    try:
+        return httptools.parse_url(url).path or b"/"
+    except httptools.HttpParserInvalidURLError:
+        return url
+
+
 @dataclass(frozen=True, slots=True)
 class FrontLimits:
     max_body_bytes: int = 16 << 20
@@ -274,6 +283,8 @@ class _Conn(asyncio.Protocol):
         self.req: Request | None = None  # the request being parsed
         self.queue: deque[Request] = deque()  # pipelined, waiting for their turn
         self.task: asyncio.Task[None] | None = None  # the request being answered
+        self.answering: Request | None = None  # ... which is this one
+        self.refusal: Response | None = None  # bad bytes read: this answer after the others
         self.idle_since: float | None = None
         self.paused = False
         self._drain: asyncio.Future[None] | None = None
@@ -341,7 +352,7 @@ class _Conn(asyncio.Protocol):
             k, v = name.decode("latin-1").lower(), value.decode("latin-1")
             headers[k] = f"{headers[k]}, {v}" if k in headers else v
         p = self.parser
-        url = self.url
+        url = self.url if self.url[:1] == b"/" else _origin_form(self.url)
         q = url.find(b"?")
         path = (url if q < 0 else url[:q]).decode("latin-1")
         req = Request(self, p.get_method().decode("latin-1"), path, headers, p.get_http_version())
@@ -357,9 +368,7 @@ class _Conn(asyncio.Protocol):
             self._start(req)
         else:  # pipelined: read no further until its turn (its body buffers at most a read)
             self.queue.append(req)
-            if self._reading and self.transport is not None:
-                self.transport.pause_reading()
-                self._reading = False
+            self._pause_reading()
 
     def on_body(self, body: bytes) -> None:
         if self.req is not None and not self.lingering:
@@ -374,7 +383,18 @@ class _Conn(asyncio.Protocol):
 
     # -- answering ---------------------------------------------------------------------------
     def _start(self, req: Request) -> None:
+        self.answering = req
         self.task = self.front.loop.create_task(self._answer(req))
+
+    def _pause_reading(self) -> None:
+        if self._reading and self.transport is not None:
+            self.transport.pause_reading()
+            self._reading = False
+
+    def _resume_reading(self) -> None:
+        if not self._reading and self.transport is not None:
+            self.transport.resume_reading()
+            self._reading = True
 
     async def _answer(self, req: Request) -> None:
         try:
@@ -404,19 +424,31 @@ class _Conn(asyncio.Protocol):
             self.close()
         elif self.queue:
             self._start(self.queue.popleft())
-            if not self.queue and not self._reading and self.transport is not None:
-                self.transport.resume_reading()
-                self._reading = True
+            if not self.queue and not self._reading and self.refusal is None:
+                self._resume_reading()
+        elif self.refusal is not None:
+            self._send(self.refusal, _CLOSE)
+            self.close()
         else:
             self.idle_since = self.front.loop.time()
 
     def _refuse(self, status: int, message: str, code: str) -> None:
-        """An answer from the front itself (the request could not be parsed); then close."""
-        if self.transport is None:
+        """An answer from the front itself: the bytes read cannot be parsed. The requests read
+        whole before them are answered first, in order; a request the bad bytes cut (in its
+        body) gets this answer instead of its own; then the connection closes."""
+        if self.transport is None or self.refusal is not None:
             return
-        if self.task is None:  # else an answer is under way: the client sees the close
-            self._send(error_response(RequestError(status, message, code)), _CLOSE)
-        self.close()
+        self._pause_reading()  # nothing after the bad bytes is read
+        self.refusal = error_response(RequestError(status, message, code))
+        cut, self.req = self.req, None
+        if cut is not None and cut in self.queue:
+            self.queue.remove(cut)
+        elif cut is not None and cut is self.answering and self.task is not None:
+            self.task.cancel()  # waiting for a body that will not come
+            self.task = None
+        if self.task is None:
+            self._send(self.refusal, _CLOSE)
+            self.close()
 
     def _send(self, reply: Response, connection: str, head_only: bool = False) -> None:
         head = _head(reply.status, reply.content_type, reply.headers, len(reply.body), connection)
