@@ -11,7 +11,7 @@ OUT := .local
 -include hack/kind.mk
 -include hack/flux.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-operator-scale bench-overhead bench-http-front bench-goodput peers crds lock clean
+.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-operator-scale bench-overhead bench-router-path bench-http-front bench-goodput peers crds lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -106,6 +106,9 @@ bench-operator-scale: venv k8s-bin ## slow loop at scale: 1000 PDClusters, one o
 
 bench-overhead: venv peers ## Benchmark A: latency, CPU per request and max req/s added by prfaas router vs sglang-router vs vllm-router (~5 min; BENCH_ARGS="--router-core 1": each router on a core of its own)
 	$(PY) bench/router_overhead.py $(BENCH_ARGS)
+
+bench-router-path: venv ## the router's own work per request in-process, no HTTP (µs, ~1 µs noise; ~10 s)
+	$(PY) bench/router_path.py $(BENCH_ARGS)
 
 bench-http-front: venv peers ## where the router's CPU per request goes: aiohttp vs a bare httptools server vs a bare P/D proxy vs prfaas router vs the peers (~3 min)
 	$(PY) bench/http_front.py $(BENCH_ARGS)

@@ -76,6 +76,15 @@ def test_the_http_front_breakdown_measures_every_server() -> None:
     assert 0 < cpu["bare 2-phase proxy"] < 100, cpu
 
 
+def test_the_router_path_benchmark_runs_the_router_app() -> None:
+    """In-process, no HTTP: every request answered 200 by the router's app (it raises
+    otherwise), with and without phase deadlines, and a cost that is not nothing."""
+    for extra in ([], ["--no-deadlines"]):
+        report = _bench("router_path.py", "--requests", "200", "--rounds", "2", *extra,
+                        timeout=120)  # fmt: skip
+        assert len(report["runs"]) == 2 and 0 < report["us_per_request"] < 10_000, report
+
+
 def test_benchmark_b_runs_both_setups_without_errors() -> None:
     report = _bench(
         "goodput.py", "--requests", "12", "--same-policies", "cache_aware", timeout=600,
