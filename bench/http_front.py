@@ -11,11 +11,14 @@ Benchmark A (500 req/s, non-streaming completions of a 100-word prompt), for
 4. ``bare 2-phase proxy``: (3) doing vLLM's two-phase hand-off through ``prfaas``'s own engine
    client (``router/upstream.py``) to 2 prefill + 2 decode ``--zero-compute`` engines, with no
    routing, limits, deadlines or metrics: the floor for a Python P/D proxy;
-5. ``prfaas router``, everything on; then the Rust peers (sglang-router, vllm-router; ``make
+5. ``prfaas front``: the router's own HTTP server (``router/front.py``: request objects, a
+   task per request, routes, limits, the answer's headers) answering the same fixed completion;
+6. ``prfaas router``, everything on; then the Rust peers (sglang-router, vllm-router; ``make
    peers``) in the same P/D set-up, unless ``--no-peers``.
 
-(5) − (4) is what the router's features and its aiohttp front cost together; (1) − (3) the
-share of aiohttp's server in it.
+(6) − (4) is what the router's features and its front cost together; (5) − (3) the front's
+share of it; the rest is the router's own work per request (``bench/router_path.py`` measures
+it in-process, without HTTP).
 
     .venv/bin/python bench/http_front.py             # ~3 min; make bench-http-front
 
@@ -52,7 +55,9 @@ ANSWER = orjson.dumps({
     "usage": {"prompt_tokens": 101, "completion_tokens": 16, "total_tokens": 117},
 })  # fmt: skip
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-SERVERS = ("aiohttp app", "aiohttp low-level", "bare protocol", "bare 2-phase proxy")
+SERVERS = (
+    "aiohttp app", "aiohttp low-level", "bare protocol", "prfaas front", "bare 2-phase proxy",
+)  # fmt: skip
 
 
 # -- the servers (each run in its own process: ``--serve KIND PORT [PREFILLS DECODES]``) -------
@@ -80,6 +85,15 @@ def serve(kind: str, port: int, prefills: list[str], decodes: list[str]) -> None
                 await server.serve_forever()
 
         uvloop.run(main_aiohttp())
+        return
+    if kind == "prfaas front":
+        from prfaas.router import front
+
+        async def fixed(request: front.Request) -> front.Response:
+            orjson.loads(await request.read())
+            return front.Response(ANSWER, 200, front.JSON, None)
+
+        uvloop.run(front.serve([(fixed, "127.0.0.1", port)], front.FrontLimits()))
         return
     uvloop.run(_bare(port, prefills, decodes))
 

@@ -67,6 +67,7 @@ def test_the_http_front_breakdown_measures_every_server() -> None:
         "aiohttp app",
         "aiohttp low-level",
         "bare protocol",
+        "prfaas front",
         "bare 2-phase proxy",
         "prfaas router",
         "sglang-router",
