@@ -1,22 +1,25 @@
 """The router's own HTTP/1.1 server (``prfaas/router/front.py``) on a real ``prfaas router``
 process, over raw sockets: what aiohttp's server did for us before and ours must do now.
 Pipelined requests answered in order, ``Expect: 100-continue``, a body announced over the limit
-refused before it is sent, a request head over the bound, malformed HTTP, 404/405 in the
-OpenAI error shape, streaming to an HTTP/1.0 client, and in-flight requests finishing when the
-router is stopped. (Keep-alive, the body and idle timeouts, and the body limit on a body sent
-are in ``test_router_trust.py`` and ``test_router.py``.)
+refused before it is sent, a request head over the bound, malformed HTTP (after the answers
+to the requests read before it), absolute-form targets, 404/405 in the OpenAI error shape,
+streaming to an HTTP/1.0 client, idle connections holding no body, and in-flight requests
+finishing when the router is stopped. (Keep-alive, the body and idle timeouts, and the body
+limit on a body sent are in ``test_router_trust.py`` and ``test_router.py``.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -199,6 +202,44 @@ def test_a_body_cut_by_bad_bytes_is_refused_at_once(setup: Setup) -> None:
     sock.close()
     assert status == 400 and json.loads(body)["error"]["code"] == "bad_http"
     assert time.monotonic() - t0 < 2
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def _one_answer(sock: socket.socket) -> int:
+    """The status of one answer with a Content-Length, read whole; the connection stays open."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        raw += sock.recv(65536)
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    n = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < n:
+        rest += sock.recv(65536)
+    return int(head.split()[1])
+
+
+def test_idle_connections_keep_no_request_body(setup: Setup) -> None:
+    """64 keep-alive connections each send a ~0.9-MiB request, read its answer and stay open:
+    the router does not hold on to the bodies (~56 MiB) while they idle."""
+    pid = setup.router.proc.pid
+    body = json.dumps({"model": MODEL, "prompt": "x " * 450_000, "max_tokens": 1}).encode()
+    before = _rss_mib(pid)
+    socks = [socket.create_connection(("127.0.0.1", setup.router.port)) for _ in range(64)]
+    try:
+        for sock in socks:
+            sock.settimeout(30)
+            sock.sendall(request("/v1/completions", body))
+            assert _one_answer(sock) < 500
+        grown = _rss_mib(pid) - before
+    finally:
+        for sock in socks:
+            sock.close()
+    assert grown < 24, f"the router grew by {grown:.0f} MiB with 64 idle connections"
 
 
 def test_an_upgrade_is_answered_then_closed(setup: Setup) -> None:

@@ -400,7 +400,7 @@ class _Conn(asyncio.Protocol):
         try:
             reply = await self.front.app(req)
         except asyncio.CancelledError:
-            self.task = None
+            self.task = self.answering = None
             raise
         except Exception:  # the app answers its own errors; this is a bug in it
             log.exception("unexpected error answering %s %s", req.method, req.path)
@@ -408,7 +408,7 @@ class _Conn(asyncio.Protocol):
         self._finish(req, reply)
 
     def _finish(self, req: Request, reply: Reply) -> None:
-        self.task = None
+        self.task = self.answering = None  # an idle connection keeps no body
         if self.transport is None:
             return
         # a body not read to its end leaves the connection unusable; so does shutdown
@@ -445,7 +445,7 @@ class _Conn(asyncio.Protocol):
             self.queue.remove(cut)
         elif cut is not None and cut is self.answering and self.task is not None:
             self.task.cancel()  # waiting for a body that will not come
-            self.task = None
+            self.task = self.answering = None
         if self.task is None:
             self._send(self.refusal, _CLOSE)
             self.close()
