@@ -11,7 +11,7 @@ OUT := .local
 -include hack/kind.mk
 -include hack/flux.mk
 
-.PHONY: help venv deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-operator-scale bench-overhead bench-router-path bench-http-front bench-goodput peers crds lock clean
+.PHONY: help venv deps kind-deps lint unit test demo bench bench-planner bench-fleet bench-fleet-gain bench-sim bench-routing bench-reconcile bench-operator-scale bench-overhead bench-router-path bench-http-front bench-goodput peers crds lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -26,12 +26,14 @@ $(STAMP): pyproject.toml devtools/pyproject.toml
 
 venv: $(STAMP) ## create .venv with the package, the dev tooling (devtools/) and dev tools
 
-deps: ## system packages the integration tests use (Debian's prometheus; git for the GitOps tests; docker.io, debootstrap, jq for kind)
+deps: ## system packages the integration tests and the demo use (Debian's prometheus; git for the GitOps tests)
 	@missing=; for p in prometheus git; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "==> installing Debian's$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; fi
+
+kind-deps: ## system packages the kind tests use (Debian's docker.io, debootstrap, jq, iptables); not the demo's
 	@hack/kind/docker.sh install
 
 lint: venv ## ruff, mypy --strict, import contracts (model/ stays pure)
@@ -46,7 +48,7 @@ unit: venv ## unit tests only (fast, no processes)
 
 # The kind tests need the project's Docker engine: `docker.sh run` starts it if it is not running
 # and stops it afterwards (also on failure); the tests create and delete the clusters themselves.
-test: lint deps k8s-bin flux-bin kind-bin peers ## the whole suite: lint, unit and integration tests (incl. two kind clusters)
+test: lint deps kind-deps k8s-bin flux-bin kind-bin peers ## the whole suite: lint, unit and integration tests (incl. two kind clusters)
 	@hack/kind/docker.sh run sh -c 'hack/kind/images.sh node >/dev/null && $(PY) -m prfaas_dev.image >/dev/null && $(PY) -m pytest tests -q'
 
 demo: venv deps k8s-bin ## the case study: plan (Table 6, Fig. 5), simulate, then the whole system live (~4 min)
