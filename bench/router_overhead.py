@@ -357,6 +357,7 @@ def main() -> int:
         ):
             a, s = aip[name]["latency_ms"], aip["direct single engine"]["latency_ms"]
             aip[name]["added_ms"] = {q: round(a[q] - s[q], 3) for q in ("p50", "p99")}
+    report["saturated_baselines"] = saturated_baselines(results)
     path = OUT / f"router_overhead-{stamp}.json"
     path.write_text(json.dumps(report, indent=2))
     print_tables(console, results, aip, args)
@@ -370,6 +371,15 @@ def main() -> int:
         console.print(f"[red]errors in: {', '.join(bad)}; KV fetch failures: {kv_fail:g}[/]")
         return 1
     return 0
+
+
+def saturated_baselines(results: dict[str, Any]) -> list[str]:
+    """The direct flows some router beat (a negative added p50 or p99): a baseline that slow was
+    measuring its own queueing, not the engines."""
+    return sorted({
+        BASELINE[n] for n, r in results.items()
+        if n in BASELINE and any(v < 0 for v in r.get("added_ms", {}).values())
+    })  # fmt: skip
 
 
 def print_tables(
@@ -406,6 +416,12 @@ def print_tables(
         "the router's CPU (all threads and processes) per open-loop request; max req/s: median "
         f"(range) of {args.rounds} closed-loop round(s)"
     )
+    if distorted := saturated_baselines(results):
+        console.print(
+            f"[yellow]warning: a router came out faster than {', '.join(distorted)}: that flow "
+            "queued on the client's cores (see its max req/s against the offered rate), so the "
+            "added latencies against it are not the routers' cost; lower --rate or free a core[/]"
+        )
     if not aip:
         return
     a = Table(title=f"aiperf 0.13.0: {args.aiperf_rate:g} req/s constant × "
