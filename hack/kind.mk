@@ -8,7 +8,7 @@
 
 .PHONY: docker docker-down kind-bin kind-image image kind kind-down kind-status demo-kind
 
-kind-bin: ## kubelet, kubeadm, kube-proxy, controller-manager, scheduler, coredns, crictl, kind from Go modules (first time ~15-30 min on 2 cores; cached)
+kind-bin: ## kubelet, kubeadm, kube-proxy, controller-manager, scheduler, coredns, crictl, kind from Go modules (first time ~4 min on 2 idle cores, ~10 on a busy machine; cached)
 	@hack/build-k8s.sh --node >/dev/null
 
 docker: ## start the project's own Docker engine (Debian's docker.io, installed if missing; data outside the repo)
