@@ -360,7 +360,7 @@ def main() -> int:
     report["saturated_baselines"] = saturated_baselines(results)
     path = OUT / f"router_overhead-{stamp}.json"
     path.write_text(json.dumps(report, indent=2))
-    print_tables(console, results, aip, args)
+    print_tables(console, results, aip, args, report["saturated_baselines"])
     console.print(f"JSON: {path.relative_to(REPO)}  (process logs in {out.relative_to(REPO)})")
     bad = [
         n
@@ -383,7 +383,11 @@ def saturated_baselines(results: dict[str, Any]) -> list[str]:
 
 
 def print_tables(
-    console: Console, results: dict[str, Any], aip: dict[str, Any], args: argparse.Namespace
+    console: Console,
+    results: dict[str, Any],
+    aip: dict[str, Any],
+    args: argparse.Namespace,
+    distorted: list[str],
 ) -> None:
     t = Table(title=f"Open loop {args.rate:g} req/s × {args.duration:g} s (asyncio client), "
                     f"closed loop {args.concurrency} workers; zero-compute engines")  # fmt: skip
@@ -416,11 +420,12 @@ def print_tables(
         "the router's CPU (all threads and processes) per open-loop request; max req/s: median "
         f"(range) of {args.rounds} closed-loop round(s)"
     )
-    if distorted := saturated_baselines(results):
+    if distorted:
         console.print(
-            f"[yellow]warning: a router came out faster than {', '.join(distorted)}: that flow "
-            "queued on the client's cores (see its max req/s against the offered rate), so the "
-            "added latencies against it are not the routers' cost; lower --rate or free a core[/]"
+            f"[yellow]warning: a router came out faster than the direct flow it adds to "
+            f"({', '.join(distorted)}): such a flow queued on the client's cores (see its max "
+            "req/s against the offered rate), so the added latencies against it are not the "
+            "routers' cost; lower --rate or free a core[/]"
         )
     if not aip:
         return
