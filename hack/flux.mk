@@ -7,5 +7,5 @@
 FLUX_BUILD := hack/build-flux.sh
 
 .PHONY: flux-bin
-flux-bin: ## build Flux's source-controller + kustomize-controller from Go modules (first time ~7 min on 2 idle cores, 2-3× that on a busy machine; cached)
+flux-bin: ## build Flux's source-controller + kustomize-controller from Go modules (first time ~7 min on 2 idle cores, 3-6× that on a busy one; cached)
 	@$(FLUX_BUILD) >/dev/null

@@ -14,7 +14,7 @@ CLUSTER_KUBECONFIG ?= .local/kubeconfig
 
 .PHONY: k8s-bin cluster cluster-down cluster-status
 
-k8s-bin: ## build kube-apiserver, etcd, kubectl, helm from Go modules (first time ~7 min on 2 idle cores, 2-3× that on a busy machine; cached)
+k8s-bin: ## build kube-apiserver, etcd, kubectl, helm from Go modules (first time ~7 min on 2 idle cores, 3-6× that on a busy one; cached)
 	@$(K8S_BUILD) >/dev/null
 
 cluster: k8s-bin venv ## start a local control plane (etcd + kube-apiserver); kubeconfig in .local/kubeconfig
